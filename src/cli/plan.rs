@@ -1,0 +1,323 @@
+//! `kbuild plan`: the resolved stage graph of a spec, or of a flavor of the
+//! project, without doing any work.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::plan::{self, Origin, Plan, PlanRequest, PlanSummary, Platform};
+use crate::project::{self, Arch, K8sDistribution, Project, Selection, SelectionRequest, Variant};
+use crate::spec;
+
+use super::{key_value, UsageError};
+
+/// Show the stage graph a build would run: build order, external images
+/// and, for a flavor, the composed layers and artifact names.
+///
+/// Either a spec file (-f) or a flavor of the project (--flavor).
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The spec file to plan.
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "FILE",
+        conflicts_with = "flavor"
+    )]
+    file: Option<PathBuf>,
+
+    /// Plan a flavor of the project in --project (images/Dockerfile.<FLAVOR> with kbuild.yaml's args).
+    #[arg(long, value_name = "FLAVOR")]
+    flavor: Option<String>,
+
+    /// Flavor release (default: the first release kbuild.yaml lists for the flavor).
+    #[arg(long, value_name = "RELEASE", requires = "flavor")]
+    release: Option<String>,
+
+    /// Variant to compose on top of the flavor base.
+    #[arg(long, value_enum, requires = "flavor")]
+    variant: Option<VariantArg>,
+
+    /// Kubernetes distribution of the standard variant (default: the first in kbuild.yaml).
+    #[arg(long, value_enum, requires = "flavor")]
+    k8s: Option<K8sArg>,
+
+    /// Kubernetes version (default: the first kbuild.yaml lists).
+    #[arg(long, value_name = "VERSION", requires = "flavor")]
+    k8s_version: Option<String>,
+
+    /// Target architecture of the flavor build (default: the host's if kbuild.yaml lists it).
+    #[arg(long, value_enum, requires = "flavor")]
+    arch: Option<ArchArg>,
+
+    /// The project directory holding kbuild.yaml.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    project: PathBuf,
+
+    /// Set a build-time variable (repeatable); overrides ARG defaults.
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = key_value)]
+    build_args: Vec<(String, String)>,
+
+    /// The stage to build (default: the last stage).
+    #[arg(long, value_name = "STAGE")]
+    target: Option<String>,
+
+    /// Target platform as OS/ARCH[/VARIANT] (default: the host's, or linux/<--arch> for a flavor).
+    #[arg(long, value_name = "PLATFORM")]
+    platform: Option<String>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum VariantArg {
+    Core,
+    Standard,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum K8sArg {
+    K3s,
+    K0s,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ArchArg {
+    Amd64,
+    Arm64,
+}
+
+pub fn run(args: PlanArgs) -> anyhow::Result<()> {
+    let platform = args
+        .platform
+        .as_deref()
+        .map(Platform::parse)
+        .transpose()
+        .map_err(|e| UsageError(e.to_string()))?;
+    let mut request = PlanRequest {
+        build_args: BTreeMap::new(),
+        target: args.target.clone(),
+        platform,
+    };
+    match (&args.file, &args.flavor) {
+        (Some(file), None) => {
+            request.build_args = args.build_args.iter().cloned().collect();
+            let plan = plan_file(file, &request)?;
+            print_file_plan(&plan, args.format)
+        }
+        (None, Some(flavor)) => plan_flavor(&args, flavor, request),
+        _ => Err(UsageError(
+            "give a spec with -f FILE or a project flavor with --flavor FLAVOR".into(),
+        )
+        .into()),
+    }
+}
+
+fn plan_file(file: &Path, request: &PlanRequest) -> anyhow::Result<Plan> {
+    let dockerfile = spec::parse_file(file)?;
+    let plan = plan::plan(&dockerfile, request)
+        .with_context(|| format!("cannot plan {}", file.display()))?;
+    Ok(plan)
+}
+
+fn print_file_plan(plan: &Plan, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&plan.summary())?),
+        Format::Text => print!("{}", render_text(plan)),
+    }
+    Ok(())
+}
+
+fn render_text(plan: &Plan) -> String {
+    let summary = plan.summary();
+    let mut out = format!(
+        "target:   {}\nplatform: {}\nstages:\n",
+        summary.target, plan.platform
+    );
+    for (step, &index) in plan.order.iter().enumerate() {
+        let header = &plan.headers[index];
+        let base = match &header.base {
+            Origin::Scratch => "scratch".to_string(),
+            Origin::Image(r) => format!("image {r}"),
+            Origin::Stage(s) => format!("stage {}", plan.headers[*s].name),
+        };
+        out.push_str(&format!(
+            "  {:>2}. {:<28} from {base}\n",
+            step + 1,
+            header.name
+        ));
+    }
+    out.push_str("images:\n");
+    if summary.images.is_empty() {
+        out.push_str("  (none)\n");
+    }
+    for image in &summary.images {
+        out.push_str(&format!("  - {image}\n"));
+    }
+    out
+}
+
+/// One composed layer on top of the flavor base.
+#[derive(Debug, Serialize)]
+struct LayerPlan {
+    layer: &'static str,
+    packages: Vec<PackagePlan>,
+}
+
+#[derive(Debug, Serialize)]
+struct PackagePlan {
+    name: String,
+    version: String,
+    source: project::package::ArtifactSource,
+    files: Vec<project::package::FileMapping>,
+}
+
+#[derive(Debug, Serialize)]
+struct K8sPlan {
+    distribution: K8sDistribution,
+    version: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Artifacts {
+    iso: String,
+    image: String,
+}
+
+#[derive(Debug, Serialize)]
+struct FlavorPlan {
+    #[serde(flatten)]
+    stages: PlanSummary,
+    flavor: String,
+    flavor_release: String,
+    variant: Variant,
+    arch: Arch,
+    platform: String,
+    k8s: Option<K8sPlan>,
+    dockerfile: PathBuf,
+    build_args: BTreeMap<String, String>,
+    layers: Vec<LayerPlan>,
+    artifacts: Artifacts,
+}
+
+fn plan_flavor(args: &PlanArgs, flavor: &str, mut request: PlanRequest) -> anyhow::Result<()> {
+    let project = Project::load(&args.project)
+        .with_context(|| format!("cannot load the project in {}", args.project.display()))?;
+    let selection = project.select(&SelectionRequest {
+        flavor: Some(flavor.to_string()),
+        release: args.release.clone(),
+        variant: args.variant.map(|v| match v {
+            VariantArg::Core => Variant::Core,
+            VariantArg::Standard => Variant::Standard,
+        }),
+        arch: args.arch.map(|a| match a {
+            ArchArg::Amd64 => Arch::Amd64,
+            ArchArg::Arm64 => Arch::Arm64,
+        }),
+        k8s: args.k8s.map(|k| match k {
+            K8sArg::K3s => K8sDistribution::K3s,
+            K8sArg::K0s => K8sDistribution::K0s,
+        }),
+        k8s_version: args.k8s_version.clone(),
+    })?;
+    request.build_args = project.build_args(&selection);
+    request.build_args.extend(args.build_args.iter().cloned());
+    if request.platform.is_none() {
+        request.platform = Some(Platform::parse(&format!("linux/{}", selection.id.arch))?);
+    }
+    let plan = plan_file(&selection.dockerfile, &request)?;
+    let flavor_plan = compose_plan(&project, &selection, &plan, request.build_args)?;
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&flavor_plan)?),
+        Format::Text => {
+            print!("{}", render_text(&plan));
+            println!("layers:");
+            println!("  - base        {}", flavor_plan.dockerfile.display());
+            for layer in &flavor_plan.layers {
+                let names: Vec<String> = layer
+                    .packages
+                    .iter()
+                    .map(|p| format!("{} {}", p.name, p.version))
+                    .collect();
+                println!("  - {:<11} {}", layer.layer, names.join(", "));
+            }
+            println!(
+                "artifacts:\n  iso:   {}\n  image: {}",
+                flavor_plan.artifacts.iso, flavor_plan.artifacts.image
+            );
+        }
+    }
+    Ok(())
+}
+
+fn compose_plan(
+    project: &Project,
+    selection: &Selection,
+    plan: &Plan,
+    build_args: BTreeMap<String, String>,
+) -> anyhow::Result<FlavorPlan> {
+    let id = &selection.id;
+    let package = |name: &str| -> anyhow::Result<PackagePlan> {
+        let pkg = &project.packages[name];
+        let source = pkg.sources.get(id.arch.as_str()).cloned().ok_or_else(|| {
+            UsageError(format!(
+                "packages/{name}.yaml has no source for {}",
+                id.arch
+            ))
+        })?;
+        Ok(PackagePlan {
+            name: pkg.name.clone(),
+            version: pkg.version.clone(),
+            source,
+            files: pkg.files.clone(),
+        })
+    };
+    let mut layers = vec![LayerPlan {
+        layer: "framework",
+        packages: vec![package(project::FRAMEWORK_PACKAGE)?],
+    }];
+    if let Some((distro, _)) = &id.k8s {
+        layers.push(LayerPlan {
+            layer: "provider",
+            packages: vec![
+                package(project::PROVIDER_PACKAGE)?,
+                package(distro.as_str())?,
+            ],
+        });
+    }
+    let dockerfile = selection
+        .dockerfile
+        .strip_prefix(&project.root)
+        .unwrap_or(&selection.dockerfile)
+        .to_path_buf();
+    Ok(FlavorPlan {
+        stages: plan.summary(),
+        flavor: id.flavor.clone(),
+        flavor_release: id.flavor_release.clone(),
+        variant: id.variant,
+        arch: id.arch,
+        platform: plan.platform.to_string(),
+        k8s: id.k8s.clone().map(|(distribution, version)| K8sPlan {
+            distribution,
+            version,
+        }),
+        dockerfile,
+        build_args,
+        layers,
+        artifacts: Artifacts {
+            iso: format!("{}.iso", id.iso_name()),
+            image: id.image_ref(&project.config.registry),
+        },
+    })
+}

@@ -1,0 +1,10 @@
+//! kbuild: a declarative, daemonless OS image builder.
+//!
+//! The library holds the whole engine; the `kbuild` binary in `main.rs` and
+//! `cli/` only turns command lines into calls of these modules.
+
+pub mod cli;
+pub mod plan;
+pub mod project;
+pub mod reference;
+pub mod spec;

@@ -1,0 +1,137 @@
+//! `kbuild.yaml`: the build matrix (flavors x releases x variants x
+//! Kubernetes distributions x architectures) and project-wide settings.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// Prefix of artifact names (`kairos` gives `kairos-debian-...iso`).
+    pub name: String,
+    pub version: String,
+    /// Registry and organisation images are tagged under, e.g. `quay.io/kairos`.
+    pub registry: String,
+    pub default_flavor: String,
+    #[serde(default = "default_model")]
+    pub model: String,
+    pub arches: Vec<Arch>,
+    #[serde(default = "default_output_dir")]
+    pub output_dir: PathBuf,
+    #[serde(default)]
+    pub compression: Compression,
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    pub flavors: BTreeMap<String, FlavorEntry>,
+    pub variants: Vec<Variant>,
+    #[serde(default)]
+    pub kubernetes: BTreeMap<K8sDistribution, K8sEntry>,
+}
+
+fn default_model() -> String {
+    "generic".into()
+}
+
+fn default_output_dir() -> PathBuf {
+    "out".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlavorEntry {
+    pub releases: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct K8sEntry {
+    pub versions: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Arch> {
+        match text {
+            "amd64" | "x86_64" => Some(Arch::Amd64),
+            "arm64" | "aarch64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Variant {
+    /// Flavor base + the Kairos framework layer.
+    Core,
+    /// Core + the provider layer (provider-kairos and a Kubernetes distribution).
+    Standard,
+}
+
+impl Variant {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Variant::Core => "core",
+            Variant::Standard => "standard",
+        }
+    }
+}
+
+impl fmt::Display for Variant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum K8sDistribution {
+    K3s,
+    K0s,
+}
+
+impl K8sDistribution {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            K8sDistribution::K3s => "k3s",
+            K8sDistribution::K0s => "k0s",
+        }
+    }
+}
+
+impl fmt::Display for K8sDistribution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
