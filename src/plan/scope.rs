@@ -69,7 +69,8 @@ impl BuildInputs {
             let value = match (inputs.build_args.get(&decl.name), &decl.default) {
                 (Some(v), _) => Some(v.clone()),
                 (None, Some(default)) => Some(inputs.expand_global(default)?),
-                (None, None) => None,
+                // Declaring an automatic ARG globally keeps its value.
+                (None, None) => inputs.automatic.get(&decl.name).cloned(),
             };
             inputs.globals.insert(decl.name.clone(), value);
         }
