@@ -4,6 +4,8 @@
 //! `cli/` only turns command lines into calls of these modules.
 
 pub mod cli;
+pub mod digest;
+pub mod layer;
 pub mod plan;
 pub mod project;
 pub mod reference;

@@ -1,7 +1,7 @@
 //! Strict YAML loading: unknown keys are errors, and every error names the
 //! file, the key path and, where the parser knows it, line and column.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::de::DeserializeOwned;
 
@@ -37,7 +37,7 @@ pub fn parse<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, ProjectE
 }
 
 /// `file:line:column` (or just the file) for messages.
-pub fn locate(path: &PathBuf, location: &Option<(usize, usize)>) -> String {
+pub fn locate(path: &Path, location: &Option<(usize, usize)>) -> String {
     match location {
         Some((line, column)) => format!("{}:{line}:{column}", path.display()),
         None => path.display().to_string(),

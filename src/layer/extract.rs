@@ -1,0 +1,554 @@
+//! Layer tar -> directory: kbuild's security boundary against hostile
+//! layers.
+//!
+//! Invariants:
+//! * Nothing outside `root` is ever created, written, removed, chowned or
+//!   chmodded. Every lookup goes through `openat2(RESOLVE_IN_ROOT)` from a
+//!   descriptor of the root, so `..`, absolute symlinks and relative
+//!   symlinks all resolve inside it; the last component is never followed
+//!   (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`), and metadata is applied through
+//!   descriptors of what was just created, never by path.
+//! * Entry paths are cleaned lexically first (`..` clamps at the root, as
+//!   containerd does); a non-directory entry for the root itself is refused.
+//! * PAX and GNU long-name records are parsed here (the tar crate runs in
+//!   raw mode), with a size cap; a PAX `size` that disagrees with the header
+//!   is refused, so no parser can be desynchronized from this one.
+//! * Entry count and total bytes are capped; on any error the caller
+//!   discards the directory: a layer is applied whole or not at all.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, Dev, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags};
+use rustix::io::Errno;
+use tar::EntryType;
+
+use super::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+
+/// How whiteouts are applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtractMode {
+    /// Apply deletions to what is already in `root` (a flattened rootfs).
+    Flatten,
+    /// `root` is one overlayfs lower dir: whiteouts become char 0:0 nodes,
+    /// opaque markers the `trusted.overlay.opaque` xattr.
+    OverlayLower,
+}
+
+/// Caps that defeat archive bombs.
+#[derive(Debug, Clone, Copy)]
+pub struct ExtractLimits {
+    pub max_entries: u64,
+    /// Total bytes read from the (decompressed) tar stream.
+    pub max_bytes: u64,
+    /// Size of one PAX or GNU long-name record.
+    pub max_header_bytes: u64,
+}
+
+impl Default for ExtractLimits {
+    fn default() -> Self {
+        ExtractLimits {
+            max_entries: 4_000_000,
+            max_bytes: 256 << 30,
+            max_header_bytes: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ExtractStats {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExtractError {
+    #[error("malformed layer: {0}")]
+    Malformed(String),
+    #[error("layer exceeds a limit: {0}")]
+    Limit(String),
+    #[error("refused layer entry \"{path}\": {reason}")]
+    Refused { path: String, reason: String },
+    #[error("cannot apply layer entry \"{path}\": {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Applies the tar stream `reader` to the directory `root`.
+pub fn extract_layer(reader: impl Read, root: &Path, mode: ExtractMode, limits: ExtractLimits) -> Result<ExtractStats, ExtractError> {
+    let root_fd = rustix::fs::open(root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
+        .map_err(|e| io_err(root.as_os_str().as_bytes(), e.into()))?;
+    let counter = CountingReader {
+        inner: reader,
+        read: 0,
+        limit: limits.max_bytes,
+    };
+    let mut archive = tar::Archive::new(counter);
+    let mut x = Extractor {
+        root: root_fd,
+        mode,
+        limits,
+        is_root: rustix::process::geteuid().is_root(),
+        created: HashSet::new(),
+        dir_times: Vec::new(),
+        stats: ExtractStats::default(),
+    };
+    let entries = archive.entries().map_err(malformed)?.raw(true);
+    let mut pending = Pending::default();
+    for entry in entries {
+        let entry = entry.map_err(malformed)?;
+        x.stats.entries += 1;
+        if x.stats.entries > limits.max_entries {
+            return Err(ExtractError::Limit(format!("more than {} entries", limits.max_entries)));
+        }
+        x.entry(entry, &mut pending)?;
+    }
+    x.apply_dir_times();
+    x.stats.bytes = archive.into_inner().read;
+    Ok(x.stats)
+}
+
+fn malformed(e: io::Error) -> ExtractError {
+    if e.kind() == io::ErrorKind::FileTooLarge {
+        ExtractError::Limit(e.to_string())
+    } else {
+        ExtractError::Malformed(e.to_string())
+    }
+}
+
+fn io_err(path: &[u8], source: io::Error) -> ExtractError {
+    ExtractError::Io {
+        path: String::from_utf8_lossy(path).into_owned(),
+        source,
+    }
+}
+
+struct CountingReader<R> {
+    inner: R,
+    read: u64,
+    limit: u64,
+}
+
+impl<R: Read> Read for CountingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        if self.read > self.limit {
+            return Err(io::Error::new(io::ErrorKind::FileTooLarge, format!("more than {} bytes of tar data", self.limit)));
+        }
+        Ok(n)
+    }
+}
+
+/// Metadata from PAX / GNU records that applies to the next entry.
+#[derive(Default)]
+struct Pending {
+    path: Option<Vec<u8>>,
+    link: Option<Vec<u8>>,
+    size: Option<u64>,
+    uid: Option<u64>,
+    gid: Option<u64>,
+    mtime: Option<i64>,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Parses PAX records: `"<len> <key>=<value>\n"`, repeated.
+fn parse_pax(mut data: &[u8], pending: &mut Pending) -> Result<(), ExtractError> {
+    let bad = |why: &str| ExtractError::Malformed(format!("bad PAX record: {why}"));
+    while !data.is_empty() {
+        let space = data.iter().position(|b| *b == b' ').ok_or_else(|| bad("no length"))?;
+        let len: usize = std::str::from_utf8(&data[..space])
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| bad("length is not a number"))?;
+        if len <= space + 1 || len > data.len() || data[len - 1] != b'\n' {
+            return Err(bad("length out of range"));
+        }
+        let record = &data[space + 1..len - 1];
+        let eq = record.iter().position(|b| *b == b'=').ok_or_else(|| bad("no '='"))?;
+        let (key, value) = (&record[..eq], &record[eq + 1..]);
+        let number = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| bad("not a number"));
+        match key {
+            b"path" => pending.path = Some(value.to_vec()),
+            b"linkpath" => pending.link = Some(value.to_vec()),
+            b"size" => pending.size = Some(number(value)?),
+            b"uid" => pending.uid = Some(number(value)?),
+            b"gid" => pending.gid = Some(number(value)?),
+            b"mtime" => {
+                let secs = std::str::from_utf8(value).ok().and_then(|s| s.split('.').next()?.parse::<i64>().ok());
+                pending.mtime = Some(secs.ok_or_else(|| bad("mtime is not a number"))?);
+            }
+            _ => {
+                if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
+                    pending.xattrs.push((name.to_vec(), value.to_vec()));
+                }
+            }
+        }
+        data = &data[len..];
+    }
+    Ok(())
+}
+
+/// Lexically cleaned components: no empty, `.` or `..` (clamped at root).
+fn clean(path: &[u8]) -> Result<Vec<&[u8]>, String> {
+    if path.contains(&0) {
+        return Err("path contains a NUL byte".into());
+    }
+    let mut parts: Vec<&[u8]> = Vec::new();
+    for comp in path.split(|b| *b == b'/') {
+        match comp {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    Ok(parts)
+}
+
+fn join(parts: &[&[u8]]) -> Vec<u8> {
+    parts.join(&b'/')
+}
+
+fn os(bytes: &[u8]) -> &OsStr {
+    OsStr::from_bytes(bytes)
+}
+
+const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+
+struct Extractor {
+    root: OwnedFd,
+    mode: ExtractMode,
+    limits: ExtractLimits,
+    is_root: bool,
+    /// Paths this layer created (whiteouts only hide lower content).
+    created: HashSet<Vec<u8>>,
+    dir_times: Vec<(Vec<u8>, i64)>,
+    stats: ExtractStats,
+}
+
+impl Extractor {
+    fn read_record<R: Read>(&self, entry: &mut tar::Entry<R>, size: u64) -> Result<Vec<u8>, ExtractError> {
+        if size > self.limits.max_header_bytes {
+            return Err(ExtractError::Limit(format!(
+                "a PAX or long-name record of {size} bytes (at most {})",
+                self.limits.max_header_bytes
+            )));
+        }
+        let mut data = Vec::with_capacity(size as usize);
+        entry.read_to_end(&mut data).map_err(malformed)?;
+        Ok(data)
+    }
+
+    fn entry<R: Read>(&mut self, mut entry: tar::Entry<R>, pending: &mut Pending) -> Result<(), ExtractError> {
+        let header = entry.header().clone();
+        let size = header.entry_size().map_err(malformed)?;
+        let kind = header.entry_type();
+        match kind {
+            EntryType::XHeader => {
+                let data = self.read_record(&mut entry, size)?;
+                return parse_pax(&data, pending);
+            }
+            EntryType::XGlobalHeader => {
+                self.read_record(&mut entry, size)?;
+                return Ok(());
+            }
+            EntryType::GNULongName | EntryType::GNULongLink => {
+                let mut data = self.read_record(&mut entry, size)?;
+                while data.last() == Some(&0) {
+                    data.pop();
+                }
+                if kind == EntryType::GNULongName {
+                    pending.path = Some(data);
+                } else {
+                    pending.link = Some(data);
+                }
+                return Ok(());
+            }
+            _ => {}
+        }
+        let meta = std::mem::take(pending);
+        let raw_path = meta.path.clone().unwrap_or_else(|| header.path_bytes().into_owned());
+        let refuse = |reason: &str| ExtractError::Refused {
+            path: String::from_utf8_lossy(&raw_path).into_owned(),
+            reason: reason.to_string(),
+        };
+        if let Some(pax_size) = meta.size {
+            if pax_size != size {
+                return Err(refuse(&format!("PAX size {pax_size} disagrees with the header size {size}")));
+            }
+        }
+        let parts = clean(&raw_path).map_err(|r| refuse(&r))?;
+        let Some((name, parent)) = parts.split_last() else {
+            if kind == EntryType::Directory {
+                let fd = self.root.try_clone().map_err(|e| io_err(b".", e))?;
+                return self.set_meta(fd.as_fd(), &header, &meta, b".");
+            }
+            return Err(refuse("a non-directory entry for the root itself"));
+        };
+        let path = join(&parts);
+        if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            if path.ends_with(b"/") {
+                return Err(refuse("whiteout with a trailing slash"));
+            }
+            return self.whiteout(parent, target, &raw_path);
+        }
+        let parent_fd = self.open_parent(parent, &raw_path)?;
+        match kind {
+            EntryType::Regular | EntryType::Continuous => {
+                self.remove_existing(parent_fd.as_fd(), name, false, &path)?;
+                let fd = rustix::fs::openat(
+                    &parent_fd,
+                    os(name),
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::from_raw_mode(0o600),
+                )
+                .map_err(|e| io_err(&path, e.into()))?;
+                let mut file = std::fs::File::from(fd);
+                io::copy(&mut (&mut entry).take(size), &mut file).map_err(malformed)?;
+                self.set_meta(file.as_fd(), &header, &meta, &path)?;
+            }
+            EntryType::Directory => {
+                let existing_dir = self.remove_existing(parent_fd.as_fd(), name, true, &path)?;
+                if !existing_dir {
+                    rustix::fs::mkdirat(&parent_fd, os(name), Mode::from_raw_mode(0o700)).map_err(|e| io_err(&path, e.into()))?;
+                }
+                let fd = rustix::fs::openat(&parent_fd, os(name), OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
+                    .map_err(|e| io_err(&path, e.into()))?;
+                self.set_meta(fd.as_fd(), &header, &meta, &path)?;
+                let mtime = meta.mtime.unwrap_or(header.mtime().unwrap_or(0) as i64);
+                self.dir_times.push((path.clone(), mtime));
+            }
+            EntryType::Symlink => {
+                let target = meta.link.clone().or_else(|| header.link_name_bytes().map(|l| l.into_owned())).ok_or_else(|| refuse("symlink without a target"))?;
+                self.remove_existing(parent_fd.as_fd(), name, false, &path)?;
+                rustix::fs::symlinkat(os(&target), &parent_fd, os(name)).map_err(|e| io_err(&path, e.into()))?;
+                self.chown_at(parent_fd.as_fd(), name, &header, &meta, &path)?;
+                let mtime = meta.mtime.unwrap_or(header.mtime().unwrap_or(0) as i64);
+                let times = timestamps(mtime);
+                rustix::fs::utimensat(&parent_fd, os(name), &times, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_err(&path, e.into()))?;
+            }
+            EntryType::Link => {
+                let target = meta.link.clone().or_else(|| header.link_name_bytes().map(|l| l.into_owned())).ok_or_else(|| refuse("hardlink without a target"))?;
+                let target_parts = clean(&target).map_err(|r| refuse(&r))?;
+                if target_parts.is_empty() {
+                    return Err(refuse("hardlink to the root directory"));
+                }
+                // O_PATH|O_NOFOLLOW: a link to a symlink links the symlink itself.
+                let source = rustix::fs::openat2(&self.root, os(&join(&target_parts)), OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty(), RESOLVE)
+                    .map_err(|e| refuse(&format!("hardlink target \"{}\" cannot be opened inside the root: {e}", String::from_utf8_lossy(&target))))?;
+                let stat = rustix::fs::fstat(&source).map_err(|e| io_err(&path, e.into()))?;
+                if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+                    return Err(refuse("hardlink to a directory"));
+                }
+                self.remove_existing(parent_fd.as_fd(), name, false, &path)?;
+                let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&source));
+                rustix::fs::linkat(rustix::fs::CWD, proc_path.as_str(), &parent_fd, os(name), AtFlags::SYMLINK_FOLLOW)
+                    .map_err(|e| io_err(&path, e.into()))?;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                self.remove_existing(parent_fd.as_fd(), name, false, &path)?;
+                let (file_type, dev) = match kind {
+                    EntryType::Fifo => (FileType::Fifo, 0),
+                    _ => {
+                        let major = header.device_major().map_err(malformed)?.unwrap_or(0);
+                        let minor = header.device_minor().map_err(malformed)?.unwrap_or(0);
+                        let ft = if kind == EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
+                        (ft, rustix::fs::makedev(major, minor))
+                    }
+                };
+                match rustix::fs::mknodat(&parent_fd, os(name), file_type, Mode::from_raw_mode(0o600), dev as Dev) {
+                    // Device nodes need root; a rootless extraction leaves them out.
+                    Err(Errno::PERM) if !self.is_root && file_type != FileType::Fifo => return Ok(()),
+                    other => other.map_err(|e| io_err(&path, e.into()))?,
+                }
+                self.chown_at(parent_fd.as_fd(), name, &header, &meta, &path)?;
+                let mode = header.mode().map_err(malformed)? & 0o7777;
+                rustix::fs::chmodat(&parent_fd, os(name), Mode::from_raw_mode(mode), AtFlags::empty()).map_err(|e| io_err(&path, e.into()))?;
+            }
+            other => return Err(refuse(&format!("unsupported entry type {other:?}"))),
+        }
+        self.created.insert(path);
+        Ok(())
+    }
+
+    /// Opens (creating as needed) the parent directory inside the root.
+    fn open_parent(&self, parent: &[&[u8]], raw: &[u8]) -> Result<OwnedFd, ExtractError> {
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        let mut fd = self.root.try_clone().map_err(|e| io_err(raw, e))?;
+        for comp in parent {
+            match rustix::fs::openat2(&fd, os(comp), flags, Mode::empty(), RESOLVE) {
+                Ok(next) => fd = next,
+                Err(Errno::NOENT) => {
+                    match rustix::fs::mkdirat(&fd, os(comp), Mode::from_raw_mode(0o755)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(io_err(raw, e.into())),
+                    }
+                    fd = rustix::fs::openat2(&fd, os(comp), flags, Mode::empty(), RESOLVE).map_err(|e| io_err(raw, e.into()))?;
+                }
+                Err(Errno::NOTDIR) => {
+                    return Err(ExtractError::Refused {
+                        path: String::from_utf8_lossy(raw).into_owned(),
+                        reason: format!("parent \"{}\" is not a directory", String::from_utf8_lossy(comp)),
+                    })
+                }
+                Err(e) => return Err(io_err(raw, e.into())),
+            }
+        }
+        Ok(fd)
+    }
+
+    /// Clears the way for a new entry. Keeps an existing directory when a
+    /// directory is coming (returns true then); removes anything else,
+    /// never following a symlink.
+    fn remove_existing(&self, parent: BorrowedFd, name: &[u8], want_dir: bool, path: &[u8]) -> Result<bool, ExtractError> {
+        let stat = match rustix::fs::statat(parent, os(name), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(s) => s,
+            Err(Errno::NOENT) => return Ok(false),
+            Err(e) => return Err(io_err(path, e.into())),
+        };
+        let is_dir = FileType::from_raw_mode(stat.st_mode) == FileType::Directory;
+        if is_dir && want_dir {
+            return Ok(true);
+        }
+        remove_at(parent, name).map_err(|e| io_err(path, e))?;
+        Ok(false)
+    }
+
+    fn whiteout(&mut self, parent: &[&[u8]], target: &[u8], raw: &[u8]) -> Result<(), ExtractError> {
+        let parent_fd = self.open_parent(parent, raw)?;
+        let parent_path = join(parent);
+        if target == &OPAQUE_MARKER.as_bytes()[WHITEOUT_PREFIX.len()..] {
+            return match self.mode {
+                ExtractMode::OverlayLower => {
+                    rustix::fs::fsetxattr(&parent_fd, "trusted.overlay.opaque", b"y", XattrFlags::empty()).map_err(|e| io_err(raw, e.into()))
+                }
+                ExtractMode::Flatten => {
+                    let names = list_dir(parent_fd.as_fd()).map_err(|e| io_err(raw, e))?;
+                    for name in names {
+                        let child = if parent_path.is_empty() { name.clone() } else { [parent_path.as_slice(), b"/", &name].concat() };
+                        if !self.created.contains(&child) {
+                            remove_at(parent_fd.as_fd(), &name).map_err(|e| io_err(&child, e))?;
+                        }
+                    }
+                    Ok(())
+                }
+            };
+        }
+        if target.is_empty() || target == b"." || target == b".." {
+            return Err(ExtractError::Refused {
+                path: String::from_utf8_lossy(raw).into_owned(),
+                reason: "whiteout of an invalid name".into(),
+            });
+        }
+        match self.mode {
+            ExtractMode::Flatten => match remove_at(parent_fd.as_fd(), target) {
+                Ok(()) => Ok(()),
+                Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => Ok(()),
+                Err(e) => Err(io_err(raw, e)),
+            },
+            ExtractMode::OverlayLower => {
+                self.remove_existing(parent_fd.as_fd(), target, false, raw)?;
+                rustix::fs::mknodat(&parent_fd, os(target), FileType::CharacterDevice, Mode::empty(), 0 as Dev).map_err(|e| io_err(raw, e.into()))
+            }
+        }
+    }
+
+    fn ids(&self, header: &tar::Header, meta: &Pending) -> Result<(u32, u32), ExtractError> {
+        let uid = meta.uid.unwrap_or(header.uid().map_err(malformed)?);
+        let gid = meta.gid.unwrap_or(header.gid().map_err(malformed)?);
+        let uid = u32::try_from(uid).map_err(|_| ExtractError::Malformed(format!("uid {uid} out of range")))?;
+        let gid = u32::try_from(gid).map_err(|_| ExtractError::Malformed(format!("gid {gid} out of range")))?;
+        Ok((uid, gid))
+    }
+
+    fn chown_at(&self, parent: BorrowedFd, name: &[u8], header: &tar::Header, meta: &Pending, path: &[u8]) -> Result<(), ExtractError> {
+        if !self.is_root {
+            return Ok(());
+        }
+        let (uid, gid) = self.ids(header, meta)?;
+        rustix::fs::chownat(parent, os(name), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_err(path, e.into()))
+    }
+
+    /// Owner, then mode (chown clears setuid), xattrs and mtime, all
+    /// through the descriptor of the object itself.
+    fn set_meta(&self, fd: BorrowedFd, header: &tar::Header, meta: &Pending, path: &[u8]) -> Result<(), ExtractError> {
+        if self.is_root {
+            let (uid, gid) = self.ids(header, meta)?;
+            rustix::fs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|e| io_err(path, e.into()))?;
+        }
+        let mode = header.mode().map_err(malformed)? & 0o7777;
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(|e| io_err(path, e.into()))?;
+        for (name, value) in &meta.xattrs {
+            // Overlay's private attributes are never taken from a layer.
+            if name.starts_with(b"trusted.overlay.") {
+                continue;
+            }
+            match rustix::fs::fsetxattr(fd, os(name), value, XattrFlags::empty()) {
+                Ok(()) => {}
+                // Rootless: trusted.* and security.* need privileges.
+                Err(Errno::PERM | Errno::NOTSUP) if !self.is_root => {}
+                Err(e) => return Err(io_err(path, e.into())),
+            }
+        }
+        let mtime = meta.mtime.unwrap_or(header.mtime().map_err(malformed)? as i64);
+        rustix::fs::futimens(fd, &timestamps(mtime)).map_err(|e| io_err(path, e.into()))
+    }
+
+    /// Directory mtimes last: creating children changes them.
+    fn apply_dir_times(&self) {
+        for (path, mtime) in self.dir_times.iter().rev() {
+            let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            if let Ok(fd) = rustix::fs::openat2(&self.root, os(path), flags, Mode::empty(), RESOLVE) {
+                // Best effort: a directory replaced later in the layer has no time to restore.
+                let _ = rustix::fs::futimens(&fd, &timestamps(*mtime));
+            }
+        }
+    }
+}
+
+fn timestamps(mtime: i64) -> Timestamps {
+    let t = Timespec { tv_sec: mtime, tv_nsec: 0 };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
+    let fd = rustix::fs::openat(dir, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&fd)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    Ok(names)
+}
+
+/// Removes `name` in `parent` (recursively for a directory) without ever
+/// following a symlink.
+fn remove_at(parent: BorrowedFd, name: &[u8]) -> io::Result<()> {
+    match rustix::fs::unlinkat(parent, os(name), AtFlags::empty()) {
+        Ok(()) => return Ok(()),
+        Err(Errno::ISDIR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let dir = rustix::fs::openat(parent, os(name), OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    for child in list_dir(dir.as_fd())? {
+        remove_at(dir.as_fd(), &child)?;
+    }
+    rustix::fs::unlinkat(parent, os(name), AtFlags::REMOVEDIR)?;
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! OCI layers: the reproducible writer (directory -> tar -> compressed
+//! blob) and, in `extract`, the safe extractor that is kbuild's security
+//! boundary against hostile layers.
+
+mod compress;
+mod extract;
+mod writer;
+
+use std::path::PathBuf;
+
+pub use extract::{extract_layer, ExtractError, ExtractLimits, ExtractMode, ExtractStats};
+pub use compress::{decompressing_reader, Compression, Compressor};
+pub use writer::{read_xattrs, write_layer, LayerInfo, TreeKind, WriteOptions};
+
+/// Prefix of an OCI whiteout entry: `.wh.<name>` deletes `<name>`.
+pub const WHITEOUT_PREFIX: &str = ".wh.";
+/// An entry with this name makes its directory opaque.
+pub const OPAQUE_MARKER: &str = ".wh..wh..opq";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
