@@ -55,20 +55,42 @@ fn plan_json_is_the_script_contract() {
 fn unnamed_stages_are_named_by_index() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("Dockerfile");
-    std::fs::write(&file, "FROM alpine:3.20\nRUN true\nFROM scratch\nCOPY --from=0 /etc/os-release /\n").unwrap();
+    std::fs::write(
+        &file,
+        "FROM alpine:3.20\nRUN true\nFROM scratch\nCOPY --from=0 /etc/os-release /\n",
+    )
+    .unwrap();
     let out = kbuild(&["plan", "-f", file.to_str().unwrap(), "--format", "json"]);
     let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(json, serde_json::json!({"target": "1", "order": ["0", "1"], "images": ["alpine:3.20"]}));
+    assert_eq!(
+        json,
+        serde_json::json!({"target": "1", "order": ["0", "1"], "images": ["alpine:3.20"]})
+    );
 }
 
 #[test]
 fn plan_text_shows_order_and_images() {
-    let out = kbuild(&["plan", "-f", "tests/fixtures/plan/kairos-variable-names.Dockerfile", "--platform", "linux/amd64"]);
+    let out = kbuild(&[
+        "plan",
+        "-f",
+        "tests/fixtures/plan/kairos-variable-names.Dockerfile",
+        "--platform",
+        "linux/amd64",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
-    assert!(text.starts_with("target:   all\nplatform: linux/amd64\nstages:\n"), "{text}");
-    assert!(text.contains("   1. amd64-upstream               from image debian:12-slim\n"), "{text}");
-    assert!(text.contains("   7. all                          from stage amd64-generic\n"), "{text}");
+    assert!(
+        text.starts_with("target:   all\nplatform: linux/amd64\nstages:\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("   1. amd64-upstream               from image debian:12-slim\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("   7. all                          from stage amd64-generic\n"),
+        "{text}"
+    );
     assert!(text.contains("images:\n  - debian:12-slim\n"), "{text}");
 }
 
@@ -81,7 +103,10 @@ fn spec_errors_exit_2_with_file_line_column_and_caret() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("unterminated heredoc"), "{err}");
-    assert!(err.contains(&format!("--> {}:2:5", file.display())), "{err}");
+    assert!(
+        err.contains(&format!("--> {}:2:5", file.display())),
+        "{err}"
+    );
     assert!(err.contains("2 | RUN <<EOF\n  |     ^"), "{err}");
     assert!(!err.contains("panicked"), "{err}");
 }
@@ -91,7 +116,13 @@ fn usage_errors_exit_2() {
     for args in [
         vec!["plan"],
         vec!["plan", "-f", "x", "--flavor", "debian"],
-        vec!["plan", "-f", "images/Dockerfile.debian", "--platform", "linux"],
+        vec![
+            "plan",
+            "-f",
+            "images/Dockerfile.debian",
+            "--platform",
+            "linux",
+        ],
         vec!["plan", "--bogus"],
         vec!["plan", "-f", "Dockerfile", "--build-arg", "NOEQUALS"],
         vec!["frobnicate"],
@@ -106,7 +137,11 @@ fn usage_errors_exit_2() {
 fn missing_spec_file_names_the_path() {
     let out = kbuild(&["plan", "-f", "/nonexistent/Dockerfile"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("cannot read /nonexistent/Dockerfile"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot read /nonexistent/Dockerfile"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -115,8 +150,18 @@ fn help_documents_every_plan_flag() {
     assert!(out.status.success());
     let help = stdout(&out);
     for flag in [
-        "--file", "--flavor", "--release", "--variant", "--k8s", "--k8s-version", "--arch", "--project",
-        "--build-arg", "--target", "--platform", "--format",
+        "--file",
+        "--flavor",
+        "--release",
+        "--variant",
+        "--k8s",
+        "--k8s-version",
+        "--arch",
+        "--project",
+        "--build-arg",
+        "--target",
+        "--platform",
+        "--format",
     ] {
         assert!(help.contains(flag), "plan --help lacks {flag}:\n{help}");
     }
@@ -125,32 +170,74 @@ fn help_documents_every_plan_flag() {
 }
 
 fn project_flavors() -> Vec<String> {
-    let config: serde_yaml_ng::Value = serde_yaml_ng::from_str(&std::fs::read_to_string(root().join("kbuild.yaml")).unwrap()).unwrap();
-    config["flavors"].as_mapping().unwrap().keys().map(|k| k.as_str().unwrap().to_string()).collect()
+    let config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(root().join("kbuild.yaml")).unwrap())
+            .unwrap();
+    config["flavors"]
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect()
 }
 
 #[test]
 fn every_shipped_flavor_plans_with_kbuild_yaml_args() {
     let flavors = project_flavors();
-    for expected in ["debian", "ubuntu", "alpine", "fedora", "rockylinux", "opensuse"] {
-        assert!(flavors.iter().any(|f| f == expected), "kbuild.yaml lacks {expected}");
+    for expected in [
+        "debian",
+        "ubuntu",
+        "alpine",
+        "fedora",
+        "rockylinux",
+        "opensuse",
+    ] {
+        assert!(
+            flavors.iter().any(|f| f == expected),
+            "kbuild.yaml lacks {expected}"
+        );
     }
     for flavor in &flavors {
         for variant in ["core", "standard"] {
             for arch in ["amd64", "arm64"] {
-                let out = kbuild(&["plan", "--flavor", flavor, "--variant", variant, "--arch", arch, "--format", "json"]);
-                assert!(out.status.success(), "{flavor} {variant} {arch}: {}", stderr(&out));
+                let out = kbuild(&[
+                    "plan",
+                    "--flavor",
+                    flavor,
+                    "--variant",
+                    variant,
+                    "--arch",
+                    arch,
+                    "--format",
+                    "json",
+                ]);
+                assert!(
+                    out.status.success(),
+                    "{flavor} {variant} {arch}: {}",
+                    stderr(&out)
+                );
                 let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
                 let order = json["order"].as_array().unwrap();
                 assert!(!order.is_empty(), "{flavor}: empty order");
                 assert_eq!(json["target"], order.last().unwrap().clone(), "{flavor}");
                 let base = json["build_args"]["BASE_IMAGE"].as_str().unwrap();
-                assert!(json["images"].as_array().unwrap().iter().any(|i| i == base), "{flavor}: {base} not in images");
+                assert!(
+                    json["images"].as_array().unwrap().iter().any(|i| i == base),
+                    "{flavor}: {base} not in images"
+                );
                 assert_eq!(json["platform"], format!("linux/{arch}"));
                 let iso = json["artifacts"]["iso"].as_str().unwrap();
-                assert!(iso.starts_with(&format!("kairos-{flavor}-")) && iso.contains(&format!("-{variant}-{arch}-")), "{iso}");
+                assert!(
+                    iso.starts_with(&format!("kairos-{flavor}-"))
+                        && iso.contains(&format!("-{variant}-{arch}-")),
+                    "{iso}"
+                );
                 let layers = json["layers"].as_array().unwrap();
-                assert_eq!(layers.len(), if variant == "core" { 1 } else { 2 }, "{flavor} {variant}");
+                assert_eq!(
+                    layers.len(),
+                    if variant == "core" { 1 } else { 2 },
+                    "{flavor} {variant}"
+                );
             }
         }
     }
@@ -159,7 +246,19 @@ fn every_shipped_flavor_plans_with_kbuild_yaml_args() {
 #[test]
 fn standard_plan_composes_provider_and_k8s() {
     for (k8s, binary) in [("k3s", "/usr/bin/k3s"), ("k0s", "/usr/bin/k0s")] {
-        let out = kbuild(&["plan", "--flavor", "debian", "--variant", "standard", "--k8s", k8s, "--arch", "amd64", "--format", "json"]);
+        let out = kbuild(&[
+            "plan",
+            "--flavor",
+            "debian",
+            "--variant",
+            "standard",
+            "--k8s",
+            k8s,
+            "--arch",
+            "amd64",
+            "--format",
+            "json",
+        ]);
         assert!(out.status.success(), "{}", stderr(&out));
         let json: Value = serde_json::from_str(&stdout(&out)).unwrap();
         let version = json["k8s"]["version"].as_str().unwrap();
@@ -169,15 +268,27 @@ fn standard_plan_composes_provider_and_k8s() {
             .as_array()
             .unwrap()
             .iter()
-            .flat_map(|p| p["files"].as_array().unwrap().iter().map(|f| f["to"].as_str().unwrap()))
+            .flat_map(|p| {
+                p["files"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f["to"].as_str().unwrap())
+            })
             .collect();
         assert!(targets.contains(&binary), "{targets:?}");
-        assert!(targets.iter().any(|t| t.contains("agent-provider-kairos")), "{targets:?}");
+        assert!(
+            targets.iter().any(|t| t.contains("agent-provider-kairos")),
+            "{targets:?}"
+        );
         let iso = json["artifacts"]["iso"].as_str().unwrap();
         let bare = version.trim_start_matches('v');
         assert!(iso.ends_with(&format!("-{k8s}v{bare}.iso")), "{iso}");
         let image = json["artifacts"]["image"].as_str().unwrap();
-        assert!(!image.split(':').next_back().unwrap().contains('+'), "{image}");
+        assert!(
+            !image.split(':').next_back().unwrap().contains('+'),
+            "{image}"
+        );
     }
 }
 
@@ -211,15 +322,28 @@ fn unknown_project_keys_are_errors_naming_the_key_path() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("flavors/debian.yaml:"), "{err}");
-    assert!(err.contains("at `boot.kernal`") && err.contains("unknown field `kernal`"), "{err}");
+    assert!(
+        err.contains("at `boot.kernal`") && err.contains("unknown field `kernal`"),
+        "{err}"
+    );
 
     let dir = project_copy();
     let config = dir.path().join("kbuild.yaml");
     let text = std::fs::read_to_string(&config).unwrap() + "\ncolour: blue\n";
     std::fs::write(&config, text).unwrap();
-    let out = kbuild(&["plan", "--project", dir.path().to_str().unwrap(), "--flavor", "debian"]);
+    let out = kbuild(&[
+        "plan",
+        "--project",
+        dir.path().to_str().unwrap(),
+        "--flavor",
+        "debian",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown field `colour`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown field `colour`"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -227,13 +351,37 @@ fn project_cross_checks_fail_with_the_key() {
     let dir = project_copy();
     let config = dir.path().join("kbuild.yaml");
     let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.lines().map(|l| if l.starts_with("default_flavor:") { "default_flavor: gentoo" } else { l }).collect::<Vec<_>>().join("\n");
+    let text = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("default_flavor:") {
+                "default_flavor: gentoo"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
     std::fs::write(&config, text).unwrap();
-    let out = kbuild(&["plan", "--project", dir.path().to_str().unwrap(), "--flavor", "debian"]);
+    let out = kbuild(&[
+        "plan",
+        "--project",
+        dir.path().to_str().unwrap(),
+        "--flavor",
+        "debian",
+    ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("at `default_flavor`: \"gentoo\" is not one of `flavors`"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("at `default_flavor`: \"gentoo\" is not one of `flavors`"),
+        "{}",
+        stderr(&out)
+    );
 
     let out = kbuild(&["plan", "--flavor", "gentoo"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("unknown flavor \"gentoo\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("unknown flavor \"gentoo\""),
+        "{}",
+        stderr(&out)
+    );
 }

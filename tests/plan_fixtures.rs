@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use kbuild::plan::{self, Platform, PlanRequest, PlanSummary};
+use kbuild::plan::{self, PlanRequest, PlanSummary, Platform};
 use kbuild::spec;
 use serde::Deserialize;
 
@@ -43,7 +43,11 @@ fn with_suffix(suffix: &str) -> Vec<(PathBuf, PathBuf)> {
         .map(|e| e.unwrap().path())
         .filter(|p| p.to_string_lossy().ends_with(suffix))
         .map(|cases| {
-            let name = cases.file_name().unwrap().to_string_lossy().replace(suffix, ".Dockerfile");
+            let name = cases
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .replace(suffix, ".Dockerfile");
             (cases.with_file_name(name), cases)
         })
         .collect();
@@ -51,7 +55,11 @@ fn with_suffix(suffix: &str) -> Vec<(PathBuf, PathBuf)> {
     found
 }
 
-fn request(build_args: &std::collections::BTreeMap<String, String>, platform: &str, target: &Option<String>) -> PlanRequest {
+fn request(
+    build_args: &std::collections::BTreeMap<String, String>,
+    platform: &str,
+    target: &Option<String>,
+) -> PlanRequest {
     PlanRequest {
         build_args: build_args.clone(),
         target: target.clone(),
@@ -66,10 +74,14 @@ fn kairos_shaped_files_plan_as_buildkit_would() {
     let mut checked = 0;
     for (dockerfile, cases_path) in files {
         let file = spec::parse_file(&dockerfile).unwrap_or_else(|e| panic!("{e}"));
-        let cases: Vec<Case> = serde_json::from_str(&std::fs::read_to_string(&cases_path).unwrap()).unwrap();
+        let cases: Vec<Case> =
+            serde_json::from_str(&std::fs::read_to_string(&cases_path).unwrap()).unwrap();
         for (i, case) in cases.iter().enumerate() {
-            let plan = plan::plan(&file, &request(&case.build_args, &case.platform, &case.target))
-                .unwrap_or_else(|e| panic!("{} case {i}: {e}", dockerfile.display()));
+            let plan = plan::plan(
+                &file,
+                &request(&case.build_args, &case.platform, &case.target),
+            )
+            .unwrap_or_else(|e| panic!("{} case {i}: {e}", dockerfile.display()));
             let want = PlanSummary {
                 target: case.expect.target.clone(),
                 order: case.expect.order.clone(),
@@ -88,42 +100,97 @@ fn kairos_shaped_files_plan_as_buildkit_would() {
 fn broken_graphs_fail_at_the_offending_reference() {
     for (dockerfile, case_path) in with_suffix(".error.json") {
         let file = spec::parse_file(&dockerfile).unwrap();
-        let case: ErrorCase = serde_json::from_str(&std::fs::read_to_string(&case_path).unwrap()).unwrap();
-        let err = plan::plan(&file, &request(&case.build_args, &case.platform, &case.target)).unwrap_err();
+        let case: ErrorCase =
+            serde_json::from_str(&std::fs::read_to_string(&case_path).unwrap()).unwrap();
+        let err = plan::plan(
+            &file,
+            &request(&case.build_args, &case.platform, &case.target),
+        )
+        .unwrap_err();
         let plan::PlanError::Spec(err) = err else {
-            panic!("{}: expected a positioned error, got {err}", dockerfile.display())
+            panic!(
+                "{}: expected a positioned error, got {err}",
+                dockerfile.display()
+            )
         };
-        assert!(err.to_string().contains(&case.error_contains), "{}: {err}", dockerfile.display());
-        assert_eq!((err.pos.line, err.pos.column), (case.line, case.column), "{}: {err}", dockerfile.display());
+        assert!(
+            err.to_string().contains(&case.error_contains),
+            "{}: {err}",
+            dockerfile.display()
+        );
+        assert_eq!(
+            (err.pos.line, err.pos.column),
+            (case.line, case.column),
+            "{}: {err}",
+            dockerfile.display()
+        );
     }
 }
 
 #[test]
 fn unknown_target_lists_the_stages() {
     let file = spec::parse("Dockerfile", "FROM a AS one\nFROM b AS two\n").unwrap();
-    let err = plan::plan(&file, &PlanRequest { target: Some("three".into()), ..Default::default() }).unwrap_err();
-    assert_eq!(err.to_string(), "target stage \"three\" could not be found; the stages are: one, two");
+    let err = plan::plan(
+        &file,
+        &PlanRequest {
+            target: Some("three".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "target stage \"three\" could not be found; the stages are: one, two"
+    );
 }
 
 #[test]
 fn graph_errors_have_positions() {
     let cases: &[(&str, &str, (u32, u32))] = &[
         // numeric --from out of range
-        ("FROM a\nCOPY --from=3 /x /y\n", "there is no stage 3", (2, 13)),
+        (
+            "FROM a\nCOPY --from=3 /x /y\n",
+            "there is no stage 3",
+            (2, 13),
+        ),
         // --from naming a later stage (no cycle)
-        ("FROM a AS one\nCOPY --from=two /x /y\nFROM b AS two\nFROM one\n", "cannot copy from stage \"two\", it needs to be defined before current stage \"one\"", (2, 13)),
+        (
+            "FROM a AS one\nCOPY --from=two /x /y\nFROM b AS two\nFROM one\n",
+            "cannot copy from stage \"two\", it needs to be defined before current stage \"one\"",
+            (2, 13),
+        ),
         // a stage copying from itself
-        ("FROM a AS self\nCOPY --from=self /x /y\n", "circular dependency detected on stage: self (self -> self)", (2, 13)),
+        (
+            "FROM a AS self\nCOPY --from=self /x /y\n",
+            "circular dependency detected on stage: self (self -> self)",
+            (2, 13),
+        ),
         // mount from a stage that is neither a stage nor an image reference
-        ("FROM a\nRUN --mount=from=Not_Valid,target=/x true\n", "no stage has this name and it is not a valid image reference", (2, 5)),
+        (
+            "FROM a\nRUN --mount=from=Not_Valid,target=/x true\n",
+            "no stage has this name and it is not a valid image reference",
+            (2, 5),
+        ),
         // invalid stage name after expansion
-        ("ARG N=9lives\nFROM a AS ${N}\n", "invalid stage name \"9lives\"", (2, 11)),
+        (
+            "ARG N=9lives\nFROM a AS ${N}\n",
+            "invalid stage name \"9lives\"",
+            (2, 11),
+        ),
         // empty base after expansion
-        ("ARG B\nFROM ${B}\n", "base name (${B}) should not be blank", (2, 6)),
+        (
+            "ARG B\nFROM ${B}\n",
+            "base name (${B}) should not be blank",
+            (2, 6),
+        ),
         // invalid image reference in FROM
         ("FROM UPPER/case\n", "invalid image reference", (1, 6)),
         // bad --platform after expansion
-        ("ARG P=linux\nFROM --platform=$P a\n", "invalid platform \"linux\"", (2, 17)),
+        (
+            "ARG P=linux\nFROM --platform=$P a\n",
+            "invalid platform \"linux\"",
+            (2, 17),
+        ),
     ];
     for (text, message, (line, column)) in cases {
         let file = spec::parse("Dockerfile", text).unwrap();
@@ -132,7 +199,11 @@ fn graph_errors_have_positions() {
             other => panic!("{text:?}: expected a spec error, got {other:?}"),
         };
         assert!(err.to_string().contains(message), "{text:?}: {err}");
-        assert_eq!((err.pos.line, err.pos.column), (*line, *column), "{text:?}: {err}");
+        assert_eq!(
+            (err.pos.line, err.pos.column),
+            (*line, *column),
+            "{text:?}: {err}"
+        );
     }
 }
 

@@ -9,9 +9,13 @@ use flate2::write::GzEncoder;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
     /// Level 0-9; 6 is gzip's default.
-    Gzip { level: u32 },
+    Gzip {
+        level: u32,
+    },
     /// Level 1-22; 3 is zstd's default. Uses every core.
-    Zstd { level: i32 },
+    Zstd {
+        level: i32,
+    },
     None,
 }
 
@@ -43,7 +47,10 @@ impl<W: Write> Compressor<W> {
     pub fn new(inner: W, compression: Compression) -> io::Result<Self> {
         Ok(match compression {
             // GzBuilder's defaults (mtime 0, no name) keep the output reproducible.
-            Compression::Gzip { level } => Compressor::Gzip(GzEncoder::new(inner, flate2::Compression::new(level.min(9)))),
+            Compression::Gzip { level } => Compressor::Gzip(GzEncoder::new(
+                inner,
+                flate2::Compression::new(level.min(9)),
+            )),
             Compression::Zstd { level } => {
                 let mut enc = zstd::Encoder::new(inner, level)?;
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
@@ -85,7 +92,9 @@ impl<W: Write> Write for Compressor<W> {
 
 /// Wraps `reader` in the decompressor its magic bytes call for
 /// (gzip, zstd, or plain tar).
-pub fn decompressing_reader<'a, R: io::BufRead + 'a>(mut reader: R) -> io::Result<Box<dyn io::Read + 'a>> {
+pub fn decompressing_reader<'a, R: io::BufRead + 'a>(
+    mut reader: R,
+) -> io::Result<Box<dyn io::Read + 'a>> {
     let head = reader.fill_buf()?;
     Ok(if head.starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::bufread::MultiGzDecoder::new(reader))

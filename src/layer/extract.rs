@@ -23,7 +23,9 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use rustix::fs::{AtFlags, Dev, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags};
+use rustix::fs::{
+    AtFlags, Dev, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags,
+};
 use rustix::io::Errno;
 use tar::EntryType;
 
@@ -82,9 +84,18 @@ pub enum ExtractError {
 }
 
 /// Applies the tar stream `reader` to the directory `root`.
-pub fn extract_layer(reader: impl Read, root: &Path, mode: ExtractMode, limits: ExtractLimits) -> Result<ExtractStats, ExtractError> {
-    let root_fd = rustix::fs::open(root, OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())
-        .map_err(|e| io_err(root.as_os_str().as_bytes(), e.into()))?;
+pub fn extract_layer(
+    reader: impl Read,
+    root: &Path,
+    mode: ExtractMode,
+    limits: ExtractLimits,
+) -> Result<ExtractStats, ExtractError> {
+    let root_fd = rustix::fs::open(
+        root,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| io_err(root.as_os_str().as_bytes(), e.into()))?;
     let counter = CountingReader {
         inner: reader,
         read: 0,
@@ -106,7 +117,10 @@ pub fn extract_layer(reader: impl Read, root: &Path, mode: ExtractMode, limits: 
         let entry = entry.map_err(malformed)?;
         x.stats.entries += 1;
         if x.stats.entries > limits.max_entries {
-            return Err(ExtractError::Limit(format!("more than {} entries", limits.max_entries)));
+            return Err(ExtractError::Limit(format!(
+                "more than {} entries",
+                limits.max_entries
+            )));
         }
         x.entry(entry, &mut pending)?;
     }
@@ -141,7 +155,10 @@ impl<R: Read> Read for CountingReader<R> {
         let n = self.inner.read(buf)?;
         self.read += n as u64;
         if self.read > self.limit {
-            return Err(io::Error::new(io::ErrorKind::FileTooLarge, format!("more than {} bytes of tar data", self.limit)));
+            return Err(io::Error::new(
+                io::ErrorKind::FileTooLarge,
+                format!("more than {} bytes of tar data", self.limit),
+            ));
         }
         Ok(n)
     }
@@ -163,7 +180,10 @@ struct Pending {
 fn parse_pax(mut data: &[u8], pending: &mut Pending) -> Result<(), ExtractError> {
     let bad = |why: &str| ExtractError::Malformed(format!("bad PAX record: {why}"));
     while !data.is_empty() {
-        let space = data.iter().position(|b| *b == b' ').ok_or_else(|| bad("no length"))?;
+        let space = data
+            .iter()
+            .position(|b| *b == b' ')
+            .ok_or_else(|| bad("no length"))?;
         let len: usize = std::str::from_utf8(&data[..space])
             .ok()
             .and_then(|s| s.parse().ok())
@@ -172,9 +192,17 @@ fn parse_pax(mut data: &[u8], pending: &mut Pending) -> Result<(), ExtractError>
             return Err(bad("length out of range"));
         }
         let record = &data[space + 1..len - 1];
-        let eq = record.iter().position(|b| *b == b'=').ok_or_else(|| bad("no '='"))?;
+        let eq = record
+            .iter()
+            .position(|b| *b == b'=')
+            .ok_or_else(|| bad("no '='"))?;
         let (key, value) = (&record[..eq], &record[eq + 1..]);
-        let number = |v: &[u8]| std::str::from_utf8(v).ok().and_then(|s| s.parse::<u64>().ok()).ok_or_else(|| bad("not a number"));
+        let number = |v: &[u8]| {
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| bad("not a number"))
+        };
         match key {
             b"path" => pending.path = Some(value.to_vec()),
             b"linkpath" => pending.link = Some(value.to_vec()),
@@ -182,7 +210,9 @@ fn parse_pax(mut data: &[u8], pending: &mut Pending) -> Result<(), ExtractError>
             b"uid" => pending.uid = Some(number(value)?),
             b"gid" => pending.gid = Some(number(value)?),
             b"mtime" => {
-                let secs = std::str::from_utf8(value).ok().and_then(|s| s.split('.').next()?.parse::<i64>().ok());
+                let secs = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|s| s.split('.').next()?.parse::<i64>().ok());
                 pending.mtime = Some(secs.ok_or_else(|| bad("mtime is not a number"))?);
             }
             _ => {
@@ -236,7 +266,11 @@ struct Extractor {
 }
 
 impl Extractor {
-    fn read_record<R: Read>(&self, entry: &mut tar::Entry<R>, size: u64) -> Result<Vec<u8>, ExtractError> {
+    fn read_record<R: Read>(
+        &self,
+        entry: &mut tar::Entry<R>,
+        size: u64,
+    ) -> Result<Vec<u8>, ExtractError> {
         if size > self.limits.max_header_bytes {
             return Err(ExtractError::Limit(format!(
                 "a PAX or long-name record of {size} bytes (at most {})",
@@ -248,7 +282,11 @@ impl Extractor {
         Ok(data)
     }
 
-    fn entry<R: Read>(&mut self, mut entry: tar::Entry<R>, pending: &mut Pending) -> Result<(), ExtractError> {
+    fn entry<R: Read>(
+        &mut self,
+        mut entry: tar::Entry<R>,
+        pending: &mut Pending,
+    ) -> Result<(), ExtractError> {
         let header = entry.header().clone();
         let size = header.entry_size().map_err(malformed)?;
         let kind = header.entry_type();
@@ -276,14 +314,19 @@ impl Extractor {
             _ => {}
         }
         let meta = std::mem::take(pending);
-        let raw_path = meta.path.clone().unwrap_or_else(|| header.path_bytes().into_owned());
+        let raw_path = meta
+            .path
+            .clone()
+            .unwrap_or_else(|| header.path_bytes().into_owned());
         let refuse = |reason: &str| ExtractError::Refused {
             path: String::from_utf8_lossy(&raw_path).into_owned(),
             reason: reason.to_string(),
         };
         if let Some(pax_size) = meta.size {
             if pax_size != size {
-                return Err(refuse(&format!("PAX size {pax_size} disagrees with the header size {size}")));
+                return Err(refuse(&format!(
+                    "PAX size {pax_size} disagrees with the header size {size}"
+                )));
             }
         }
         let parts = clean(&raw_path).map_err(|r| refuse(&r))?;
@@ -308,7 +351,11 @@ impl Extractor {
                 let fd = rustix::fs::openat(
                     &parent_fd,
                     os(name),
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| io_err(&path, e.into()))?;
@@ -319,40 +366,74 @@ impl Extractor {
             EntryType::Directory => {
                 let existing_dir = self.remove_existing(parent_fd.as_fd(), name, true, &path)?;
                 if !existing_dir {
-                    rustix::fs::mkdirat(&parent_fd, os(name), Mode::from_raw_mode(0o700)).map_err(|e| io_err(&path, e.into()))?;
+                    rustix::fs::mkdirat(&parent_fd, os(name), Mode::from_raw_mode(0o700))
+                        .map_err(|e| io_err(&path, e.into()))?;
                 }
-                let fd = rustix::fs::openat(&parent_fd, os(name), OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-                    .map_err(|e| io_err(&path, e.into()))?;
+                let fd = rustix::fs::openat(
+                    &parent_fd,
+                    os(name),
+                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| io_err(&path, e.into()))?;
                 self.set_meta(fd.as_fd(), &header, &meta, &path)?;
                 let mtime = meta.mtime.unwrap_or(header.mtime().unwrap_or(0) as i64);
                 self.dir_times.push((path.clone(), mtime));
             }
             EntryType::Symlink => {
-                let target = meta.link.clone().or_else(|| header.link_name_bytes().map(|l| l.into_owned())).ok_or_else(|| refuse("symlink without a target"))?;
+                let target = meta
+                    .link
+                    .clone()
+                    .or_else(|| header.link_name_bytes().map(|l| l.into_owned()))
+                    .ok_or_else(|| refuse("symlink without a target"))?;
                 self.remove_existing(parent_fd.as_fd(), name, false, &path)?;
-                rustix::fs::symlinkat(os(&target), &parent_fd, os(name)).map_err(|e| io_err(&path, e.into()))?;
+                rustix::fs::symlinkat(os(&target), &parent_fd, os(name))
+                    .map_err(|e| io_err(&path, e.into()))?;
                 self.chown_at(parent_fd.as_fd(), name, &header, &meta, &path)?;
                 let mtime = meta.mtime.unwrap_or(header.mtime().unwrap_or(0) as i64);
                 let times = timestamps(mtime);
-                rustix::fs::utimensat(&parent_fd, os(name), &times, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| io_err(&path, e.into()))?;
+                rustix::fs::utimensat(&parent_fd, os(name), &times, AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| io_err(&path, e.into()))?;
             }
             EntryType::Link => {
-                let target = meta.link.clone().or_else(|| header.link_name_bytes().map(|l| l.into_owned())).ok_or_else(|| refuse("hardlink without a target"))?;
+                let target = meta
+                    .link
+                    .clone()
+                    .or_else(|| header.link_name_bytes().map(|l| l.into_owned()))
+                    .ok_or_else(|| refuse("hardlink without a target"))?;
                 let target_parts = clean(&target).map_err(|r| refuse(&r))?;
                 if target_parts.is_empty() {
                     return Err(refuse("hardlink to the root directory"));
                 }
                 // O_PATH|O_NOFOLLOW: a link to a symlink links the symlink itself.
-                let source = rustix::fs::openat2(&self.root, os(&join(&target_parts)), OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty(), RESOLVE)
-                    .map_err(|e| refuse(&format!("hardlink target \"{}\" cannot be opened inside the root: {e}", String::from_utf8_lossy(&target))))?;
+                let source = rustix::fs::openat2(
+                    &self.root,
+                    os(&join(&target_parts)),
+                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                    RESOLVE,
+                )
+                .map_err(|e| {
+                    refuse(&format!(
+                        "hardlink target \"{}\" cannot be opened inside the root: {e}",
+                        String::from_utf8_lossy(&target)
+                    ))
+                })?;
                 let stat = rustix::fs::fstat(&source).map_err(|e| io_err(&path, e.into()))?;
                 if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
                     return Err(refuse("hardlink to a directory"));
                 }
                 self.remove_existing(parent_fd.as_fd(), name, false, &path)?;
-                let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&source));
-                rustix::fs::linkat(rustix::fs::CWD, proc_path.as_str(), &parent_fd, os(name), AtFlags::SYMLINK_FOLLOW)
-                    .map_err(|e| io_err(&path, e.into()))?;
+                let proc_path =
+                    format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&source));
+                rustix::fs::linkat(
+                    rustix::fs::CWD,
+                    proc_path.as_str(),
+                    &parent_fd,
+                    os(name),
+                    AtFlags::SYMLINK_FOLLOW,
+                )
+                .map_err(|e| io_err(&path, e.into()))?;
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 self.remove_existing(parent_fd.as_fd(), name, false, &path)?;
@@ -361,18 +442,36 @@ impl Extractor {
                     _ => {
                         let major = header.device_major().map_err(malformed)?.unwrap_or(0);
                         let minor = header.device_minor().map_err(malformed)?.unwrap_or(0);
-                        let ft = if kind == EntryType::Char { FileType::CharacterDevice } else { FileType::BlockDevice };
+                        let ft = if kind == EntryType::Char {
+                            FileType::CharacterDevice
+                        } else {
+                            FileType::BlockDevice
+                        };
                         (ft, rustix::fs::makedev(major, minor))
                     }
                 };
-                match rustix::fs::mknodat(&parent_fd, os(name), file_type, Mode::from_raw_mode(0o600), dev as Dev) {
+                match rustix::fs::mknodat(
+                    &parent_fd,
+                    os(name),
+                    file_type,
+                    Mode::from_raw_mode(0o600),
+                    dev as Dev,
+                ) {
                     // Device nodes need root; a rootless extraction leaves them out.
-                    Err(Errno::PERM) if !self.is_root && file_type != FileType::Fifo => return Ok(()),
+                    Err(Errno::PERM) if !self.is_root && file_type != FileType::Fifo => {
+                        return Ok(())
+                    }
                     other => other.map_err(|e| io_err(&path, e.into()))?,
                 }
                 self.chown_at(parent_fd.as_fd(), name, &header, &meta, &path)?;
                 let mode = header.mode().map_err(malformed)? & 0o7777;
-                rustix::fs::chmodat(&parent_fd, os(name), Mode::from_raw_mode(mode), AtFlags::empty()).map_err(|e| io_err(&path, e.into()))?;
+                rustix::fs::chmodat(
+                    &parent_fd,
+                    os(name),
+                    Mode::from_raw_mode(mode),
+                    AtFlags::empty(),
+                )
+                .map_err(|e| io_err(&path, e.into()))?;
             }
             other => return Err(refuse(&format!("unsupported entry type {other:?}"))),
         }
@@ -392,12 +491,28 @@ impl Extractor {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(io_err(raw, e.into())),
                     }
-                    fd = rustix::fs::openat2(&fd, os(comp), flags, Mode::empty(), RESOLVE).map_err(|e| io_err(raw, e.into()))?;
+                    fd = match rustix::fs::openat2(&fd, os(comp), flags, Mode::empty(), RESOLVE) {
+                        Ok(next) => next,
+                        // It exists but cannot be opened: a symlink to nothing inside the root.
+                        Err(Errno::NOENT) => {
+                            return Err(ExtractError::Refused {
+                                path: String::from_utf8_lossy(raw).into_owned(),
+                                reason: format!(
+                                    "parent \"{}\" is a symlink whose target does not exist inside the root",
+                                    String::from_utf8_lossy(comp)
+                                ),
+                            })
+                        }
+                        Err(e) => return Err(io_err(raw, e.into())),
+                    };
                 }
                 Err(Errno::NOTDIR) => {
                     return Err(ExtractError::Refused {
                         path: String::from_utf8_lossy(raw).into_owned(),
-                        reason: format!("parent \"{}\" is not a directory", String::from_utf8_lossy(comp)),
+                        reason: format!(
+                            "parent \"{}\" is not a directory",
+                            String::from_utf8_lossy(comp)
+                        ),
                     })
                 }
                 Err(e) => return Err(io_err(raw, e.into())),
@@ -409,7 +524,13 @@ impl Extractor {
     /// Clears the way for a new entry. Keeps an existing directory when a
     /// directory is coming (returns true then); removes anything else,
     /// never following a symlink.
-    fn remove_existing(&self, parent: BorrowedFd, name: &[u8], want_dir: bool, path: &[u8]) -> Result<bool, ExtractError> {
+    fn remove_existing(
+        &self,
+        parent: BorrowedFd,
+        name: &[u8],
+        want_dir: bool,
+        path: &[u8],
+    ) -> Result<bool, ExtractError> {
         let stat = match rustix::fs::statat(parent, os(name), AtFlags::SYMLINK_NOFOLLOW) {
             Ok(s) => s,
             Err(Errno::NOENT) => return Ok(false),
@@ -423,18 +544,31 @@ impl Extractor {
         Ok(false)
     }
 
-    fn whiteout(&mut self, parent: &[&[u8]], target: &[u8], raw: &[u8]) -> Result<(), ExtractError> {
+    fn whiteout(
+        &mut self,
+        parent: &[&[u8]],
+        target: &[u8],
+        raw: &[u8],
+    ) -> Result<(), ExtractError> {
         let parent_fd = self.open_parent(parent, raw)?;
         let parent_path = join(parent);
         if target == &OPAQUE_MARKER.as_bytes()[WHITEOUT_PREFIX.len()..] {
             return match self.mode {
-                ExtractMode::OverlayLower => {
-                    rustix::fs::fsetxattr(&parent_fd, "trusted.overlay.opaque", b"y", XattrFlags::empty()).map_err(|e| io_err(raw, e.into()))
-                }
+                ExtractMode::OverlayLower => rustix::fs::fsetxattr(
+                    &parent_fd,
+                    "trusted.overlay.opaque",
+                    b"y",
+                    XattrFlags::empty(),
+                )
+                .map_err(|e| io_err(raw, e.into())),
                 ExtractMode::Flatten => {
                     let names = list_dir(parent_fd.as_fd()).map_err(|e| io_err(raw, e))?;
                     for name in names {
-                        let child = if parent_path.is_empty() { name.clone() } else { [parent_path.as_slice(), b"/", &name].concat() };
+                        let child = if parent_path.is_empty() {
+                            name.clone()
+                        } else {
+                            [parent_path.as_slice(), b"/", &name].concat()
+                        };
                         if !self.created.contains(&child) {
                             remove_at(parent_fd.as_fd(), &name).map_err(|e| io_err(&child, e))?;
                         }
@@ -457,7 +591,14 @@ impl Extractor {
             },
             ExtractMode::OverlayLower => {
                 self.remove_existing(parent_fd.as_fd(), target, false, raw)?;
-                rustix::fs::mknodat(&parent_fd, os(target), FileType::CharacterDevice, Mode::empty(), 0 as Dev).map_err(|e| io_err(raw, e.into()))
+                rustix::fs::mknodat(
+                    &parent_fd,
+                    os(target),
+                    FileType::CharacterDevice,
+                    Mode::empty(),
+                    0 as Dev,
+                )
+                .map_err(|e| io_err(raw, e.into()))
             }
         }
     }
@@ -465,26 +606,48 @@ impl Extractor {
     fn ids(&self, header: &tar::Header, meta: &Pending) -> Result<(u32, u32), ExtractError> {
         let uid = meta.uid.unwrap_or(header.uid().map_err(malformed)?);
         let gid = meta.gid.unwrap_or(header.gid().map_err(malformed)?);
-        let uid = u32::try_from(uid).map_err(|_| ExtractError::Malformed(format!("uid {uid} out of range")))?;
-        let gid = u32::try_from(gid).map_err(|_| ExtractError::Malformed(format!("gid {gid} out of range")))?;
+        let uid = u32::try_from(uid)
+            .map_err(|_| ExtractError::Malformed(format!("uid {uid} out of range")))?;
+        let gid = u32::try_from(gid)
+            .map_err(|_| ExtractError::Malformed(format!("gid {gid} out of range")))?;
         Ok((uid, gid))
     }
 
-    fn chown_at(&self, parent: BorrowedFd, name: &[u8], header: &tar::Header, meta: &Pending, path: &[u8]) -> Result<(), ExtractError> {
+    fn chown_at(
+        &self,
+        parent: BorrowedFd,
+        name: &[u8],
+        header: &tar::Header,
+        meta: &Pending,
+        path: &[u8],
+    ) -> Result<(), ExtractError> {
         if !self.is_root {
             return Ok(());
         }
         let (uid, gid) = self.ids(header, meta)?;
-        rustix::fs::chownat(parent, os(name), Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)), AtFlags::SYMLINK_NOFOLLOW)
-            .map_err(|e| io_err(path, e.into()))
+        rustix::fs::chownat(
+            parent,
+            os(name),
+            Some(Uid::from_raw(uid)),
+            Some(Gid::from_raw(gid)),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_err(path, e.into()))
     }
 
     /// Owner, then mode (chown clears setuid), xattrs and mtime, all
     /// through the descriptor of the object itself.
-    fn set_meta(&self, fd: BorrowedFd, header: &tar::Header, meta: &Pending, path: &[u8]) -> Result<(), ExtractError> {
+    fn set_meta(
+        &self,
+        fd: BorrowedFd,
+        header: &tar::Header,
+        meta: &Pending,
+        path: &[u8],
+    ) -> Result<(), ExtractError> {
         if self.is_root {
             let (uid, gid) = self.ids(header, meta)?;
-            rustix::fs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid))).map_err(|e| io_err(path, e.into()))?;
+            rustix::fs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))
+                .map_err(|e| io_err(path, e.into()))?;
         }
         let mode = header.mode().map_err(malformed)? & 0o7777;
         rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(|e| io_err(path, e.into()))?;
@@ -500,7 +663,9 @@ impl Extractor {
                 Err(e) => return Err(io_err(path, e.into())),
             }
         }
-        let mtime = meta.mtime.unwrap_or(header.mtime().map_err(malformed)? as i64);
+        let mtime = meta
+            .mtime
+            .unwrap_or(header.mtime().map_err(malformed)? as i64);
         rustix::fs::futimens(fd, &timestamps(mtime)).map_err(|e| io_err(path, e.into()))
     }
 
@@ -508,7 +673,8 @@ impl Extractor {
     fn apply_dir_times(&self) {
         for (path, mtime) in self.dir_times.iter().rev() {
             let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-            if let Ok(fd) = rustix::fs::openat2(&self.root, os(path), flags, Mode::empty(), RESOLVE) {
+            if let Ok(fd) = rustix::fs::openat2(&self.root, os(path), flags, Mode::empty(), RESOLVE)
+            {
                 // Best effort: a directory replaced later in the layer has no time to restore.
                 let _ = rustix::fs::futimens(&fd, &timestamps(*mtime));
             }
@@ -517,7 +683,10 @@ impl Extractor {
 }
 
 fn timestamps(mtime: i64) -> Timestamps {
-    let t = Timespec { tv_sec: mtime, tv_nsec: 0 };
+    let t = Timespec {
+        tv_sec: mtime,
+        tv_nsec: 0,
+    };
     Timestamps {
         last_access: t,
         last_modification: t,
@@ -525,7 +694,12 @@ fn timestamps(mtime: i64) -> Timestamps {
 }
 
 fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
-    let fd = rustix::fs::openat(dir, ".", OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty())?;
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     let mut names = Vec::new();
     for entry in rustix::fs::Dir::read_from(&fd)? {
         let entry = entry?;
@@ -545,7 +719,12 @@ fn remove_at(parent: BorrowedFd, name: &[u8]) -> io::Result<()> {
         Err(Errno::ISDIR) => {}
         Err(e) => return Err(e.into()),
     }
-    let dir = rustix::fs::openat(parent, os(name), OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+    let dir = rustix::fs::openat(
+        parent,
+        os(name),
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
     for child in list_dir(dir.as_fd())? {
         remove_at(dir.as_fd(), &child)?;
     }

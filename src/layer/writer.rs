@@ -55,13 +55,19 @@ pub struct LayerInfo {
 type TarSink<W> = HashingWriter<Compressor<HashingWriter<BufWriter<W>>>>;
 
 /// Writes the layer of `root` to `out`.
-pub fn write_layer<W: Write>(root: &Path, kind: TreeKind, options: &WriteOptions, out: W) -> Result<(W, LayerInfo), LayerError> {
+pub fn write_layer<W: Write>(
+    root: &Path,
+    kind: TreeKind,
+    options: &WriteOptions,
+    out: W,
+) -> Result<(W, LayerInfo), LayerError> {
     let io_err = |source| LayerError::Io {
         path: root.to_path_buf(),
         source,
     };
     let blob = HashingWriter::new(BufWriter::with_capacity(1 << 20, out));
-    let tar_stream = HashingWriter::new(Compressor::new(blob, options.compression).map_err(io_err)?);
+    let tar_stream =
+        HashingWriter::new(Compressor::new(blob, options.compression).map_err(io_err)?);
     let mut builder = tar::Builder::new(tar_stream);
     builder.mode(tar::HeaderMode::Complete);
     let mut walker = Walker {
@@ -146,26 +152,44 @@ impl<W: Write> Walker<'_, W> {
             return Ok(());
         }
         let xattrs = read_xattrs(path).map_err(self.io(rel))?;
-        let opaque = upper && ft.is_dir() && xattrs.iter().any(|(k, v)| k == b"trusted.overlay.opaque" && v == b"y");
-        let xattrs: Vec<_> = xattrs.into_iter().filter(|(k, _)| !k.starts_with(b"trusted.overlay.")).collect();
+        let opaque = upper
+            && ft.is_dir()
+            && xattrs
+                .iter()
+                .any(|(k, v)| k == b"trusted.overlay.opaque" && v == b"y");
+        let xattrs: Vec<_> = xattrs
+            .into_iter()
+            .filter(|(k, _)| !k.starts_with(b"trusted.overlay."))
+            .collect();
         if !xattrs.is_empty() {
-            let records: Vec<(Vec<u8>, Vec<u8>)> =
-                xattrs.into_iter().map(|(k, v)| ([b"SCHILY.xattr.".as_slice(), &k].concat(), v)).collect();
+            let records: Vec<(Vec<u8>, Vec<u8>)> = xattrs
+                .into_iter()
+                .map(|(k, v)| ([b"SCHILY.xattr.".as_slice(), &k].concat(), v))
+                .collect();
             self.builder
-                .append_pax_extensions(records.iter().map(|(k, v)| (std::str::from_utf8(k).unwrap_or_default(), v.as_slice())))
+                .append_pax_extensions(
+                    records
+                        .iter()
+                        .map(|(k, v)| (std::str::from_utf8(k).unwrap_or_default(), v.as_slice())),
+                )
                 .map_err(self.io(rel))?;
         }
         if !ft.is_dir() && meta.nlink() > 1 {
             let key = (meta.dev(), meta.ino());
             if let Some(first) = self.links.get(&key).cloned() {
                 let mut h = self.header(meta, EntryType::Link);
-                return self.builder.append_link(&mut h, rel, &first).map_err(self.io(rel));
+                return self
+                    .builder
+                    .append_link(&mut h, rel, &first)
+                    .map_err(self.io(rel));
             }
             self.links.insert(key, rel.to_path_buf());
         }
         if ft.is_dir() {
             let mut h = self.header(meta, EntryType::Directory);
-            self.builder.append_data(&mut h, rel, io::empty()).map_err(self.io(rel))?;
+            self.builder
+                .append_data(&mut h, rel, io::empty())
+                .map_err(self.io(rel))?;
             if opaque {
                 let mut marker = self.header(meta, EntryType::Regular);
                 marker.set_mode(0o644);
@@ -178,7 +202,10 @@ impl<W: Write> Walker<'_, W> {
         if ft.is_symlink() {
             let target = fs::read_link(path).map_err(self.io(rel))?;
             let mut h = self.header(meta, EntryType::Symlink);
-            return self.builder.append_link(&mut h, rel, target).map_err(self.io(rel));
+            return self
+                .builder
+                .append_link(&mut h, rel, target)
+                .map_err(self.io(rel));
         }
         if ft.is_file() {
             let mut h = self.header(meta, EntryType::Regular);
@@ -186,7 +213,10 @@ impl<W: Write> Walker<'_, W> {
             let file = File::open(path).map_err(self.io(rel))?;
             // A file that changed size while being read would corrupt the stream.
             let mut reader = io::Read::take(file, meta.len());
-            return self.builder.append_data(&mut h, rel, &mut reader).map_err(self.io(rel));
+            return self
+                .builder
+                .append_data(&mut h, rel, &mut reader)
+                .map_err(self.io(rel));
         }
         let kind = if ft.is_char_device() {
             EntryType::Char
@@ -198,18 +228,29 @@ impl<W: Write> Walker<'_, W> {
         let mut h = self.header(meta, kind);
         if kind != EntryType::Fifo {
             let dev = rustix::fs::Dev::from(meta.rdev());
-            h.set_device_major(rustix::fs::major(dev)).map_err(self.io(rel))?;
-            h.set_device_minor(rustix::fs::minor(dev)).map_err(self.io(rel))?;
+            h.set_device_major(rustix::fs::major(dev))
+                .map_err(self.io(rel))?;
+            h.set_device_minor(rustix::fs::minor(dev))
+                .map_err(self.io(rel))?;
         }
-        self.builder.append_data(&mut h, rel, io::empty()).map_err(self.io(rel))
+        self.builder
+            .append_data(&mut h, rel, io::empty())
+            .map_err(self.io(rel))
     }
 
     fn whiteout(&mut self, rel: &Path, meta: &Metadata) -> Result<(), LayerError> {
         let name = rel.file_name().unwrap_or_default();
-        let marker = rel.with_file_name([WHITEOUT_PREFIX.as_bytes(), name.as_bytes()].concat().as_slice().as_os_str_lossy());
+        let marker = rel.with_file_name(
+            [WHITEOUT_PREFIX.as_bytes(), name.as_bytes()]
+                .concat()
+                .as_slice()
+                .as_os_str_lossy(),
+        );
         let mut h = self.header(meta, EntryType::Regular);
         h.set_mode(0o644);
-        self.builder.append_data(&mut h, marker, io::empty()).map_err(self.io(rel))
+        self.builder
+            .append_data(&mut h, marker, io::empty())
+            .map_err(self.io(rel))
     }
 }
 
