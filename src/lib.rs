@@ -5,8 +5,11 @@
 
 pub mod cli;
 pub mod digest;
+pub mod export;
 pub mod layer;
 pub mod plan;
 pub mod project;
 pub mod reference;
+pub mod report;
 pub mod spec;
+pub mod store;

@@ -2,11 +2,22 @@
 //! subcommand has its own file that turns arguments into library calls;
 //! errors become `anyhow` chains with context and are printed uv-style.
 
+mod cache;
+mod export;
+mod import;
+mod inspect;
 mod plan;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::layer::{Compression, WriteOptions};
+use crate::report::{Event, Reporter};
+use crate::store::{image, Store};
 
 use crate::plan::PlanError;
 use crate::project::ProjectError;
@@ -31,6 +42,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Plan(plan::PlanArgs),
+    Import(import::ImportArgs),
+    Export(export::ExportArgs),
+    Inspect(inspect::InspectArgs),
+    Images(inspect::ImagesArgs),
+    Cache(cache::CacheArgs),
 }
 
 /// Exit code for a job that ran and failed.
@@ -42,6 +58,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => plan::run(args),
+        Command::Import(args) => import::run(args),
+        Command::Export(args) => export::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Images(args) => inspect::run_images(args),
+        Command::Cache(args) => cache::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,6 +81,10 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || cause.is::<ProjectError>()
             || cause.is::<ParseFileError>()
             || cause.is::<UsageError>()
+            || matches!(
+                cause.downcast_ref(),
+                Some(crate::store::StoreError::UnknownImage(_))
+            )
     });
     if is_input {
         EXIT_USAGE
@@ -72,6 +97,86 @@ fn print_error(err: &anyhow::Error) {
     eprintln!("error: {err}");
     for cause in err.chain().skip(1) {
         eprintln!("  Caused by: {}", cause.to_string().replace('\n', "\n  "));
+    }
+}
+
+/// The job ran and found a problem (exit 1), e.g. fsck found corruption.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FailedError(pub String);
+
+/// `--store DIR`, shared by every command that uses the store.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// The store directory [default: $KBUILD_STORE, else ~/.cache/kbuild].
+    #[arg(long = "store", value_name = "DIR", global = true)]
+    store: Option<PathBuf>,
+}
+
+fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
+    let root = args.store.clone().unwrap_or_else(Store::default_root);
+    Store::open(&root).with_context(|| format!("cannot open the store at {}", root.display()))
+}
+
+/// Layer compression flags.
+#[derive(Debug, Args)]
+pub struct LayerArgs {
+    /// Layer compression.
+    #[arg(long, value_enum, default_value_t = CompressionArg::Gzip)]
+    compression: CompressionArg,
+    /// Compression level (gzip 0-9, default 6; zstd 1-22, default 3).
+    #[arg(long, value_name = "N")]
+    compression_level: Option<i32>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl LayerArgs {
+    fn options(&self) -> anyhow::Result<WriteOptions> {
+        let compression = match (self.compression, self.compression_level) {
+            (CompressionArg::Gzip, level) => {
+                let level = level.unwrap_or(6);
+                if !(0..=9).contains(&level) {
+                    return Err(UsageError(format!("gzip levels are 0 to 9, not {level}")).into());
+                }
+                Compression::Gzip {
+                    level: level as u32,
+                }
+            }
+            (CompressionArg::Zstd, level) => {
+                let level = level.unwrap_or(3);
+                if !(1..=22).contains(&level) {
+                    return Err(UsageError(format!("zstd levels are 1 to 22, not {level}")).into());
+                }
+                Compression::Zstd { level }
+            }
+            (CompressionArg::None, _) => Compression::None,
+        };
+        Ok(WriteOptions {
+            compression,
+            source_date_epoch: image::source_date_epoch(),
+        })
+    }
+}
+
+/// Progress as plain lines on stderr.
+struct PlainReporter;
+
+impl Reporter for PlainReporter {
+    fn report(&self, event: Event) {
+        match event {
+            Event::PhaseStarted { .. } => {}
+            Event::PhaseFinished {
+                phase,
+                detail,
+                millis,
+            } => eprintln!("{phase}: {detail} [{:.1}s]", millis as f64 / 1000.0),
+        }
     }
 }
 

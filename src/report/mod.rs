@@ -1,0 +1,46 @@
+//! Progress reporting. The core calls a [`Reporter`]; the CLI decides how
+//! to draw it (nothing, plain lines, JSON lines). The core never prints.
+
+/// One thing the core tells about its progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A named phase started (e.g. "extract", "write layer").
+    PhaseStarted { phase: String },
+    /// The phase ended, with a human summary.
+    PhaseFinished {
+        phase: String,
+        detail: String,
+        millis: u128,
+    },
+}
+
+pub trait Reporter: Send + Sync {
+    fn report(&self, event: Event);
+}
+
+/// Reports nothing (tests, library users who don't care).
+pub struct Silent;
+
+impl Reporter for Silent {
+    fn report(&self, _event: Event) {}
+}
+
+/// Runs `work` as a reported phase; `detail` summarizes its result.
+pub fn phase<T, E>(
+    reporter: &dyn Reporter,
+    name: &str,
+    work: impl FnOnce() -> Result<T, E>,
+    detail: impl FnOnce(&T) -> String,
+) -> Result<T, E> {
+    let start = std::time::Instant::now();
+    reporter.report(Event::PhaseStarted {
+        phase: name.to_string(),
+    });
+    let value = work()?;
+    reporter.report(Event::PhaseFinished {
+        phase: name.to_string(),
+        detail: detail(&value),
+        millis: start.elapsed().as_millis(),
+    });
+    Ok(value)
+}

@@ -1,0 +1,166 @@
+//! Reachability, `cache prune` and `cache fsck`.
+//!
+//! Reachable = the tagged manifests, their configs and layers, and the
+//! snapshots of those layers' diff_ids (plus, later, the step cache's).
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::PathBuf;
+
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+
+use super::{atomic::TEMP_PREFIX, hash_file, io_at, remove_tree, Result, Store, StoreError};
+use crate::digest::Digest;
+
+#[derive(Debug, Default)]
+pub struct PruneReport {
+    pub removed_blobs: u64,
+    pub removed_snapshots: u64,
+    pub removed_temp: u64,
+    pub freed_bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    pub checked_blobs: u64,
+    /// What failed, moved to `quarantine/`.
+    pub corrupt: Vec<String>,
+    pub missing: Vec<String>,
+}
+
+impl FsckReport {
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty() && self.missing.is_empty()
+    }
+}
+
+fn parse(d: &oci_spec::image::Digest) -> Result<Digest> {
+    Ok(d.to_string().parse()?)
+}
+
+impl Store {
+    /// Blobs and snapshot diff_ids reachable from the tags. Unreadable
+    /// documents are reported through `missing` by fsck, skipped here.
+    fn reachable(
+        &self,
+        fsck: Option<&mut FsckReport>,
+    ) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>)> {
+        let mut blobs = BTreeSet::new();
+        let mut diff_ids = BTreeSet::new();
+        let mut report = fsck;
+        for (name, descriptor) in self.tags()? {
+            let manifest_digest = parse(descriptor.digest())?;
+            blobs.insert(manifest_digest.clone());
+            let manifest: ImageManifest = match self.read_json(&manifest_digest) {
+                Ok(m) => m,
+                Err(e) => {
+                    if let Some(r) = report.as_deref_mut() {
+                        r.missing
+                            .push(format!("{name}: manifest {manifest_digest}: {e}"));
+                    }
+                    continue;
+                }
+            };
+            let config_digest = parse(manifest.config().digest())?;
+            blobs.insert(config_digest.clone());
+            for layer in manifest.layers() {
+                blobs.insert(parse(layer.digest())?);
+            }
+            if let Ok(config) = self.read_json::<ImageConfiguration>(&config_digest) {
+                for id in config.rootfs().diff_ids() {
+                    diff_ids.insert(id.parse()?);
+                }
+            }
+        }
+        Ok((blobs, diff_ids))
+    }
+
+    /// Removes blobs and snapshots no tag reaches, and leftover temp files.
+    pub fn prune(&self) -> Result<PruneReport> {
+        let _guard = self.exclusive()?;
+        let (blobs, diff_ids) = self.reachable(None)?;
+        let mut report = PruneReport::default();
+        let blob_dir = self.root.join("blobs/sha256");
+        for entry in fs::read_dir(&blob_dir).map_err(io_at(&blob_dir))? {
+            let path = entry.map_err(io_at(&blob_dir))?.path();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            let keep = Digest::from_hex(&name).is_ok_and(|d| blobs.contains(&d));
+            if !keep {
+                report.freed_bytes += fs::metadata(&path).map_or(0, |m| m.len());
+                fs::remove_file(&path).map_err(io_at(&path))?;
+                if name.starts_with(TEMP_PREFIX) {
+                    report.removed_temp += 1;
+                } else {
+                    report.removed_blobs += 1;
+                }
+            }
+        }
+        let snap_dir = self.root.join("snapshots");
+        for entry in fs::read_dir(&snap_dir).map_err(io_at(&snap_dir))? {
+            let path = entry.map_err(io_at(&snap_dir))?.path();
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            if !Digest::from_hex(&name).is_ok_and(|d| diff_ids.contains(&d)) {
+                remove_tree(&path)?;
+                report.removed_snapshots += 1;
+            }
+        }
+        for sub in ["tmp", "."] {
+            let dir = self.root.join(sub);
+            for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
+                let path = entry.map_err(io_at(&dir))?.path();
+                let name = path
+                    .file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned();
+                if sub == "tmp" || name.starts_with(TEMP_PREFIX) {
+                    remove_tree(&path)?;
+                    report.removed_temp += 1;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Re-hashes every reachable blob; corrupt ones go to `quarantine/`.
+    pub fn fsck(&self) -> Result<FsckReport> {
+        let _guard = self.exclusive()?;
+        let mut report = FsckReport::default();
+        let (blobs, diff_ids) = self.reachable(Some(&mut report))?;
+        for digest in &blobs {
+            let path = self.blob_path(digest);
+            report.checked_blobs += 1;
+            match hash_file(&path) {
+                Ok(actual) if &actual == digest => {}
+                Ok(actual) => {
+                    let dest = self.quarantine_path(digest);
+                    fs::rename(&path, &dest).map_err(io_at(&path))?;
+                    report.corrupt.push(format!(
+                        "blob {digest} hashes to {actual}; moved to {}",
+                        dest.display()
+                    ));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    report.missing.push(format!("blob {digest} is missing"))
+                }
+                Err(e) => return Err(StoreError::Io { path, source: e }),
+            }
+        }
+        // Snapshots are caches of their layers (absent ones are re-extracted
+        // on use), so only the blobs carry the truth fsck verifies.
+        let _ = diff_ids;
+        Ok(report)
+    }
+
+    fn quarantine_path(&self, digest: &Digest) -> PathBuf {
+        self.root.join("quarantine").join(digest.hex())
+    }
+}

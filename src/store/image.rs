@@ -1,0 +1,169 @@
+//! Image config, manifest and index documents (through `oci-spec`), built
+//! reproducibly: `created` comes from `SOURCE_DATE_EPOCH` when it is set,
+//! and every document is serialized with sorted keys.
+
+use oci_spec::image::{
+    Arch, ConfigBuilder, Descriptor, DescriptorBuilder, HistoryBuilder, ImageConfiguration,
+    ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
+    MediaType, Os, RootFsBuilder, SCHEMA_VERSION,
+};
+
+use super::{canonical_json, Result, Store, StoreError};
+use crate::digest::Digest;
+use crate::layer::LayerInfo;
+
+pub fn empty_index() -> ImageIndex {
+    ImageIndexBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageIndex)
+        .manifests(Vec::new())
+        .build()
+        .expect("an empty index is valid")
+}
+
+/// RFC 3339 UTC time of `SOURCE_DATE_EPOCH`, or of now.
+pub fn created_timestamp(source_date_epoch: Option<i64>) -> String {
+    let secs = source_date_epoch.unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    });
+    rfc3339(secs)
+}
+
+/// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn rfc3339(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Howard Hinnant's civil-from-days algorithm.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment, if set and valid.
+pub fn source_date_epoch() -> Option<i64> {
+    std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
+}
+
+fn arch_of(name: &str) -> Arch {
+    Arch::from(name)
+}
+
+/// What an image is made of, for [`commit_image`].
+pub struct NewImage<'a> {
+    pub layers: &'a [LayerInfo],
+    /// One history line per layer.
+    pub history: Vec<String>,
+    pub architecture: &'a str,
+    pub env: Vec<String>,
+    pub cmd: Option<Vec<String>>,
+    pub created: String,
+}
+
+fn descriptor(media_type: MediaType, digest: &Digest, size: u64) -> Descriptor {
+    DescriptorBuilder::default()
+        .media_type(media_type)
+        .digest(
+            oci_spec::image::Digest::try_from(digest.to_string())
+                .expect("our digests are valid OCI digests"),
+        )
+        .size(size)
+        .build()
+        .expect("descriptor fields are set")
+}
+
+/// Writes config and manifest blobs; returns the manifest descriptor
+/// (untagged: tagging is the caller's commit point).
+pub fn commit_image(store: &Store, image: &NewImage) -> Result<(Descriptor, ImageManifest)> {
+    let diff_ids = image
+        .layers
+        .iter()
+        .map(|l| l.diff_id.to_string())
+        .collect::<Vec<_>>();
+    let history = image
+        .history
+        .iter()
+        .map(|line| {
+            HistoryBuilder::default()
+                .created(image.created.clone())
+                .created_by(line.clone())
+                .build()
+                .expect("history fields are set")
+        })
+        .collect::<Vec<_>>();
+    let mut config_builder = ConfigBuilder::default().env(image.env.clone());
+    if let Some(cmd) = &image.cmd {
+        config_builder = config_builder.cmd(cmd.clone());
+    }
+    let config = config_builder
+        .build()
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let configuration: ImageConfiguration = ImageConfigurationBuilder::default()
+        .created(image.created.clone())
+        .architecture(arch_of(image.architecture))
+        .os(Os::Linux)
+        .config(config)
+        .rootfs(
+            RootFsBuilder::default()
+                .typ("layers")
+                .diff_ids(diff_ids)
+                .build()
+                .expect("rootfs fields are set"),
+        )
+        .history(history)
+        .build()
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let config_bytes = canonical_json(&configuration);
+    let config_digest = store.put_blob(&config_bytes)?;
+    let layers = image
+        .layers
+        .iter()
+        .map(|l| descriptor(MediaType::from(l.media_type), &l.digest, l.size))
+        .collect::<Vec<_>>();
+    let manifest = ImageManifestBuilder::default()
+        .schema_version(SCHEMA_VERSION)
+        .media_type(MediaType::ImageManifest)
+        .config(descriptor(
+            MediaType::ImageConfig,
+            &config_digest,
+            config_bytes.len() as u64,
+        ))
+        .layers(layers)
+        .build()
+        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let manifest_bytes = canonical_json(&manifest);
+    let manifest_digest = store.put_blob(&manifest_bytes)?;
+    Ok((
+        descriptor(
+            MediaType::ImageManifest,
+            &manifest_digest,
+            manifest_bytes.len() as u64,
+        ),
+        manifest,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn formats_epoch_seconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

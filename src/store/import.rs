@@ -1,0 +1,100 @@
+//! `kbuild import`: a rootfs tarball becomes a one-layer image, like
+//! `docker import`.
+//!
+//! The tarball goes through the safe extractor into a staging snapshot;
+//! the layer is then written from that tree by the reproducible writer, so
+//! the same tarball and `SOURCE_DATE_EPOCH` always give the same digests.
+//! The tag is written last: a crash at any point leaves no visible image.
+
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use oci_spec::image::Descriptor;
+
+use super::image::{commit_image, created_timestamp, NewImage};
+use super::{io_at, remove_tree, Result, Store, StoreError};
+use crate::layer::{self, ExtractLimits, ExtractMode, TreeKind, WriteOptions};
+use crate::report::{phase, Reporter};
+
+#[derive(Debug, Clone)]
+pub struct ImportOptions {
+    pub layer: WriteOptions,
+    /// OCI architecture name of the image (e.g. amd64).
+    pub architecture: String,
+}
+
+/// Imports `tarball` (plain, gzip or zstd) as `name`.
+pub fn import_tarball(
+    store: &Store,
+    tarball: &Path,
+    name: &str,
+    options: &ImportOptions,
+    reporter: &dyn Reporter,
+) -> Result<Descriptor> {
+    let staging = store.staging_dir()?;
+    let result = import_into(store, tarball, name, options, reporter, &staging);
+    // Whatever happened, the staging area must not outlive this call.
+    let cleanup = remove_tree(&staging);
+    let descriptor = result?;
+    cleanup?;
+    Ok(descriptor)
+}
+
+fn import_into(
+    store: &Store,
+    tarball: &Path,
+    name: &str,
+    options: &ImportOptions,
+    reporter: &dyn Reporter,
+    staging: &Path,
+) -> Result<Descriptor> {
+    let rootfs = staging.join("rootfs");
+    std::fs::create_dir(&rootfs).map_err(io_at(&rootfs))?;
+    let file = File::open(tarball).map_err(io_at(tarball))?;
+    phase(
+        reporter,
+        "extract",
+        || {
+            let reader = layer::decompressing_reader(BufReader::with_capacity(1 << 20, file))
+                .map_err(io_at(tarball))?;
+            layer::extract_layer(
+                reader,
+                &rootfs,
+                ExtractMode::Flatten,
+                ExtractLimits::default(),
+            )
+            .map_err(|e| StoreError::Invalid(format!("{}: {e}", tarball.display())))
+        },
+        |s| format!("{} entries", s.entries),
+    )?;
+    let blob = store.blob_writer()?;
+    let (blob, info) = phase(
+        reporter,
+        "write layer",
+        || {
+            layer::write_layer(&rootfs, TreeKind::Full, &options.layer, blob)
+                .map_err(|e| StoreError::Invalid(e.to_string()))
+        },
+        |(_, info)| format!("{} ({} bytes)", info.digest, info.size),
+    )?;
+    blob.commit(Some(&info.digest))?;
+    store.commit_snapshot(&rootfs, &info.diff_id)?;
+    let source = tarball
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let (descriptor, _) = commit_image(
+        store,
+        &NewImage {
+            layers: std::slice::from_ref(&info),
+            history: vec![format!("kbuild import {source}")],
+            architecture: &options.architecture,
+            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
+            cmd: None,
+            created: created_timestamp(options.layer.source_date_epoch),
+        },
+    )?;
+    store.tag(name, descriptor.clone())?;
+    Ok(descriptor)
+}

@@ -1,0 +1,409 @@
+//! The content-addressed store at `$KBUILD_STORE` (default
+//! `~/.cache/kbuild`).
+//!
+//! Layout:
+//! ```text
+//! oci-layout, index.json      OCI image layout; index.json holds the tags
+//! blobs/sha256/<hex>          blobs
+//! snapshots/<diff_id hex>/    extracted layers (overlay lower dirs)
+//! cache/                      step cache entries
+//! tmp/                        staging for snapshots being built
+//! quarantine/                 what fsck found corrupt
+//! lock                        flock: shared while working, exclusive to commit or collect
+//! ```
+//!
+//! Invariants:
+//! * Every write is temp file in the same directory + fsync + rename +
+//!   fsync of the directory; `index.json` is the commit point, written last,
+//!   so a crash leaves only unreferenced temp files and blobs.
+//! * A blob is renamed to its digest only after its content hashed to it.
+//! * Digests are parsed ([`Digest`]) before they become paths.
+//! * Index updates, prune and fsck hold the lock exclusively; other work
+//!   holds it shared, so prune never collects another process's temp files.
+
+pub mod atomic;
+mod gc;
+pub mod image;
+pub mod import;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use serde::Serialize;
+
+pub use gc::{FsckReport, PruneReport};
+
+use crate::digest::{Digest, DigestError, HashingWriter};
+
+/// The annotation OCI layouts use to name a manifest.
+pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}: invalid JSON: {source}", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
+    Digest(#[from] DigestError),
+    #[error("blob {expected} is corrupt: its content hashes to {actual}")]
+    DigestMismatch { expected: Digest, actual: Digest },
+    #[error("blob {0} is not in the store")]
+    MissingBlob(Digest),
+    #[error("no image named \"{0}\" in the store (see `kbuild images`)")]
+    UnknownImage(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Serializes with sorted object keys, so equal values give equal bytes.
+pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
+    let value = serde_json::to_value(value).expect("OCI types serialize to JSON");
+    serde_json::to_vec(&value).expect("a JSON value serializes")
+}
+
+/// An open store. Holds the store lock shared for its lifetime.
+pub struct Store {
+    root: PathBuf,
+    lock: File,
+}
+
+/// Holds the store lock exclusively until dropped.
+pub struct ExclusiveGuard<'a> {
+    store: &'a Store,
+}
+
+impl Drop for ExclusiveGuard<'_> {
+    fn drop(&mut self) {
+        // Back to shared: the store stays in use by this process.
+        let _ = self.store.lock.lock_shared();
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `root`.
+    pub fn open(root: &Path) -> Result<Store> {
+        for dir in ["blobs/sha256", "snapshots", "cache", "tmp", "quarantine"] {
+            let p = root.join(dir);
+            fs::create_dir_all(&p).map_err(io_at(&p))?;
+        }
+        let lock_path = root.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_at(&lock_path))?;
+        lock.lock_shared().map_err(io_at(&lock_path))?;
+        let store = Store {
+            root: root.to_path_buf(),
+            lock,
+        };
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            atomic::write(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#).map_err(io_at(&layout))?;
+        }
+        let index = root.join("index.json");
+        if !index.exists() {
+            let _guard = store.exclusive()?;
+            if !index.exists() {
+                store.write_index(&image::empty_index())?;
+            }
+        }
+        Ok(store)
+    }
+
+    /// The default location: `$KBUILD_STORE`, else `~/.cache/kbuild`.
+    pub fn default_root() -> PathBuf {
+        if let Some(dir) = std::env::var_os("KBUILD_STORE") {
+            return PathBuf::from(dir);
+        }
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from("/var/cache"));
+        cache.join("kbuild")
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Takes the lock exclusively (waits for other kbuild processes' shared
+    /// holds to end... except our own, which is converted).
+    pub fn exclusive(&self) -> Result<ExclusiveGuard<'_>> {
+        self.lock.lock().map_err(io_at(&self.root.join("lock")))?;
+        Ok(ExclusiveGuard { store: self })
+    }
+
+    pub fn blob_path(&self, digest: &Digest) -> PathBuf {
+        self.root
+            .join("blobs")
+            .join(digest.algorithm())
+            .join(digest.hex())
+    }
+
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.blob_path(digest).is_file()
+    }
+
+    pub fn snapshot_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join("snapshots").join(diff_id.hex())
+    }
+
+    /// A fresh staging directory under `tmp/`.
+    pub fn staging_dir(&self) -> Result<PathBuf> {
+        let dir = atomic::temp_path_in(&self.root.join("tmp"));
+        fs::create_dir(&dir).map_err(io_at(&dir))?;
+        Ok(dir)
+    }
+
+    /// Starts writing a blob; [`BlobWriter::commit`] makes it visible.
+    pub fn blob_writer(&self) -> Result<BlobWriter> {
+        let dir = self.root.join("blobs/sha256");
+        let path = atomic::temp_path_in(&dir);
+        let file = File::create(&path).map_err(io_at(&path))?;
+        Ok(BlobWriter {
+            inner: Some(HashingWriter::new(file)),
+            temp: path,
+            dir,
+        })
+    }
+
+    pub fn put_blob(&self, bytes: &[u8]) -> Result<Digest> {
+        let mut w = self.blob_writer()?;
+        w.write_all(bytes).map_err(io_at(&w.temp))?;
+        let (digest, _) = w.commit(None)?;
+        Ok(digest)
+    }
+
+    /// Reads a whole blob and checks it against its digest.
+    pub fn read_blob(&self, digest: &Digest) -> Result<Vec<u8>> {
+        let path = self.blob_path(digest);
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Err(StoreError::MissingBlob(digest.clone()))
+            }
+            Err(e) => return Err(io_at(&path)(e)),
+        };
+        let actual = Digest::of(&bytes);
+        if &actual != digest {
+            return Err(StoreError::DigestMismatch {
+                expected: digest.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        let path = self.blob_path(digest);
+        File::open(&path).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => StoreError::MissingBlob(digest.clone()),
+            _ => io_at(&path)(e),
+        })
+    }
+
+    pub fn read_json<T: serde::de::DeserializeOwned>(&self, digest: &Digest) -> Result<T> {
+        let bytes = self.read_blob(digest)?;
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+            path: self.blob_path(digest),
+            source,
+        })
+    }
+
+    pub fn index(&self) -> Result<ImageIndex> {
+        let path = self.root.join("index.json");
+        let bytes = fs::read(&path).map_err(io_at(&path))?;
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json { path, source })
+    }
+
+    fn write_index(&self, index: &ImageIndex) -> Result<()> {
+        let path = self.root.join("index.json");
+        atomic::write(&path, &canonical_json(index)).map_err(io_at(&path))
+    }
+
+    /// Tag name -> manifest descriptor.
+    pub fn tags(&self) -> Result<BTreeMap<String, Descriptor>> {
+        Ok(self
+            .index()?
+            .manifests()
+            .iter()
+            .filter_map(|d| Some((d.annotations().as_ref()?.get(REF_NAME)?.clone(), d.clone())))
+            .collect())
+    }
+
+    /// Points `name` at `manifest` (the commit point of an import or build).
+    pub fn tag(&self, name: &str, manifest: Descriptor) -> Result<()> {
+        let _guard = self.exclusive()?;
+        let mut index = self.index()?;
+        let mut manifests: Vec<Descriptor> = index
+            .manifests()
+            .iter()
+            .filter(|d| {
+                d.annotations()
+                    .as_ref()
+                    .and_then(|a| a.get(REF_NAME))
+                    .map(String::as_str)
+                    != Some(name)
+            })
+            .cloned()
+            .collect();
+        let mut tagged = manifest;
+        tagged.set_annotations(Some(
+            [(REF_NAME.to_string(), name.to_string())]
+                .into_iter()
+                .collect(),
+        ));
+        manifests.push(tagged);
+        manifests.sort_by(|a, b| ref_name(a).cmp(&ref_name(b)));
+        index.set_manifests(manifests);
+        self.write_index(&index)
+    }
+
+    /// The manifest a tag points to (a name, or a full digest).
+    pub fn resolve(&self, name: &str) -> Result<(Descriptor, ImageManifest)> {
+        let tags = self.tags()?;
+        let descriptor = match tags.get(name) {
+            Some(d) => d.clone(),
+            None => {
+                let by_digest = tags.values().find(|d| d.digest().to_string() == name);
+                by_digest
+                    .cloned()
+                    .ok_or_else(|| StoreError::UnknownImage(name.to_string()))?
+            }
+        };
+        let digest: Digest = descriptor.digest().to_string().parse()?;
+        let manifest = self.read_json(&digest)?;
+        Ok((descriptor, manifest))
+    }
+
+    /// Moves a finished staging directory to be the snapshot of `diff_id`.
+    /// Another process may have made it first: then ours is discarded.
+    pub fn commit_snapshot(&self, staging: &Path, diff_id: &Digest) -> Result<PathBuf> {
+        let dest = self.snapshot_path(diff_id);
+        match fs::rename(staging, &dest) {
+            Ok(()) => {}
+            Err(_) if dest.is_dir() => remove_tree(staging)?,
+            Err(e) => return Err(io_at(&dest)(e)),
+        }
+        atomic::fsync_dir(&self.root.join("snapshots")).map_err(io_at(&dest))?;
+        Ok(dest)
+    }
+}
+
+fn ref_name(d: &Descriptor) -> String {
+    d.annotations()
+        .as_ref()
+        .and_then(|a| a.get(REF_NAME))
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Removes a tree that may hold read-only directories (layers do).
+pub fn remove_tree(path: &Path) -> Result<()> {
+    match fs::remove_dir_all(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            make_writable(path).map_err(io_at(path))?;
+            fs::remove_dir_all(path).map_err(io_at(path))
+        }
+        Err(e) => Err(io_at(path)(e)),
+    }
+}
+
+fn make_writable(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+        for entry in fs::read_dir(path)? {
+            make_writable(&entry?.path())?;
+        }
+    }
+    Ok(())
+}
+
+/// A blob being written; dropped without commit, its temp file goes away.
+pub struct BlobWriter {
+    inner: Option<HashingWriter<File>>,
+    temp: PathBuf,
+    dir: PathBuf,
+}
+
+impl BlobWriter {
+    /// Fsyncs and renames the blob to its digest; with `expected`, a
+    /// mismatch is an error and nothing is stored.
+    pub fn commit(mut self, expected: Option<&Digest>) -> Result<(Digest, u64)> {
+        let (file, digest, size) = self.inner.take().expect("commit once").finish();
+        if let Some(want) = expected {
+            if want != &digest {
+                return Err(StoreError::DigestMismatch {
+                    expected: want.clone(),
+                    actual: digest,
+                });
+            }
+        }
+        file.sync_all().map_err(io_at(&self.temp))?;
+        drop(file);
+        let dest = self.dir.join(digest.hex());
+        fs::rename(&self.temp, &dest).map_err(io_at(&dest))?;
+        atomic::fsync_dir(&self.dir).map_err(io_at(&self.dir))?;
+        Ok((digest, size))
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.as_mut().expect("not committed").write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.as_mut().expect("not committed").flush()
+    }
+}
+
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        if self.inner.is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Re-hashes a blob file.
+pub fn hash_file(path: &Path) -> io::Result<Digest> {
+    let mut file = File::open(path)?;
+    let mut w = HashingWriter::new(io::sink());
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        w.write_all(&buf[..n])?;
+    }
+    Ok(w.finish().1)
+}
