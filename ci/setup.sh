@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what kbuild's build and tests need on a Debian 12 machine.
+# Idempotent and quick when everything is already there; run as root (or
+# with sudo available). The Rust toolchain itself comes from rustup.
+set -euo pipefail
+
+packages=(
+  ca-certificates
+  gcc
+  libc6-dev
+  pkg-config
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -q
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+command -v cargo >/dev/null || {
+  echo "ci/setup.sh: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
+  exit 1
+}
