@@ -9,6 +9,13 @@ packages=(
   gcc
   libc6-dev
   pkg-config
+  # integration tests: the Debian base fixture and the outside judges
+  mmdebstrap
+  skopeo
+  umoci
+  # layer benchmark pipelines
+  pigz
+  zstd
 )
 
 missing=()

@@ -1,0 +1,68 @@
+//! Fixtures shared by the integration tests, built once per run under
+//! `target/fixtures/` (a file lock makes parallel test binaries wait for
+//! one builder instead of racing).
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn is_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// The tools an integration test needs; CI installs them (ci/setup.sh).
+pub fn require(tools: &[&str]) {
+    for tool in tools {
+        let found = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(found, "{tool} is missing: run ci/setup.sh");
+    }
+}
+
+/// `mmdebstrap --variant=minbase bookworm` as a tarball, built once.
+pub fn debian_tarball() -> PathBuf {
+    let dir = root().join("target/fixtures");
+    std::fs::create_dir_all(&dir).unwrap();
+    let lock = std::fs::File::create(dir.join(".lock")).unwrap();
+    lock.lock().unwrap();
+    let tarball = dir.join("debian-minbase-bookworm.tar");
+    if !tarball.exists() {
+        require(&["mmdebstrap"]);
+        let partial = dir.join("debian-minbase-bookworm.partial.tar");
+        let status = Command::new("mmdebstrap")
+            .args(["--variant=minbase", "--quiet", "--mode=root", "bookworm"])
+            .arg(&partial)
+            .status()
+            .expect("run mmdebstrap");
+        assert!(status.success(), "mmdebstrap failed");
+        std::fs::rename(&partial, &tarball).unwrap();
+    }
+    tarball
+}
+
+pub fn kbuild(args: &[&str], envs: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kbuild"));
+    cmd.args(args);
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run kbuild")
+}
+
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "kbuild failed ({:?}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
