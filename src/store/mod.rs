@@ -277,7 +277,7 @@ impl Store {
                 .collect(),
         ));
         manifests.push(tagged);
-        manifests.sort_by(|a, b| ref_name(a).cmp(&ref_name(b)));
+        manifests.sort_by_key(ref_name);
         index.set_manifests(manifests);
         self.write_index(&index)
     }
