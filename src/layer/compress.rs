@@ -3,12 +3,12 @@
 
 use std::io::{self, Write};
 
-use flate2::write::GzEncoder;
+use super::pgzip::ParallelGzip;
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
-    /// Level 0-9; 6 is gzip's default.
+    /// Level 0-9; 6 is gzip's default. Uses every core (pigz-style blocks).
     Gzip {
         level: u32,
     },
@@ -38,7 +38,7 @@ impl Compression {
 /// A writer that compresses into `W`; [`Compressor::finish`] flushes the
 /// trailer and returns `W`.
 pub enum Compressor<W: Write> {
-    Gzip(GzEncoder<W>),
+    Gzip(ParallelGzip<W>),
     Zstd(zstd::Encoder<'static, W>),
     None(W),
 }
@@ -46,11 +46,7 @@ pub enum Compressor<W: Write> {
 impl<W: Write> Compressor<W> {
     pub fn new(inner: W, compression: Compression) -> io::Result<Self> {
         Ok(match compression {
-            // GzBuilder's defaults (mtime 0, no name) keep the output reproducible.
-            Compression::Gzip { level } => Compressor::Gzip(GzEncoder::new(
-                inner,
-                flate2::Compression::new(level.min(9)),
-            )),
+            Compression::Gzip { level } => Compressor::Gzip(ParallelGzip::new(inner, level)?),
             Compression::Zstd { level } => {
                 let mut enc = zstd::Encoder::new(inner, level)?;
                 let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;

@@ -4,6 +4,7 @@
 
 mod compress;
 mod extract;
+mod pgzip;
 mod writer;
 
 use std::path::PathBuf;
