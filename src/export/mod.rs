@@ -15,7 +15,8 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::Serialize;
 
 use crate::digest::Digest;
-use crate::store::{atomic, canonical_json, image::empty_index, Store, StoreError, REF_NAME};
+use crate::store::image::{empty_index, set_tag, tagged};
+use crate::store::{atomic, canonical_json, Store, StoreError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Destination {
@@ -138,16 +139,6 @@ fn docker_repo_tag(name: &str) -> String {
     }
 }
 
-fn tagged(descriptor: &Descriptor, tag: &str) -> Descriptor {
-    let mut d = descriptor.clone();
-    d.set_annotations(Some(
-        [(REF_NAME.to_string(), tag.to_string())]
-            .into_iter()
-            .collect(),
-    ));
-    d
-}
-
 fn write_layout_dir(
     store: &Store,
     dir: &Path,
@@ -177,20 +168,7 @@ fn write_layout_dir(
         Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|_| empty_index()),
         Err(_) => empty_index(),
     };
-    let mut manifests: Vec<Descriptor> = index
-        .manifests()
-        .iter()
-        .filter(|d| {
-            d.annotations()
-                .as_ref()
-                .and_then(|a| a.get(REF_NAME))
-                .map(String::as_str)
-                != Some(tag)
-        })
-        .cloned()
-        .collect();
-    manifests.push(tagged(descriptor, tag));
-    index.set_manifests(manifests);
+    set_tag(&mut index, tag, descriptor);
     atomic::write(&index_path, &canonical_json(&index)).map_err(io_at(&index_path))
 }
 

@@ -32,11 +32,17 @@ fn deflate_block(job: &Job) -> io::Result<Vec<u8>> {
     if !job.dict.is_empty() {
         c.set_dictionary(&job.dict).map_err(io::Error::other)?;
     }
-    let flush = if job.last { FlushCompress::Finish } else { FlushCompress::Sync };
+    let flush = if job.last {
+        FlushCompress::Finish
+    } else {
+        FlushCompress::Sync
+    };
     let mut out = Vec::with_capacity(job.data.len() + job.data.len() / 8 + 128);
     loop {
         let consumed = c.total_in() as usize;
-        let status = c.compress_vec(&job.data[consumed..], &mut out, flush).map_err(io::Error::other)?;
+        let status = c
+            .compress_vec(&job.data[consumed..], &mut out, flush)
+            .map_err(io::Error::other)?;
         let done = c.total_in() as usize == job.data.len()
             && match flush {
                 FlushCompress::Finish => status == Status::StreamEnd,
@@ -111,8 +117,12 @@ impl<W: Write> ParallelGzip<W> {
             level: self.level,
             reply,
         };
-        let jobs = self.jobs.as_ref().ok_or_else(|| io::Error::other("gzip stream already finished"))?;
-        jobs.send(job).map_err(|_| io::Error::other("gzip worker stopped"))?;
+        let jobs = self
+            .jobs
+            .as_ref()
+            .ok_or_else(|| io::Error::other("gzip stream already finished"))?;
+        jobs.send(job)
+            .map_err(|_| io::Error::other("gzip worker stopped"))?;
         self.pending.push_back(result);
         while self.pending.len() > self.max_pending {
             self.write_oldest()?;
@@ -121,12 +131,16 @@ impl<W: Write> ParallelGzip<W> {
     }
 
     fn out(&mut self) -> io::Result<&mut W> {
-        self.out.as_mut().ok_or_else(|| io::Error::other("gzip stream already finished"))
+        self.out
+            .as_mut()
+            .ok_or_else(|| io::Error::other("gzip stream already finished"))
     }
 
     fn write_oldest(&mut self) -> io::Result<()> {
         if let Some(rx) = self.pending.pop_front() {
-            let compressed = rx.recv().map_err(|_| io::Error::other("gzip worker stopped"))??;
+            let compressed = rx
+                .recv()
+                .map_err(|_| io::Error::other("gzip worker stopped"))??;
             self.out()?.write_all(&compressed)?;
         }
         Ok(())
@@ -140,7 +154,10 @@ impl<W: Write> ParallelGzip<W> {
         }
         let crc = std::mem::take(&mut self.crc).finalize();
         let size = self.size as u32;
-        let mut out = self.out.take().ok_or_else(|| io::Error::other("gzip stream already finished"))?;
+        let mut out = self
+            .out
+            .take()
+            .ok_or_else(|| io::Error::other("gzip stream already finished"))?;
         out.write_all(&crc.to_le_bytes())?;
         out.write_all(&size.to_le_bytes())?;
         self.stop_workers();
@@ -188,15 +205,29 @@ mod tests {
         gz.write_all(data).unwrap();
         let compressed = gz.finish().unwrap();
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(compressed.as_slice()).read_to_end(&mut out).unwrap();
+        flate2::read::GzDecoder::new(compressed.as_slice())
+            .read_to_end(&mut out)
+            .unwrap();
         assert_eq!(out, data);
         compressed
     }
 
     #[test]
     fn output_is_valid_gzip_for_all_sizes() {
-        let text: Vec<u8> = (0..1_000_000u32).flat_map(|i| format!("line {i} of the layer\n").into_bytes()).take(900_000).collect();
-        for len in [0, 1, 100, BLOCK - 1, BLOCK, BLOCK + 1, 3 * BLOCK + 17, text.len()] {
+        let text: Vec<u8> = (0..1_000_000u32)
+            .flat_map(|i| format!("line {i} of the layer\n").into_bytes())
+            .take(900_000)
+            .collect();
+        for len in [
+            0,
+            1,
+            100,
+            BLOCK - 1,
+            BLOCK,
+            BLOCK + 1,
+            3 * BLOCK + 17,
+            text.len(),
+        ] {
             for level in [0, 1, 6, 9] {
                 roundtrip(&text[..len], level);
             }
@@ -205,7 +236,9 @@ mod tests {
 
     #[test]
     fn output_is_deterministic_and_compresses() {
-        let text: Vec<u8> = (0..200_000u32).flat_map(|i| format!("{} ", i % 977).into_bytes()).collect();
+        let text: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("{} ", i % 977).into_bytes())
+            .collect();
         let a = roundtrip(&text, 6);
         let b = roundtrip(&text, 6);
         assert_eq!(a, b);

@@ -8,9 +8,39 @@ use oci_spec::image::{
     MediaType, Os, RootFsBuilder, SCHEMA_VERSION,
 };
 
-use super::{canonical_json, Result, Store, StoreError};
+use super::{canonical_json, Result, Store, StoreError, REF_NAME};
 use crate::digest::Digest;
 use crate::layer::LayerInfo;
+
+/// The tag (`org.opencontainers.image.ref.name`) of an index entry.
+pub fn ref_name(d: &Descriptor) -> Option<&str> {
+    d.annotations().as_ref()?.get(REF_NAME).map(String::as_str)
+}
+
+/// `manifest` annotated with `name` as its tag.
+pub fn tagged(manifest: &Descriptor, name: &str) -> Descriptor {
+    let mut d = manifest.clone();
+    d.set_annotations(Some(
+        [(REF_NAME.to_string(), name.to_string())]
+            .into_iter()
+            .collect(),
+    ));
+    d
+}
+
+/// Points `name` at `manifest` in `index`, replacing what it pointed to;
+/// entries stay sorted by tag so the index bytes are reproducible.
+pub fn set_tag(index: &mut ImageIndex, name: &str, manifest: &Descriptor) {
+    let mut manifests: Vec<Descriptor> = index
+        .manifests()
+        .iter()
+        .filter(|d| ref_name(d) != Some(name))
+        .cloned()
+        .collect();
+    manifests.push(tagged(manifest, name));
+    manifests.sort_by(|a, b| ref_name(a).cmp(&ref_name(b)));
+    index.set_manifests(manifests);
+}
 
 pub fn empty_index() -> ImageIndex {
     ImageIndexBuilder::default()

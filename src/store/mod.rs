@@ -250,7 +250,7 @@ impl Store {
             .index()?
             .manifests()
             .iter()
-            .filter_map(|d| Some((d.annotations().as_ref()?.get(REF_NAME)?.clone(), d.clone())))
+            .filter_map(|d| Some((image::ref_name(d)?.to_string(), d.clone())))
             .collect())
     }
 
@@ -258,27 +258,7 @@ impl Store {
     pub fn tag(&self, name: &str, manifest: Descriptor) -> Result<()> {
         let _guard = self.exclusive()?;
         let mut index = self.index()?;
-        let mut manifests: Vec<Descriptor> = index
-            .manifests()
-            .iter()
-            .filter(|d| {
-                d.annotations()
-                    .as_ref()
-                    .and_then(|a| a.get(REF_NAME))
-                    .map(String::as_str)
-                    != Some(name)
-            })
-            .cloned()
-            .collect();
-        let mut tagged = manifest;
-        tagged.set_annotations(Some(
-            [(REF_NAME.to_string(), name.to_string())]
-                .into_iter()
-                .collect(),
-        ));
-        manifests.push(tagged);
-        manifests.sort_by_key(ref_name);
-        index.set_manifests(manifests);
+        image::set_tag(&mut index, name, &manifest);
         self.write_index(&index)
     }
 
@@ -311,14 +291,6 @@ impl Store {
         atomic::fsync_dir(&self.root.join("snapshots")).map_err(io_at(&dest))?;
         Ok(dest)
     }
-}
-
-fn ref_name(d: &Descriptor) -> String {
-    d.annotations()
-        .as_ref()
-        .and_then(|a| a.get(REF_NAME))
-        .cloned()
-        .unwrap_or_default()
 }
 
 /// Removes a tree that may hold read-only directories (layers do).
