@@ -79,20 +79,24 @@ fn main() {
         size / 1_000_000,
         std::thread::available_parallelism().unwrap()
     );
-    println!("| case | kbuild | pipeline | ratio |");
-    println!("|---|---|---|---|");
+    println!("| case | kbuild | pipeline | time ratio | kbuild blob | pipeline blob |");
+    println!("|---|---|---|---|---|---|");
     let cases = [
         ("gzip -6", Compression::Gzip { level: 6 }, "pigz -6"),
         ("zstd -3", Compression::Zstd { level: 3 }, "zstd -3 -T0 -q"),
     ];
     for (name, compression, compressor) in cases {
-        let k = kbuild(tree, &out.path().join("k.blob"), compression);
-        let p = pipeline(tree, &out.path().join("p.blob"), compressor);
+        let (k_blob, p_blob) = (out.path().join("k.blob"), out.path().join("p.blob"));
+        let k = kbuild(tree, &k_blob, compression);
+        let p = pipeline(tree, &p_blob, compressor);
+        let mb = |p: &Path| std::fs::metadata(p).unwrap().len() / 1_000_000;
         println!(
-            "| {name} | {:.2}s | {:.2}s (tar \\| {compressor}) | {:.2}x |",
+            "| {name} | {:.2}s | {:.2}s (tar \\| {compressor}) | {:.2}x | {} MB | {} MB |",
             k.as_secs_f64(),
             p.as_secs_f64(),
-            k.as_secs_f64() / p.as_secs_f64()
+            k.as_secs_f64() / p.as_secs_f64(),
+            mb(&k_blob),
+            mb(&p_blob)
         );
     }
 }

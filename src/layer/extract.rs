@@ -472,6 +472,14 @@ impl Extractor {
                     AtFlags::empty(),
                 )
                 .map_err(|e| io_err(&path, e.into()))?;
+                let mtime = meta.mtime.unwrap_or(header.mtime().unwrap_or(0) as i64);
+                rustix::fs::utimensat(
+                    &parent_fd,
+                    os(name),
+                    &timestamps(mtime),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| io_err(&path, e.into()))?;
             }
             other => return Err(refuse(&format!("unsupported entry type {other:?}"))),
         }
