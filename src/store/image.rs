@@ -3,7 +3,7 @@
 //! and every document is serialized with sorted keys.
 
 use oci_spec::image::{
-    Arch, ConfigBuilder, Descriptor, DescriptorBuilder, HistoryBuilder, ImageConfiguration,
+    Arch, Config, Descriptor, DescriptorBuilder, HistoryBuilder, ImageConfiguration,
     ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
     MediaType, Os, RootFsBuilder, SCHEMA_VERSION,
 };
@@ -98,8 +98,8 @@ pub struct NewImage<'a> {
     /// One history line per layer.
     pub history: Vec<String>,
     pub architecture: &'a str,
-    pub env: Vec<String>,
-    pub cmd: Option<Vec<String>>,
+    /// The runtime config: env, labels, entrypoint, cmd, workdir, user, ...
+    pub config: Config,
     pub created: String,
 }
 
@@ -134,18 +134,11 @@ pub fn commit_image(store: &Store, image: &NewImage) -> Result<(Descriptor, Imag
                 .expect("history fields are set")
         })
         .collect::<Vec<_>>();
-    let mut config_builder = ConfigBuilder::default().env(image.env.clone());
-    if let Some(cmd) = &image.cmd {
-        config_builder = config_builder.cmd(cmd.clone());
-    }
-    let config = config_builder
-        .build()
-        .map_err(|e| StoreError::Invalid(e.to_string()))?;
     let configuration: ImageConfiguration = ImageConfigurationBuilder::default()
         .created(image.created.clone())
         .architecture(arch_of(image.architecture))
         .os(Os::Linux)
-        .config(config)
+        .config(image.config.clone())
         .rootfs(
             RootFsBuilder::default()
                 .typ("layers")

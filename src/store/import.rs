@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::Path;
 
-use oci_spec::image::Descriptor;
+use oci_spec::image::{ConfigBuilder, Descriptor};
 
 use super::image::{commit_image, created_timestamp, NewImage};
 use super::{io_at, remove_tree, Result, Store, StoreError};
@@ -90,8 +90,12 @@ fn import_into(
             layers: std::slice::from_ref(&info),
             history: vec![format!("kbuild import {source}")],
             architecture: &options.architecture,
-            env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
-            cmd: None,
+            config: ConfigBuilder::default()
+                .env(vec![
+                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+                ])
+                .build()
+                .map_err(|e| StoreError::Invalid(e.to_string()))?,
             created: created_timestamp(options.layer.source_date_epoch),
         },
     )?;
