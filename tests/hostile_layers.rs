@@ -8,6 +8,8 @@
 //! outside the root was created, changed or chmodded. Needs root (owners,
 //! device nodes), as CI runs it.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -116,37 +118,27 @@ impl Evil {
 }
 
 /// Everything under `dir` except `skip`: path -> (type, mode, uid, gid, content or target).
-fn snapshot(dir: &Path, skip: &Path) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).unwrap() {
-            let path = entry.unwrap().path();
-            if path == skip {
-                continue;
-            }
-            let meta = std::fs::symlink_metadata(&path).unwrap();
+fn snapshot(dir: &Path, skip: &Path) -> BTreeMap<String, String> {
+    common::walk(dir, Some(skip))
+        .into_iter()
+        .map(|(rel, path, meta)| {
             let what = if meta.file_type().is_symlink() {
                 format!("link {}", std::fs::read_link(&path).unwrap().display())
             } else if meta.is_dir() {
-                stack.push(path.clone());
                 "dir".to_string()
             } else {
                 format!("file {:?}", std::fs::read(&path).unwrap())
             };
-            out.insert(
-                path,
-                format!(
-                    "{what} mode={:o} uid={} gid={} mtime={}",
-                    meta.mode(),
-                    meta.uid(),
-                    meta.gid(),
-                    meta.mtime()
-                ),
+            let attrs = format!(
+                "mode={:o} uid={} gid={} mtime={}",
+                meta.mode(),
+                meta.uid(),
+                meta.gid(),
+                meta.mtime()
             );
-        }
-    }
-    out
+            (rel, format!("{what} {attrs}"))
+        })
+        .collect()
 }
 
 struct Sandbox {

@@ -3,6 +3,8 @@
 //! those whiteouts delete lower content when applied. Needs root (device
 //! nodes, ownership, trusted.* xattrs), as CI runs it.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -15,17 +17,13 @@ use kbuild::layer::{
 use rustix::fs::{FileType, Mode, XattrFlags};
 
 fn tree(root: &Path) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
+    common::walk(root, None)
+        .into_iter()
+        .map(|(rel, path, meta)| {
             let ft = meta.file_type();
             let what = if ft.is_symlink() {
                 format!("link {}", std::fs::read_link(&path).unwrap().display())
             } else if ft.is_dir() {
-                stack.push(path.clone());
                 "dir".into()
             } else if ft.is_file() {
                 format!(
@@ -41,20 +39,16 @@ fn tree(root: &Path) -> BTreeMap<String, String> {
             } else {
                 read_xattrs(&path).unwrap()
             };
-            let rel = path.strip_prefix(root).unwrap().display().to_string();
-            out.insert(
-                rel,
-                format!(
-                    "{what} mode={:o} uid={} gid={} mtime={} xattrs={xattrs:?}",
-                    meta.mode() & 0o7777,
-                    meta.uid(),
-                    meta.gid(),
-                    meta.mtime()
-                ),
+            let attrs = format!(
+                "mode={:o} uid={} gid={} mtime={}",
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid(),
+                meta.mtime()
             );
-        }
-    }
-    out
+            (rel, format!("{what} {attrs} xattrs={xattrs:?}"))
+        })
+        .collect()
 }
 
 fn layer_bytes(root: &Path, kind: TreeKind, compression: Compression) -> Vec<u8> {

@@ -98,23 +98,14 @@ fn tarball_tree(path: &Path) -> Tree {
 
 /// The tree on disk under `root`, in the same shape.
 fn disk_tree(root: &Path) -> Tree {
-    let mut tree = Tree::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            let name = path
-                .strip_prefix(root)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            let meta = std::fs::symlink_metadata(&path).unwrap();
+    use std::os::unix::fs::FileTypeExt;
+    common::walk(root, None)
+        .into_iter()
+        .map(|(name, path, meta)| {
             let ft = meta.file_type();
-            use std::os::unix::fs::FileTypeExt;
             let what = if ft.is_symlink() {
                 format!("link {}", std::fs::read_link(&path).unwrap().display())
             } else if ft.is_dir() {
-                stack.push(path.clone());
                 "dir".to_string()
             } else if ft.is_char_device() || ft.is_block_device() {
                 let kind = if ft.is_char_device() { "Char" } else { "Block" };
@@ -139,18 +130,15 @@ fn disk_tree(root: &Path) -> Tree {
                     .collect()
             };
             xattrs.sort();
-            tree.insert(
-                name,
-                format!(
-                    "{what} mode={:o} uid={} gid={} xattrs={xattrs:?}",
-                    meta.mode() & 0o7777,
-                    meta.uid(),
-                    meta.gid()
-                ),
+            let attrs = format!(
+                "mode={:o} uid={} gid={}",
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid()
             );
-        }
-    }
-    tree
+            (name, format!("{what} {attrs} xattrs={xattrs:?}"))
+        })
+        .collect()
 }
 
 fn import(store: &Path, tarball: &Path, name: &str, extra: &[&str]) -> String {
