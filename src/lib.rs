@@ -10,6 +10,7 @@ pub mod layer;
 pub mod plan;
 pub mod project;
 pub mod reference;
+pub mod registry;
 pub mod report;
 pub mod spec;
 pub mod store;
