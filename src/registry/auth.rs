@@ -376,7 +376,9 @@ mod tests {
     fn bad_files_and_entries_are_errors_naming_the_file() {
         let dir = tempfile::tempdir().unwrap();
         let broken = write(dir.path(), "broken.json", "{not json");
-        let err = find("quay.io", &[broken.clone()]).unwrap_err().to_string();
+        let err = find("quay.io", std::slice::from_ref(&broken))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("broken.json"), "{err}");
         let bad = write(
             dir.path(),
@@ -442,7 +444,7 @@ mod tests {
         assert_eq!(doc["psFormat"], "table");
         assert_eq!(doc["auths"]["a.io"]["auth"], "eDp5");
         assert_eq!(
-            find("127.0.0.1:5000", &[path.clone()]).unwrap(),
+            find("127.0.0.1:5000", std::slice::from_ref(&path)).unwrap(),
             Some(Credential::Basic {
                 username: "me".into(),
                 password: "secret".into()
