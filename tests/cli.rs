@@ -292,6 +292,19 @@ fn standard_plan_composes_provider_and_k8s() {
     }
 }
 
+/// Plans debian in a copy of the project that `edit` broke on purpose.
+fn plan_broken_project(edit: impl FnOnce(&Path)) -> Output {
+    let dir = project_copy();
+    edit(dir.path());
+    kbuild(&[
+        "plan",
+        "--project",
+        dir.path().to_str().unwrap(),
+        "--flavor",
+        "debian",
+    ])
+}
+
 /// A copy of the shipped project in a temp dir, to break on purpose.
 fn project_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
@@ -312,13 +325,15 @@ fn copy_dir(from: &Path, to: &Path) {
 
 #[test]
 fn unknown_project_keys_are_errors_naming_the_key_path() {
-    let dir = project_copy();
-    let flavor = dir.path().join("flavors/debian.yaml");
-    let text = std::fs::read_to_string(&flavor).unwrap();
-    let text = text.replacen("boot:\n", "boot:\n  kernal: /boot/vmlinuz\n", 1);
-    std::fs::write(&flavor, text).unwrap();
-    let project = dir.path().to_str().unwrap();
-    let out = kbuild(&["plan", "--project", project, "--flavor", "debian"]);
+    let out = plan_broken_project(|dir| {
+        let flavor = dir.join("flavors/debian.yaml");
+        let text = std::fs::read_to_string(&flavor).unwrap();
+        std::fs::write(
+            &flavor,
+            text.replacen("boot:\n", "boot:\n  kernal: /boot/vmlinuz\n", 1),
+        )
+        .unwrap();
+    });
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(err.contains("flavors/debian.yaml:"), "{err}");
@@ -327,17 +342,11 @@ fn unknown_project_keys_are_errors_naming_the_key_path() {
         "{err}"
     );
 
-    let dir = project_copy();
-    let config = dir.path().join("kbuild.yaml");
-    let text = std::fs::read_to_string(&config).unwrap() + "\ncolour: blue\n";
-    std::fs::write(&config, text).unwrap();
-    let out = kbuild(&[
-        "plan",
-        "--project",
-        dir.path().to_str().unwrap(),
-        "--flavor",
-        "debian",
-    ]);
+    let out = plan_broken_project(|dir| {
+        let config = dir.join("kbuild.yaml");
+        let text = std::fs::read_to_string(&config).unwrap() + "\ncolour: blue\n";
+        std::fs::write(&config, text).unwrap();
+    });
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("unknown field `colour`"),
@@ -348,28 +357,21 @@ fn unknown_project_keys_are_errors_naming_the_key_path() {
 
 #[test]
 fn project_cross_checks_fail_with_the_key() {
-    let dir = project_copy();
-    let config = dir.path().join("kbuild.yaml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("default_flavor:") {
-                "default_flavor: gentoo"
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(&config, text).unwrap();
-    let out = kbuild(&[
-        "plan",
-        "--project",
-        dir.path().to_str().unwrap(),
-        "--flavor",
-        "debian",
-    ]);
+    let out = plan_broken_project(|dir| {
+        let config = dir.join("kbuild.yaml");
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("default_flavor:") {
+                    "default_flavor: gentoo"
+                } else {
+                    l
+                }
+            })
+            .collect();
+        std::fs::write(&config, text.join("\n")).unwrap();
+    });
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("at `default_flavor`: \"gentoo\" is not one of `flavors`"),

@@ -155,6 +155,30 @@ fn import(store: &Path, tarball: &Path, name: &str, extra: &[&str]) -> String {
     out.split_whitespace().nth(1).unwrap().to_string()
 }
 
+/// Exports `debian:bookworm` to `dest` and returns what `skopeo inspect` says of it.
+fn export_and_inspect(store: &Path, dest: &str) -> Value {
+    ok(&kbuild(
+        &[
+            "export",
+            "debian:bookworm",
+            dest,
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let out = Command::new("skopeo")
+        .args(["inspect", dest])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo inspect {dest}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 fn skip_unless_root() -> bool {
     if !is_root() {
         eprintln!("skipped: needs root (CI runs as root)");
@@ -175,26 +199,7 @@ fn import_export_round_trip_is_judged_equal_by_skopeo_and_umoci() {
     let digest = import(&store, &tarball, "debian:bookworm", &[]);
 
     let oci = work.path().join("oci");
-    ok(&kbuild(
-        &[
-            "export",
-            "debian:bookworm",
-            &format!("oci:{}:bookworm", oci.display()),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-    ));
-    let inspect = Command::new("skopeo")
-        .args(["inspect", &format!("oci:{}:bookworm", oci.display())])
-        .output()
-        .unwrap();
-    assert!(
-        inspect.status.success(),
-        "skopeo: {}",
-        String::from_utf8_lossy(&inspect.stderr)
-    );
-    let json: Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    let json = export_and_inspect(&store, &format!("oci:{}:bookworm", oci.display()));
     assert_eq!(json["Digest"], digest);
     assert_eq!(json["Created"], "2023-11-14T22:13:20Z");
 
@@ -235,46 +240,9 @@ fn import_export_round_trip_is_judged_equal_by_skopeo_and_umoci() {
 
     // The same image through the archive formats.
     let archive = work.path().join("image.tar");
-    ok(&kbuild(
-        &[
-            "export",
-            "debian:bookworm",
-            &format!("oci-archive:{}", archive.display()),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-    ));
-    let out = Command::new("skopeo")
-        .args(["inspect", &format!("oci-archive:{}", archive.display())])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    export_and_inspect(&store, &format!("oci-archive:{}", archive.display()));
     let docker = work.path().join("docker.tar");
-    ok(&kbuild(
-        &[
-            "export",
-            "debian:bookworm",
-            &format!("docker-archive:{}", docker.display()),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-    ));
-    let out = Command::new("skopeo")
-        .args(["inspect", &format!("docker-archive:{}", docker.display())])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let json = export_and_inspect(&store, &format!("docker-archive:{}", docker.display()));
     let config: Value = serde_json::from_str(&ok(&kbuild(
         &[
             "inspect",
