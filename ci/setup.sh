@@ -9,10 +9,15 @@ packages=(
   gcc
   libc6-dev
   pkg-config
+  # TLS for registry access (reqwest's native-tls uses the system OpenSSL)
+  libssl-dev
   # integration tests: the Debian base fixture and the outside judges
   mmdebstrap
   skopeo
   umoci
+  # registry tests: the reference registry and htpasswd for its basic auth
+  docker-registry
+  apache2-utils
   # layer benchmark pipelines
   pigz
   zstd

@@ -37,7 +37,7 @@ impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
         Digest {
-            hex: format!("{:x}", Sha256::digest(bytes)),
+            hex: lower_hex(&Sha256::digest(bytes)),
         }
     }
 
@@ -61,9 +61,46 @@ impl FromStr for Digest {
     }
 }
 
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Digest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "sha256:{}", self.hex)
+    }
+}
+
+fn lower_hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(64), |mut out, b| {
+        let _ = write!(out, "{b:02x}");
+        out
+    })
+}
+
+/// Hashes bytes fed in pieces (e.g. a blob as it arrives from the network).
+#[derive(Default, Clone)]
+pub struct Hasher(Sha256);
+
+impl Hasher {
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    pub fn finish(self) -> Digest {
+        Digest {
+            hex: lower_hex(&self.0.finalize()),
+        }
     }
 }
 
@@ -90,7 +127,7 @@ impl<W: Write> HashingWriter<W> {
     /// The inner writer, the digest and the byte count of what was written.
     pub fn finish(self) -> (W, Digest, u64) {
         let digest = Digest {
-            hex: format!("{:x}", self.hasher.finalize()),
+            hex: lower_hex(&self.hasher.finalize()),
         };
         (self.inner, digest, self.bytes)
     }

@@ -1,7 +1,10 @@
-//! `kbuild cache ls | prune | fsck`.
+//! `kbuild cache ls | prune | fsck | export | import`.
 
+use anyhow::Context;
 use clap::{Args, Subcommand};
 
+use super::progress::CliReporter;
+use super::registry::{describe, parse_reference, runtime, RegistryArgs};
 use super::{open_store, FailedError, StoreArgs};
 
 /// Inspect and maintain the store.
@@ -21,6 +24,18 @@ enum CacheCommand {
     Prune,
     /// Re-hash everything reachable; corrupt blobs are quarantined (exit 1 if any).
     Fsck,
+    /// Push the step cache to a registry as an OCI artifact (what `build --cache-to` does).
+    Export(TransferArgs),
+    /// Pull a step cache exported by another machine (what `build --cache-from` does).
+    Import(TransferArgs),
+}
+
+#[derive(Debug, Args)]
+struct TransferArgs {
+    /// The cache's reference, e.g. registry.example/kairos/cache:debian.
+    reference: String,
+    #[command(flatten)]
+    registry: RegistryArgs,
 }
 
 fn dir_usage(path: &std::path::Path) -> (u64, u64) {
@@ -55,6 +70,7 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
             println!("tags:      {}", store.tags()?.len());
             println!("blobs:     {blobs} ({blob_bytes} bytes)");
             println!("snapshots: {snapshots} ({snap_bytes} bytes)");
+            println!("steps:     {}", store.cached_steps()?.len());
         }
         CacheCommand::Prune => {
             let r = store.prune()?;
@@ -77,6 +93,37 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
             if !r.is_clean() {
                 return Err(FailedError("the store has corrupt or missing content".into()).into());
             }
+        }
+        CacheCommand::Export(args) => {
+            let target = parse_reference(&args.reference)?;
+            let options = args.registry.options()?;
+            let done = runtime()?
+                .block_on(crate::registry::cache::export(
+                    &store,
+                    &target,
+                    &options,
+                    &CliReporter::new(),
+                ))
+                .with_context(|| format!("cannot export the step cache to {target}"))?;
+            eprintln!("cache export: {}", describe(&done.totals));
+            println!("{} entries {} {}", done.entries, target, done.digest);
+        }
+        CacheCommand::Import(args) => {
+            let source = parse_reference(&args.reference)?;
+            let options = args.registry.options()?;
+            let done = runtime()?
+                .block_on(crate::registry::cache::import(
+                    &store,
+                    &source,
+                    &options,
+                    &CliReporter::new(),
+                ))
+                .with_context(|| format!("cannot import the step cache from {source}"))?;
+            eprintln!("cache import: {}", describe(&done.totals));
+            println!(
+                "{} new entries from {} {}",
+                done.entries, source, done.digest
+            );
         }
     }
     Ok(())

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use super::{open_store, LayerArgs, PlainReporter, StoreArgs};
+use super::progress::CliReporter;
+use super::{open_store, LayerArgs, StoreArgs};
 use crate::store::import::{import_tarball, ImportOptions};
 
 /// Import a rootfs tarball (plain, gzip or zstd) as a one-layer image, like `docker import`.
@@ -33,8 +34,14 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
             .arch
             .unwrap_or_else(|| crate::plan::Platform::host().arch),
     };
-    let descriptor = import_tarball(&store, &args.tarball, &args.tag, &options, &PlainReporter)
-        .with_context(|| format!("cannot import {}", args.tarball.display()))?;
+    let descriptor = import_tarball(
+        &store,
+        &args.tarball,
+        &args.tag,
+        &options,
+        &CliReporter::new(),
+    )
+    .with_context(|| format!("cannot import {}", args.tarball.display()))?;
     println!("{} {}", args.tag, descriptor.digest());
     Ok(())
 }

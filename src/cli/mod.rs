@@ -7,6 +7,8 @@ mod export;
 mod import;
 mod inspect;
 mod plan;
+mod progress;
+mod registry;
 
 use std::process::ExitCode;
 
@@ -16,7 +18,6 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::layer::{Compression, WriteOptions};
-use crate::report::{Event, Reporter};
 use crate::store::{image, Store};
 
 use crate::plan::PlanError;
@@ -47,6 +48,9 @@ enum Command {
     Inspect(inspect::InspectArgs),
     Images(inspect::ImagesArgs),
     Cache(cache::CacheArgs),
+    Pull(registry::PullArgs),
+    Push(registry::PushArgs),
+    Login(registry::LoginArgs),
 }
 
 /// Exit code for a job that ran and failed.
@@ -63,6 +67,9 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Images(args) => inspect::run_images(args),
         Command::Cache(args) => cache::run(args),
+        Command::Pull(args) => registry::run_pull(args),
+        Command::Push(args) => registry::run_push(args),
+        Command::Login(args) => registry::run_login(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -161,22 +168,6 @@ impl LayerArgs {
             compression,
             source_date_epoch: image::source_date_epoch(),
         })
-    }
-}
-
-/// Progress as plain lines on stderr.
-struct PlainReporter;
-
-impl Reporter for PlainReporter {
-    fn report(&self, event: Event) {
-        match event {
-            Event::PhaseStarted { .. } => {}
-            Event::PhaseFinished {
-                phase,
-                detail,
-                millis,
-            } => eprintln!("{phase}: {detail} [{:.1}s]", millis as f64 / 1000.0),
-        }
     }
 }
 

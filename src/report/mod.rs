@@ -12,6 +12,38 @@ pub enum Event {
         detail: String,
         millis: u128,
     },
+    /// A blob or manifest moving to or from a registry. `id` is stable for
+    /// one transfer (a short digest); `total` is 0 when unknown.
+    Transfer {
+        id: String,
+        direction: Direction,
+        done: u64,
+        total: u64,
+        state: TransferState,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Pull,
+    Push,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferState {
+    Started,
+    /// `done` bytes have moved so far.
+    Progress,
+    /// A transient failure; the transfer goes on from `done` after a pause.
+    Retrying {
+        attempt: u32,
+        reason: String,
+    },
+    /// Not transferred: the other side already had it (or mounted it).
+    Skipped {
+        reason: String,
+    },
+    Finished,
 }
 
 pub trait Reporter: Send + Sync {

@@ -1,13 +1,14 @@
 //! Reachability, `cache prune` and `cache fsck`.
 //!
-//! Reachable = the tagged manifests, their configs and layers, and the
-//! snapshots of those layers' diff_ids (plus, later, the step cache's).
+//! Reachable = the tagged manifests (and indexes with every manifest in
+//! them), their configs and layers, the step cache's layers, and the
+//! snapshots of all those layers' diff_ids.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 
-use oci_spec::image::{ImageConfiguration, ImageManifest};
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use super::{atomic::TEMP_PREFIX, hash_file, io_at, remove_tree, Result, Store, StoreError};
 use crate::digest::Digest;
@@ -48,8 +49,7 @@ impl Store {
         let mut blobs = BTreeSet::new();
         let mut diff_ids = BTreeSet::new();
         let mut report = fsck;
-        for (name, descriptor) in self.tags()? {
-            let manifest_digest = parse(descriptor.digest())?;
+        for (name, manifest_digest) in self.tagged_manifests(&mut blobs, report.as_deref_mut())? {
             blobs.insert(manifest_digest.clone());
             let manifest: ImageManifest = match self.read_json(&manifest_digest) {
                 Ok(m) => m,
@@ -72,7 +72,46 @@ impl Store {
                 }
             }
         }
+        // The step cache keeps its layers (and their snapshots) alive.
+        for entry in self.cached_steps()?.into_values() {
+            if let Some(layer) = entry.layer {
+                blobs.insert(layer.digest);
+                diff_ids.insert(layer.diff_id);
+            }
+        }
         Ok((blobs, diff_ids))
+    }
+
+    /// The image manifests the tags reach, with the tag naming each; a tag
+    /// on a multi-platform index reaches every manifest in it (the index
+    /// itself goes into `blobs`).
+    fn tagged_manifests(
+        &self,
+        blobs: &mut BTreeSet<Digest>,
+        mut report: Option<&mut FsckReport>,
+    ) -> Result<Vec<(String, Digest)>> {
+        let mut manifests = Vec::new();
+        for (name, descriptor) in self.tags()? {
+            let digest = parse(descriptor.digest())?;
+            if !super::image::is_index(descriptor.media_type()) {
+                manifests.push((name, digest));
+                continue;
+            }
+            blobs.insert(digest.clone());
+            match self.read_json::<ImageIndex>(&digest) {
+                Ok(index) => {
+                    for child in index.manifests() {
+                        manifests.push((name.clone(), parse(child.digest())?));
+                    }
+                }
+                Err(e) => {
+                    if let Some(r) = report.as_deref_mut() {
+                        r.missing.push(format!("{name}: index {digest}: {e}"));
+                    }
+                }
+            }
+        }
+        Ok(manifests)
     }
 
     /// Removes blobs and snapshots no tag reaches, and leftover temp files.
@@ -92,6 +131,7 @@ impl Store {
             if !keep {
                 report.freed_bytes += fs::metadata(&path).map_or(0, |m| m.len());
                 fs::remove_file(&path).map_err(io_at(&path))?;
+                let _ = fs::remove_file(self.root.join("sources").join(&name));
                 if name.starts_with(TEMP_PREFIX) {
                     report.removed_temp += 1;
                 } else {

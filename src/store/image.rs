@@ -11,6 +11,72 @@ use oci_spec::image::{
 use super::{canonical_json, Result, Store, StoreError, REF_NAME};
 use crate::digest::Digest;
 use crate::layer::LayerInfo;
+use crate::plan::Platform;
+
+/// Docker's names for a manifest list and an image manifest (schema 2),
+/// which registries still serve and the store keeps byte for byte.
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+
+/// An OCI image index or a Docker manifest list.
+pub fn is_index(media_type: &MediaType) -> bool {
+    match media_type {
+        MediaType::ImageIndex => true,
+        MediaType::Other(other) => other == DOCKER_MANIFEST_LIST,
+        _ => false,
+    }
+}
+
+/// An OCI image manifest or a Docker schema 2 manifest.
+pub fn is_manifest(media_type: &MediaType) -> bool {
+    match media_type {
+        MediaType::ImageManifest => true,
+        MediaType::Other(other) => other == DOCKER_MANIFEST,
+        _ => false,
+    }
+}
+
+/// The `os/arch[/variant]` of an index entry, when it says.
+fn entry_platform(entry: &Descriptor) -> Option<Platform> {
+    let p = entry.platform().as_ref()?;
+    let text = match p.variant() {
+        Some(v) => format!("{}/{}/{v}", p.os(), p.architecture()),
+        None => format!("{}/{}", p.os(), p.architecture()),
+    };
+    Platform::parse(&text).ok()
+}
+
+/// The entry of `index` for `platform`: same OS and architecture, and the
+/// same variant when the platform names one (else the first listed, as
+/// containerd picks `arm/v7` for plain `arm`).
+pub fn select_platform<'a>(index: &'a ImageIndex, platform: &Platform) -> Option<&'a Descriptor> {
+    let candidates = || {
+        index.manifests().iter().filter(|entry| {
+            entry_platform(entry).is_some_and(|p| p.os == platform.os && p.arch == platform.arch)
+        })
+    };
+    match &platform.variant {
+        Some(v) => {
+            candidates().find(|e| entry_platform(e).is_some_and(|p| p.variant.as_ref() == Some(v)))
+        }
+        None => candidates().next(),
+    }
+}
+
+/// The platforms an index lists, for error messages.
+pub fn platforms(index: &ImageIndex) -> String {
+    let list: Vec<String> = index
+        .manifests()
+        .iter()
+        .filter_map(entry_platform)
+        .map(|p| p.to_string())
+        .collect();
+    if list.is_empty() {
+        "no platform entries".into()
+    } else {
+        list.join(", ")
+    }
+}
 
 /// The tag (`org.opencontainers.image.ref.name`) of an index entry.
 pub fn ref_name(d: &Descriptor) -> Option<&str> {

@@ -6,7 +6,8 @@
 //! oci-layout, index.json      OCI image layout; index.json holds the tags
 //! blobs/sha256/<hex>          blobs
 //! snapshots/<diff_id hex>/    extracted layers (overlay lower dirs)
-//! cache/                      step cache entries
+//! cache/steps/<key hex>.json   step cache entries (see [`cache`])
+//! sources/<digest hex>         registry/repository names known to hold a blob
 //! tmp/                        staging for snapshots being built
 //! quarantine/                 what fsck found corrupt
 //! lock                        flock: shared while working, exclusive to commit or collect
@@ -22,6 +23,7 @@
 //!   holds it shared, so prune never collects another process's temp files.
 
 pub mod atomic;
+pub mod cache;
 mod gc;
 pub mod image;
 pub mod import;
@@ -103,7 +105,14 @@ impl Drop for ExclusiveGuard<'_> {
 impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Store> {
-        for dir in ["blobs/sha256", "snapshots", "cache", "tmp", "quarantine"] {
+        for dir in [
+            "blobs/sha256",
+            "snapshots",
+            "cache/steps",
+            "sources",
+            "tmp",
+            "quarantine",
+        ] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(io_at(&p))?;
         }
@@ -262,17 +271,38 @@ impl Store {
         self.write_index(&index)
     }
 
-    /// The manifest a tag points to (a name, or a full digest).
-    pub fn resolve(&self, name: &str) -> Result<(Descriptor, ImageManifest)> {
+    /// What a name points to: a tag as written, the same name normalized
+    /// as an image reference (`debian` = `docker.io/library/debian:latest`),
+    /// or a full manifest digest.
+    pub fn descriptor(&self, name: &str) -> Result<Descriptor> {
         let tags = self.tags()?;
-        let descriptor = match tags.get(name) {
-            Some(d) => d.clone(),
-            None => {
-                let by_digest = tags.values().find(|d| d.digest().to_string() == name);
-                by_digest
-                    .cloned()
-                    .ok_or_else(|| StoreError::UnknownImage(name.to_string()))?
-            }
+        let normalized = crate::reference::ImageRef::parse(name)
+            .ok()
+            .map(|r| r.to_string());
+        tags.get(name)
+            .or_else(|| normalized.and_then(|n| tags.get(&n)))
+            .or_else(|| tags.values().find(|d| d.digest().to_string() == name))
+            .cloned()
+            .ok_or_else(|| StoreError::UnknownImage(name.to_string()))
+    }
+
+    /// The image manifest a name points to; for a multi-platform index,
+    /// the host platform's.
+    pub fn resolve(&self, name: &str) -> Result<(Descriptor, ImageManifest)> {
+        let descriptor = self.descriptor(name)?;
+        let descriptor = if image::is_index(descriptor.media_type()) {
+            let index: ImageIndex = self.read_json(&descriptor.digest().to_string().parse()?)?;
+            let host = crate::plan::Platform::host();
+            image::select_platform(&index, &host)
+                .cloned()
+                .ok_or_else(|| {
+                    StoreError::Invalid(format!(
+                        "\"{name}\" has no manifest for {host} (it has {})",
+                        image::platforms(&index)
+                    ))
+                })?
+        } else {
+            descriptor
         };
         let digest: Digest = descriptor.digest().to_string().parse()?;
         let manifest = self.read_json(&digest)?;
@@ -332,6 +362,8 @@ impl BlobWriter {
         let (file, digest, size) = self.inner.take().expect("commit once").finish();
         if let Some(want) = expected {
             if want != &digest {
+                drop(file);
+                let _ = fs::remove_file(&self.temp);
                 return Err(StoreError::DigestMismatch {
                     expected: want.clone(),
                     actual: digest,
