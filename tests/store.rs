@@ -13,13 +13,12 @@ use std::process::Command;
 
 use common::{debian_tarball, is_root, kbuild, ok, require};
 use serde_json::Value;
-use sha2::{Digest as _, Sha256};
 
 /// path -> "type mode uid gid content-or-target xattrs"
 type Tree = BTreeMap<String, String>;
 
 fn hex(bytes: &[u8]) -> String {
-    format!("{:x}", Sha256::digest(bytes))
+    common::sha256_hex(bytes)
 }
 
 /// The tree a tarball describes (hardlinks resolved to their targets).
