@@ -47,10 +47,9 @@ fn skopeo(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// A one-layer image of `size` incompressible bytes, imported as `name`.
-fn small_image(store: &Path, name: &str, size: usize, seed: u64) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = dir.path().join("rootfs.tar");
+/// A rootfs tarball with one file of `size` incompressible bytes.
+fn random_tarball(dir: &Path, size: usize, seed: u64) -> std::path::PathBuf {
+    let tarball = dir.join(format!("rootfs-{seed}.tar"));
     let mut builder = tar::Builder::new(std::fs::File::create(&tarball).unwrap());
     let mut data = Vec::with_capacity(size);
     let mut x = seed
@@ -73,12 +72,23 @@ fn small_image(store: &Path, name: &str, size: usize, seed: u64) -> String {
         .append_data(&mut header, "data/random.bin", data.as_slice())
         .unwrap();
     builder.finish().unwrap();
-    drop(builder);
-    let out = kbuild(
-        &["import", tarball.to_str().unwrap(), "-t", name],
+    tarball
+}
+
+/// Imports `tarball` as `name` (with extra import flags); its manifest digest.
+fn import(store: &Path, tarball: &Path, name: &str, extra: &[&str]) -> String {
+    let mut args = vec!["import", tarball.to_str().unwrap(), "-t", name];
+    args.extend_from_slice(extra);
+    printed_digest(&ok(&kbuild(
+        &args,
         &[("KBUILD_STORE", store.to_str().unwrap())],
-    );
-    printed_digest(&ok(&out))
+    )))
+}
+
+/// A one-layer image of `size` incompressible bytes, imported as `name`.
+fn small_image(store: &Path, name: &str, size: usize, seed: u64) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    import(store, &random_tarball(dir.path(), size, seed), name, &[])
 }
 
 fn blob_files(store: &Path) -> Vec<String> {
@@ -500,4 +510,207 @@ fn a_push_survives_a_cut_chunk_and_an_expired_token() {
         &["cache", "fsck"],
         &[("KBUILD_STORE", fresh.path().to_str().unwrap())],
     ));
+}
+
+fn manifest_size(store: &Path, digest: &str) -> u64 {
+    std::fs::metadata(
+        store
+            .join("blobs/sha256")
+            .join(digest.trim_start_matches("sha256:")),
+    )
+    .unwrap()
+    .len()
+}
+
+#[test]
+fn a_multi_platform_index_is_pushed_whole_and_pulled_per_platform() {
+    use oci_spec::image::{Descriptor, MediaType};
+    let registry = Registry::start(None);
+    let host = registry.host();
+    let (a, config) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let env_a = env(a.path(), config.path());
+    let mut entries = Vec::new();
+    let scratch = tempfile::tempdir().unwrap();
+    for (seed, arch) in [(100, "amd64"), (101, "arm64")] {
+        let tarball = random_tarball(scratch.path(), 64 << 10, seed);
+        let name = format!("small:{arch}");
+        let imported = import(a.path(), &tarball, &name, &["--arch", arch]);
+        entries.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": imported,
+            "size": manifest_size(a.path(), &imported),
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let index_bytes = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": entries,
+    }))
+    .unwrap();
+    let index_digest = {
+        let store = kbuild::store::Store::open(a.path()).unwrap();
+        let digest = store.put_blob(&index_bytes).unwrap();
+        store
+            .tag(
+                "multi:1",
+                Descriptor::new(
+                    MediaType::ImageIndex,
+                    index_bytes.len() as u64,
+                    oci_spec::image::Digest::try_from(digest.to_string()).unwrap(),
+                ),
+            )
+            .unwrap();
+        digest.to_string()
+    };
+
+    let target = format!("{host}/multi/small:1");
+    assert_eq!(
+        printed_digest(&ok(&kbuild(&["push", "multi:1", &target], &env_a))),
+        index_digest
+    );
+    let raw: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{target}"),
+    ]))
+    .unwrap();
+    assert_eq!(raw["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(raw["manifests"].as_array().unwrap().len(), 2);
+    let arm: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--override-arch",
+        "arm64",
+        "--tls-verify=false",
+        &format!("docker://{target}"),
+    ]))
+    .unwrap();
+    assert_eq!(arm["Architecture"], "arm64");
+
+    // One platform: the tag points at that platform's manifest.
+    let b = tempfile::tempdir().unwrap();
+    let pulled = ok(&kbuild(
+        &["pull", "--platform", "linux/arm64", &target],
+        &env(b.path(), config.path()),
+    ));
+    assert_eq!(
+        printed_digest(&pulled),
+        entries[1]["digest"].as_str().unwrap()
+    );
+    // All platforms: the whole index, which pushes back unchanged.
+    let c = tempfile::tempdir().unwrap();
+    let env_c = env(c.path(), config.path());
+    assert_eq!(
+        printed_digest(&ok(&kbuild(
+            &["pull", "--platform", "all", &target],
+            &env_c
+        ))),
+        index_digest
+    );
+    ok(&kbuild(&["cache", "fsck"], &env_c));
+    let copy = format!("{host}/copy/small:1");
+    assert_eq!(
+        printed_digest(&ok(&kbuild(&["push", &target, &copy], &env_c))),
+        index_digest
+    );
+    // A platform the index lacks is a clear error.
+    let missing = kbuild(
+        &["pull", "--platform", "linux/s390x", &target],
+        &env(b.path(), config.path()),
+    );
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        stderr(&missing).contains("no manifest for linux/s390x (it has linux/amd64, linux/arm64)"),
+        "{}",
+        stderr(&missing)
+    );
+}
+
+#[test]
+fn the_step_cache_travels_between_stores_as_an_ignorable_artifact() {
+    use kbuild::digest::Digest;
+    use kbuild::store::cache::{CacheEntry, CachedLayer};
+    let registry = Registry::start(None);
+    let host = registry.host();
+    let (a, config) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    small_image(a.path(), "base:1", 512 << 10, 21);
+    // Two step results, as a build records them: one with a layer, one empty.
+    let expected = {
+        let store = kbuild::store::Store::open(a.path()).unwrap();
+        let (_, manifest) = store.resolve("base:1").unwrap();
+        let layer = &manifest.layers()[0];
+        let config: oci_spec::image::ImageConfiguration = store
+            .read_json(&manifest.config().digest().to_string().parse().unwrap())
+            .unwrap();
+        let with_layer = CacheEntry {
+            layer: Some(CachedLayer {
+                digest: layer.digest().to_string().parse().unwrap(),
+                diff_id: config.rootfs().diff_ids()[0].parse().unwrap(),
+                size: layer.size(),
+                media_type: layer.media_type().to_string(),
+            }),
+        };
+        store
+            .cache_step(&Digest::of(b"step 1"), &with_layer)
+            .unwrap();
+        store
+            .cache_step(&Digest::of(b"step 2"), &CacheEntry { layer: None })
+            .unwrap();
+        store.cached_steps().unwrap()
+    };
+    let cache_ref = format!("{host}/kairos/cache:main");
+    let exported = ok(&kbuild(
+        &["cache", "export", &cache_ref],
+        &env(a.path(), config.path()),
+    ));
+    assert!(exported.starts_with("2 entries"), "{exported}");
+
+    // Registries and tools that don't know the format still handle it.
+    let raw: Value = serde_json::from_str(&skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{cache_ref}"),
+    ]))
+    .unwrap();
+    assert_eq!(raw["artifactType"], "application/vnd.kbuild.cache.v1+json");
+    assert_eq!(
+        raw["config"]["mediaType"],
+        "application/vnd.kbuild.cache.config.v1+json"
+    );
+    let copied = tempfile::tempdir().unwrap();
+    skopeo(&[
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{cache_ref}"),
+        &format!("oci:{}:cache", copied.path().display()),
+    ]);
+
+    // An empty store imports it and has the same entries and layers.
+    let b = tempfile::tempdir().unwrap();
+    let env_b = env(b.path(), config.path());
+    let imported = ok(&kbuild(&["cache", "import", &cache_ref], &env_b));
+    assert!(imported.starts_with("2 new entries"), "{imported}");
+    {
+        let store = kbuild::store::Store::open(b.path()).unwrap();
+        assert_eq!(store.cached_steps().unwrap(), expected);
+    }
+    ok(&kbuild(&["cache", "fsck"], &env_b));
+    let again = ok(&kbuild(&["cache", "import", &cache_ref], &env_b));
+    assert!(again.starts_with("0 new entries"), "{again}");
+
+    // An ordinary image is not mistaken for a cache.
+    let plain = format!("{host}/kairos/base:1");
+    ok(&kbuild(
+        &["push", "base:1", &plain],
+        &env(a.path(), config.path()),
+    ));
+    let refused = kbuild(&["cache", "import", &plain], &env_b);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("not a kbuild cache"),
+        "{}",
+        stderr(&refused)
+    );
 }
