@@ -9,8 +9,6 @@ packages=(
   gcc
   libc6-dev
   pkg-config
-  # TLS for registry access (reqwest's native-tls uses the system OpenSSL)
-  libssl-dev
   # integration tests: the Debian base fixture and the outside judges
   mmdebstrap
   skopeo

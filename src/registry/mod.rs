@@ -24,6 +24,7 @@ pub mod retry;
 pub mod transport;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::Digest;
 use crate::reference::ImageRef;
@@ -109,13 +110,15 @@ pub enum RegistryError {
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// Reports one transfer's progress, at most every [`Progress::STEP`] bytes.
+/// Shared by the futures of one transfer (the body stream, the retry
+/// callback, the ticker), hence the atomics.
 pub(crate) struct Progress<'a> {
     reporter: &'a dyn Reporter,
     id: String,
     direction: Direction,
     total: u64,
-    done: u64,
-    reported: u64,
+    done: AtomicU64,
+    reported: AtomicU64,
 }
 
 impl<'a> Progress<'a> {
@@ -132,8 +135,8 @@ impl<'a> Progress<'a> {
             id: short(digest),
             direction,
             total,
-            done: 0,
-            reported: 0,
+            done: AtomicU64::new(0),
+            reported: AtomicU64::new(0),
         };
         progress.emit(TransferState::Started);
         progress
@@ -143,17 +146,18 @@ impl<'a> Progress<'a> {
         self.reporter.report(Event::Transfer {
             id: self.id.clone(),
             direction: self.direction,
-            done: self.done,
+            done: self.done.load(Ordering::Relaxed),
             total: self.total,
             state,
         });
     }
 
     /// `done` bytes have moved in all (it may go back after a restart).
-    pub fn set(&mut self, done: u64) {
-        self.done = done;
-        if done < self.reported || done - self.reported >= Self::STEP {
-            self.reported = done;
+    pub fn set(&self, done: u64) {
+        self.done.store(done, Ordering::Relaxed);
+        let reported = self.reported.load(Ordering::Relaxed);
+        if done < reported || done - reported >= Self::STEP {
+            self.reported.store(done, Ordering::Relaxed);
             self.emit(TransferState::Progress);
         }
     }
@@ -162,13 +166,13 @@ impl<'a> Progress<'a> {
         self.emit(TransferState::Retrying { attempt, reason });
     }
 
-    pub fn skipped(mut self, reason: String) {
-        self.done = self.total;
+    pub fn skipped(self, reason: String) {
+        self.done.store(self.total, Ordering::Relaxed);
         self.emit(TransferState::Skipped { reason });
     }
 
-    pub fn finished(mut self) {
-        self.done = self.total;
+    pub fn finished(self) {
+        self.done.store(self.total, Ordering::Relaxed);
         self.emit(TransferState::Finished);
     }
 }

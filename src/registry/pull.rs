@@ -175,7 +175,7 @@ async fn fetch_blob(
     size: u64,
     reporter: &dyn Reporter,
 ) -> Result<Totals> {
-    let mut progress = Progress::start(reporter, digest, Direction::Pull, size);
+    let progress = Progress::start(reporter, digest, Direction::Pull, size);
     if store.has_blob(digest) {
         progress.skipped("already in the store".into());
         return Ok(Totals {

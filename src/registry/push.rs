@@ -8,7 +8,10 @@
 //! index, so the tag never names something incomplete.
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{stream, StreamExt, TryStreamExt};
@@ -227,7 +230,7 @@ async fn upload(
     size: u64,
     mut location: Url,
     options: &RegistryOptions,
-    mut progress: Progress<'_>,
+    progress: Progress<'_>,
 ) -> Result<()> {
     let what = format!("upload of {digest}");
     let file = store.open_blob(digest)?;
@@ -236,22 +239,24 @@ async fn upload(
     let mut failures = 0;
     while offset < size {
         let len = chunk_size.min(size - offset);
-        let chunk = read_chunk(store, &file, digest, offset, len)?;
         let range = format!("{}-{}", offset, offset + len - 1);
-        let sent = session
-            .send(
-                &what,
-                Method::PATCH,
-                &location,
-                |r| {
-                    r.header(CONTENT_TYPE, "application/octet-stream")
-                        .header("Content-Range", range.clone())
-                        .header(CONTENT_LENGTH, len)
-                        .body(chunk.clone())
-                },
-                &|attempt, reason| progress.retrying(attempt, reason),
-            )
-            .await;
+        let sent_bytes = Arc::new(AtomicU64::new(offset));
+        let on_retry = |attempt, reason| progress.retrying(attempt, reason);
+        let request = session.send(
+            &what,
+            Method::PATCH,
+            &location,
+            |r| {
+                sent_bytes.store(offset, Ordering::Relaxed);
+                let body = file_range(&file, offset, len, sent_bytes.clone());
+                r.header(CONTENT_TYPE, "application/octet-stream")
+                    .header("Content-Range", range.clone())
+                    .header(CONTENT_LENGTH, len)
+                    .body(reqwest::Body::wrap_stream(body))
+            },
+            &on_retry,
+        );
+        let sent = with_ticks(request, || progress.set(sent_bytes.load(Ordering::Relaxed))).await;
         match sent {
             Ok(response) if response.status() == StatusCode::ACCEPTED => {
                 location = session.location(&response, &what)?;
@@ -301,20 +306,45 @@ async fn upload(
     Ok(())
 }
 
-fn read_chunk(
-    store: &Store,
-    file: &std::fs::File,
-    digest: &Digest,
+/// `len` bytes of `file` from `offset`, read piece by piece as the
+/// request body is sent (reads overlap the upload; nothing is buffered
+/// beyond one piece). `sent` counts what has been handed to the connection.
+fn file_range(
+    file: &File,
     offset: u64,
     len: u64,
-) -> Result<Bytes> {
-    let mut buffer = vec![0u8; len as usize];
-    file.read_exact_at(&mut buffer, offset)
-        .map_err(|source| StoreError::Io {
-            path: store.blob_path(digest),
-            source,
-        })?;
-    Ok(buffer.into())
+    sent: Arc<AtomicU64>,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    const PIECE: u64 = 1 << 20;
+    let file = file.try_clone();
+    stream::try_unfold((file, offset), move |(file, at)| {
+        let sent = sent.clone();
+        async move {
+            let file = file?;
+            let end = offset + len;
+            if at >= end {
+                return Ok(None);
+            }
+            let mut piece = vec![0u8; PIECE.min(end - at) as usize];
+            file.read_exact_at(&mut piece, at)?;
+            sent.store(at + piece.len() as u64, Ordering::Relaxed);
+            let next = at + piece.len() as u64;
+            Ok(Some((Bytes::from(piece), (file.try_clone(), next))))
+        }
+    })
+}
+
+/// Runs `work`, calling `tick` every 200 ms until it is done (live
+/// progress for a request whose body streams by itself).
+async fn with_ticks<T>(work: impl std::future::Future<Output = T>, mut tick: impl FnMut()) -> T {
+    let mut interval = tokio::time::interval(std::time::Duration::from_millis(200));
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            done = &mut work => return done,
+            _ = interval.tick() => tick(),
+        }
+    }
 }
 
 /// The byte after the last one the registry holds (`Range: 0-N` -> N+1).

@@ -101,6 +101,9 @@ impl Session {
         operation: RegistryOperation,
         options: &TransportOptions,
     ) -> Result<Session, RegistryError> {
+        // rustls is built without a default crypto provider (aws-lc would
+        // need cmake and a C++ toolchain): install ring's, once per process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let insecure = options.is_insecure(registry);
         let scheme = if insecure { "http" } else { "https" };
         let base = Url::parse(&format!(
