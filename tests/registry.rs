@@ -501,6 +501,49 @@ fn a_push_survives_a_cut_chunk_and_an_expired_token() {
         lines.iter().any(|l| l.contains("injected 401")),
         "{lines:#?}"
     );
+    // A mount from a repository that lacks the blob gets a 202 and an
+    // upload session, which the push then uses.
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(
+            store
+                .path()
+                .join("blobs/sha256")
+                .join(image.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let layer: kbuild::digest::Digest = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // Forget where the blobs really are; claim a repository that lacks them.
+    for blob in blob_files(store.path()) {
+        let _ = std::fs::remove_file(store.path().join("sources").join(blob));
+    }
+    kbuild::store::Store::open(store.path())
+        .unwrap()
+        .add_source(&layer, &proxy.host(), "nowhere/empty")
+        .unwrap();
+    let elsewhere = format!("{}/faults/elsewhere:2", proxy.host());
+    let fallback = kbuild(
+        &["push", "small:2", &elsewhere],
+        &env(store.path(), config.path()),
+    );
+    assert_eq!(printed_digest(&ok(&fallback)), image);
+    assert!(
+        !stderr(&fallback).contains("mounted"),
+        "{}",
+        stderr(&fallback)
+    );
+    let lines = proxy.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("mount=") && l.contains("from=nowhere") && l.contains("202")),
+        "{lines:#?}"
+    );
     // The registry has the exact image: pull it directly and compare.
     let fresh = tempfile::tempdir().unwrap();
     let direct = format!("{}/faults/small:2", registry.host());
