@@ -93,6 +93,15 @@ impl ImageRef {
         })
     }
 
+    /// What to ask a registry's manifest endpoint for: the digest when
+    /// pinned, else the tag (or `latest`).
+    pub fn manifest_reference(&self) -> String {
+        match &self.digest {
+            Some(d) => d.clone(),
+            None => self.tag_or_latest().unwrap_or("latest").to_string(),
+        }
+    }
+
     /// The tag, or `latest` when neither a tag nor a digest was given.
     pub fn tag_or_latest(&self) -> Option<&str> {
         match (&self.tag, &self.digest) {

@@ -108,12 +108,7 @@ pub async fn import(
     reporter: &dyn Reporter,
 ) -> Result<CacheTransfer> {
     let session = session_for(source, RegistryOperation::Pull, options)?;
-    let wanted = source
-        .digest
-        .clone()
-        .or_else(|| source.tag_or_latest().map(str::to_string))
-        .expect("a reference has a tag or a digest");
-    let raw = manifest::fetch(&session, &wanted).await?;
+    let raw = manifest::fetch(&session, &source.manifest_reference()).await?;
     let what = format!("cache {source}");
     let parsed: ImageManifest = serde_json::from_slice(&raw.bytes)
         .map_err(|e| session.protocol(&what, &format!("not an image manifest: {e}")))?;

@@ -23,6 +23,7 @@ pub mod push;
 pub mod retry;
 pub mod transport;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -198,6 +199,28 @@ impl std::ops::AddAssign for Totals {
         self.bytes += other.bytes;
         self.skipped += other.skipped;
     }
+}
+
+/// Runs `transfer` for every blob, at most `jobs` at once, adding up what
+/// they moved; the first error stops the rest.
+pub(crate) async fn transfer_all<'a, F, Fut>(
+    blobs: &'a BTreeMap<Digest, u64>,
+    jobs: usize,
+    transfer: F,
+) -> Result<Totals>
+where
+    F: Fn(&'a Digest, u64) -> Fut,
+    Fut: std::future::Future<Output = Result<Totals>>,
+{
+    use futures_util::{stream, StreamExt, TryStreamExt};
+    stream::iter(blobs.iter())
+        .map(|(digest, size)| transfer(digest, *size))
+        .buffer_unordered(jobs.max(1))
+        .try_fold(Totals::default(), |mut totals, one| async move {
+            totals += one;
+            Ok(totals)
+        })
+        .await
 }
 
 /// Opens a session for `reference`'s repository with the credential the

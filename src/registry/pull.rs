@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 
-use futures_util::{stream, StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use oci_client::RegistryOperation;
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use reqwest::header::{CONTENT_RANGE, RANGE};
@@ -15,7 +15,7 @@ use reqwest::{Method, StatusCode};
 
 use super::manifest::{self, RawManifest};
 use super::transport::{error_chain, Session};
-use super::{session_for, Progress, RegistryError, RegistryOptions, Result, Totals};
+use super::{session_for, transfer_all, Progress, RegistryError, RegistryOptions, Result, Totals};
 use crate::digest::Digest;
 use crate::plan::Platform;
 use crate::reference::ImageRef;
@@ -55,12 +55,7 @@ pub async fn pull(
 ) -> Result<Pulled> {
     let reference = &request.reference;
     let session = session_for(reference, RegistryOperation::Pull, options)?;
-    let wanted = reference
-        .digest
-        .clone()
-        .or_else(|| reference.tag_or_latest().map(str::to_string))
-        .expect("a reference has a tag or a digest");
-    let top = manifest::fetch(&session, &wanted).await?;
+    let top = manifest::fetch(&session, &reference.manifest_reference()).await?;
     let (images, tagged) = if is_index(&top.media_type) {
         let index: ImageIndex = parse(&session, &top)?;
         match &request.platform {
@@ -156,14 +151,10 @@ pub(crate) async fn fetch_blobs(
     jobs: usize,
     reporter: &dyn Reporter,
 ) -> Result<Totals> {
-    stream::iter(blobs.iter())
-        .map(|(digest, size)| fetch_blob(session, store, digest, *size, reporter))
-        .buffer_unordered(jobs.max(1))
-        .try_fold(Totals::default(), |mut totals, one| async move {
-            totals += one;
-            Ok(totals)
-        })
-        .await
+    transfer_all(blobs, jobs, |digest, size| {
+        fetch_blob(session, store, digest, size, reporter)
+    })
+    .await
 }
 
 /// Streams one blob into the store, resuming with a Range request when

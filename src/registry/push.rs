@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{stream, StreamExt, TryStreamExt};
+use futures_util::stream;
 use oci_client::RegistryOperation;
 use oci_spec::image::{ImageIndex, ImageManifest};
 use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, RANGE};
@@ -22,7 +22,7 @@ use reqwest::{Method, StatusCode, Url};
 
 use super::manifest::{self, RawManifest};
 use super::transport::Session;
-use super::{session_for, Progress, RegistryOptions, Result, Totals};
+use super::{session_for, transfer_all, Progress, RegistryOptions, Result, Totals};
 use crate::digest::Digest;
 use crate::reference::ImageRef;
 use crate::report::{Direction, Reporter};
@@ -108,14 +108,10 @@ pub(crate) async fn push_blobs(
     options: &RegistryOptions,
     reporter: &dyn Reporter,
 ) -> Result<Totals> {
-    stream::iter(blobs.iter())
-        .map(|(digest, size)| push_blob(session, store, digest, *size, options, reporter))
-        .buffer_unordered(options.jobs.max(1))
-        .try_fold(Totals::default(), |mut totals, one| async move {
-            totals += one;
-            Ok(totals)
-        })
-        .await
+    transfer_all(blobs, options.jobs, |digest, size| {
+        push_blob(session, store, digest, size, options, reporter)
+    })
+    .await
 }
 
 async fn push_blob(
@@ -206,17 +202,8 @@ async fn start_upload(session: &Session, digest: &Digest) -> Result<Url> {
     let what = format!("upload of {digest}");
     let url = session.url("blobs/uploads/");
     let response = session
-        .send(
-            &what,
-            Method::POST,
-            &url,
-            |r| r.header(CONTENT_LENGTH, 0),
-            &|_, _| {},
-        )
+        .expect(&what, Method::POST, &url, StatusCode::ACCEPTED)
         .await?;
-    if response.status() != StatusCode::ACCEPTED {
-        return Err(session.status_error(&what, response).await);
-    }
     session.location(&response, &what)
 }
 
@@ -290,18 +277,9 @@ async fn upload(
     let mut done = location.clone();
     done.query_pairs_mut()
         .append_pair("digest", &digest.to_string());
-    let response = session
-        .send(
-            &what,
-            Method::PUT,
-            &done,
-            |r| r.header(CONTENT_LENGTH, 0),
-            &|_, _| {},
-        )
+    session
+        .expect(&what, Method::PUT, &done, StatusCode::CREATED)
         .await?;
-    if response.status() != StatusCode::CREATED {
-        return Err(session.status_error(&what, response).await);
-    }
     progress.finished();
     Ok(())
 }

@@ -277,6 +277,30 @@ impl Session {
         }
     }
 
+    /// A request without a body that must answer `expected`.
+    pub async fn expect(
+        &self,
+        what: &str,
+        method: Method,
+        url: &Url,
+        expected: StatusCode,
+    ) -> Result<Response, RegistryError> {
+        let response = self
+            .send(
+                what,
+                method,
+                url,
+                |r| r.header(reqwest::header::CONTENT_LENGTH, 0),
+                &|_, _| {},
+            )
+            .await?;
+        if response.status() == expected {
+            Ok(response)
+        } else {
+            Err(self.status_error(what, response).await)
+        }
+    }
+
     /// The current authorization header, running the handshake the first time.
     async fn authorization(&self) -> Result<(u64, Option<HeaderValue>), RegistryError> {
         let mut state = self.auth.lock().await;
