@@ -275,7 +275,8 @@ pub fn store_basic(
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-pub(crate) fn base64_encode(data: &[u8]) -> String {
+/// Standard base64 with padding, as the `auth` field of a Docker config holds `user:password`.
+pub fn base64_encode(data: &[u8]) -> String {
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
         let n = chunk

@@ -93,34 +93,13 @@ pub fn free_port() -> u16 {
 /// A docker config dir holding `user:password` for `registry`.
 pub fn docker_config(registry: &str, user: &str, password: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let auth = base64(format!("{user}:{password}").as_bytes());
+    let auth = kbuild::registry::auth::base64_encode(format!("{user}:{password}").as_bytes());
     std::fs::write(
         dir.path().join("config.json"),
         format!(r#"{{"auths":{{"{registry}":{{"auth":"{auth}"}}}}}}"#),
     )
     .unwrap();
     dir
-}
-
-fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 /// What the proxy does to a matching request instead of passing it on.
