@@ -74,7 +74,8 @@ pub async fn push(
         if is_index(&image.media_type) {
             continue;
         }
-        let parsed: ImageManifest = store.read_json(&image.digest)?;
+        let parsed: ImageManifest = serde_json::from_slice(&image.bytes)
+            .map_err(|e| StoreError::Invalid(format!("manifest {}: {e}", image.digest)))?;
         for d in std::iter::once(parsed.config()).chain(parsed.layers()) {
             let digest: Digest = d.digest().to_string().parse().map_err(StoreError::from)?;
             blobs.insert(digest, d.size());
@@ -220,7 +221,7 @@ async fn upload(
     progress: Progress<'_>,
 ) -> Result<()> {
     let what = format!("upload of {digest}");
-    let file = store.open_blob(digest)?;
+    let file = Arc::new(store.open_blob(digest)?);
     let chunk_size = options.chunk_size.max(1 << 20) as u64;
     let mut offset = 0u64;
     let mut failures = 0;
@@ -288,26 +289,24 @@ async fn upload(
 /// request body is sent (reads overlap the upload; nothing is buffered
 /// beyond one piece). `sent` counts what has been handed to the connection.
 fn file_range(
-    file: &File,
+    file: &Arc<File>,
     offset: u64,
     len: u64,
     sent: Arc<AtomicU64>,
 ) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static {
     const PIECE: u64 = 1 << 20;
-    let file = file.try_clone();
-    stream::try_unfold((file, offset), move |(file, at)| {
+    let end = offset + len;
+    stream::try_unfold((file.clone(), offset), move |(file, at)| {
         let sent = sent.clone();
         async move {
-            let file = file?;
-            let end = offset + len;
             if at >= end {
                 return Ok(None);
             }
             let mut piece = vec![0u8; PIECE.min(end - at) as usize];
             file.read_exact_at(&mut piece, at)?;
-            sent.store(at + piece.len() as u64, Ordering::Relaxed);
             let next = at + piece.len() as u64;
-            Ok(Some((Bytes::from(piece), (file.try_clone(), next))))
+            sent.store(next, Ordering::Relaxed);
+            Ok(Some((Bytes::from(piece), (file, next))))
         }
     })
 }

@@ -404,12 +404,12 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
-        let cause = cause.to_string();
-        if !text.contains(&cause) {
+        let message = cause.to_string();
+        if !text.contains(&message) {
             text.push_str(": ");
-            text.push_str(&cause);
+            text.push_str(&message);
         }
-        source = std::error::Error::source(source.unwrap());
+        source = cause.source();
     }
     text
 }
