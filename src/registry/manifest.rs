@@ -87,10 +87,14 @@ pub async fn fetch(session: &Session, reference: &str) -> Result<RawManifest> {
         bytes.extend_from_slice(&chunk);
     }
     let actual = Digest::of(&bytes);
-    let expected = reference
-        .parse::<Digest>()
-        .ok()
-        .or_else(|| served_digest.and_then(|d| d.parse().ok()));
+    let pinned = reference.contains(':').then(|| reference.parse::<Digest>());
+    let expected = match pinned {
+        Some(Ok(digest)) => Some(digest),
+        Some(Err(_)) => {
+            return Err(session.protocol(&what, "only sha256 digests can be verified"));
+        }
+        None => served_digest.and_then(|d| d.parse().ok()),
+    };
     if let Some(expected) = expected {
         if expected != actual {
             return Err(RegistryError::DigestMismatch {

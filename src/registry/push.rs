@@ -22,7 +22,7 @@ use reqwest::{Method, StatusCode, Url};
 
 use super::manifest::{self, RawManifest};
 use super::transport::Session;
-use super::{session_for, transfer_all, Progress, RegistryOptions, Result, Totals};
+use super::{session_for, transfer_all, Progress, RegistryError, RegistryOptions, Result, Totals};
 use crate::digest::Digest;
 use crate::reference::ImageRef;
 use crate::report::{Direction, Reporter};
@@ -141,12 +141,16 @@ async fn push_blob(
         })
         .next();
     let location = match &mount_from {
-        Some(from) => match mount(session, digest, from).await? {
-            Mount::Done => {
+        Some(from) => match mount(session, digest, from).await {
+            Ok(Mount::Done) => {
                 progress.skipped(format!("mounted from {from}"));
                 return Ok(skipped);
             }
-            Mount::Upload(location) => location,
+            Ok(Mount::Upload(location)) => location,
+            // Token registries refuse a mount whose token lacks pull access
+            // to the source repository: upload instead.
+            Err(RegistryError::Unauthorized { .. }) => start_upload(session, digest).await?,
+            Err(other) => return Err(other),
         },
         None => start_upload(session, digest).await?,
     };
@@ -278,9 +282,16 @@ async fn upload(
     let mut done = location.clone();
     done.query_pairs_mut()
         .append_pair("digest", &digest.to_string());
-    session
+    let committed = session
         .expect(&what, Method::PUT, &done, StatusCode::CREATED)
-        .await?;
+        .await;
+    // A retried PUT finds the session closed if the first one committed
+    // and only its answer was lost: the blob being there is what counts.
+    if let Err(e) = committed {
+        if !exists(session, digest).await? {
+            return Err(e);
+        }
+    }
     progress.finished();
     Ok(())
 }

@@ -120,6 +120,7 @@ impl Session {
             .user_agent(USER_AGENT)
             .connect_timeout(connect)
             .read_timeout(connect * 4)
+            .https_only(!insecure)
             .build()
             .map_err(|source| RegistryError::Http {
                 registry: registry.to_string(),
@@ -197,7 +198,7 @@ impl Session {
     /// An unexpected status as an error, with the registry's message.
     pub async fn status_error(&self, what: &str, response: Response) -> RegistryError {
         let status = response.status().as_u16();
-        let body = response.text().await.unwrap_or_default();
+        let body = capped_text(response).await;
         let detail = registry_message(&body);
         match status {
             404 => RegistryError::NotFound {
@@ -230,13 +231,16 @@ impl Session {
         loop {
             let (generation, header) = self.authorization().await?;
             let mut request = build(self.http.request(method.clone(), url.clone()));
+            // Credentials go only to the registry itself, never to another
+            // host an upload Location names.
+            let header = header.filter(|_| self.same_origin(url));
             if let Some(value) = &header {
                 request = request.header(AUTHORIZATION, value.clone());
             }
             let pause = match request.send().await {
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED => {
                     if reauthenticated {
-                        let body = response.text().await.unwrap_or_default();
+                        let body = capped_text(response).await;
                         return Err(self.unauthorized(header.is_some(), &body));
                     }
                     reauthenticated = true;
@@ -275,6 +279,12 @@ impl Session {
             on_retry(retry, pause.1);
             tokio::time::sleep(self.policy.delay(retry, pause.0)).await;
         }
+    }
+
+    fn same_origin(&self, url: &Url) -> bool {
+        url.scheme() == self.base.scheme()
+            && url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default()
     }
 
     /// A request without a body that must answer `expected`.
@@ -329,13 +339,22 @@ impl Session {
                 .auth(&self.reference, &self.credential, self.operation)
                 .await
             {
-                Ok(Some(token)) => return Ok(Some(secret_header(&format!("Bearer {token}")))),
+                Ok(Some(token)) => {
+                    return secret_header(&format!("Bearer {token}"))
+                        .map(Some)
+                        .ok_or_else(|| {
+                            self.protocol(
+                                "authentication",
+                                "the token service sent an unusable token",
+                            )
+                        })
+                }
                 Ok(None) => {
                     return Ok(match &self.credential {
-                        RegistryAuth::Basic(user, password) => Some(secret_header(&format!(
+                        RegistryAuth::Basic(user, password) => secret_header(&format!(
                             "Basic {}",
                             super::auth::base64_encode(format!("{user}:{password}").as_bytes())
-                        ))),
+                        )),
                         _ => None,
                     })
                 }
@@ -387,10 +406,25 @@ impl Session {
     }
 }
 
-fn secret_header(value: &str) -> HeaderValue {
-    let mut header = HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static(""));
+fn secret_header(value: &str) -> Option<HeaderValue> {
+    let mut header = HeaderValue::from_str(value).ok()?;
     header.set_sensitive(true);
-    header
+    Some(header)
+}
+
+/// The start of an error body (registries' messages are small; a hostile
+/// one may not be).
+async fn capped_text(mut response: Response) -> String {
+    const LIMIT: usize = 64 << 10;
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= LIMIT {
+            body.truncate(LIMIT);
+            break;
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// Connection-level failures worth another try: refused or reset
@@ -477,6 +511,28 @@ mod tests {
             "UNAUTHORIZED: authentication required"
         );
         assert_eq!(registry_message("plain text\nmore"), "plain text");
+    }
+
+    #[test]
+    fn credentials_stay_with_the_registry_origin() {
+        let session = Session::new(
+            "127.0.0.1:5000",
+            "a/b",
+            None,
+            RegistryOperation::Push,
+            &TransportOptions::default(),
+        )
+        .unwrap();
+        let same = Url::parse("http://127.0.0.1:5000/v2/a/b/blobs/uploads/1?_state=x").unwrap();
+        assert!(session.same_origin(&same));
+        for other in [
+            "http://127.0.0.2:5000/v2/a/b/blobs/uploads/1",
+            "https://127.0.0.1:5000/v2/a/b/blobs/uploads/1",
+            "http://127.0.0.1:5001/v2/a/b/blobs/uploads/1",
+            "http://storage.example/blob",
+        ] {
+            assert!(!session.same_origin(&Url::parse(other).unwrap()), "{other}");
+        }
     }
 
     #[test]
