@@ -12,5 +12,6 @@ pub mod project;
 pub mod reference;
 pub mod registry;
 pub mod report;
+pub mod sandbox;
 pub mod spec;
 pub mod store;

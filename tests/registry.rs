@@ -673,7 +673,7 @@ fn a_multi_platform_index_is_pushed_whole_and_pulled_per_platform() {
 #[test]
 fn the_step_cache_travels_between_stores_as_an_ignorable_artifact() {
     use kbuild::digest::Digest;
-    use kbuild::store::cache::{CacheEntry, CachedLayer};
+    use kbuild::store::cache::{CacheEntry, LayerRecord};
     let registry = Registry::start(None);
     let host = registry.host();
     let (a, config) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -687,7 +687,7 @@ fn the_step_cache_travels_between_stores_as_an_ignorable_artifact() {
             .read_json(&manifest.config().digest().to_string().parse().unwrap())
             .unwrap();
         let with_layer = CacheEntry {
-            layer: Some(CachedLayer {
+            layer: Some(LayerRecord {
                 digest: layer.digest().to_string().parse().unwrap(),
                 diff_id: config.rootfs().diff_ids()[0].parse().unwrap(),
                 size: layer.size(),

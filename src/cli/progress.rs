@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{HumanBytes, MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::report::{Direction, Event, Reporter, TransferState};
+use crate::report::{Direction, Event, Reporter, StepState, TransferState};
 
 /// How often a plain-line transfer repeats its progress.
 const PLAIN_INTERVAL: Duration = Duration::from_secs(5);
@@ -143,6 +143,20 @@ impl Reporter for CliReporter {
                 total,
                 state,
             } => self.transfer(id, direction, done, total, state),
+            Event::Step { id, text, state } => {
+                let secs = |millis: u128| millis as f64 / 1000.0;
+                self.line(match state {
+                    StepState::Started => format!("[{id}] {text}"),
+                    StepState::Cached { millis } => {
+                        format!("[{id}] CACHED {text} [{:.2}s]", secs(millis))
+                    }
+                    StepState::Done { millis } => format!("[{id}] DONE [{:.2}s]", secs(millis)),
+                    StepState::Failed { millis } => {
+                        format!("[{id}] FAILED [{:.2}s]", secs(millis))
+                    }
+                })
+            }
+            Event::Output { id, line } => self.line(format!("[{id}] {line}")),
         }
     }
 }

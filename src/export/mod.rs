@@ -107,6 +107,18 @@ fn blobs_of(
 
 pub fn export(store: &Store, name: &str, dest: &Destination) -> Result<(), ExportError> {
     let (descriptor, manifest) = store.resolve(name)?;
+    export_image(store, &descriptor, &manifest, name, dest)
+}
+
+/// Exports an image of the store, tagged or not; `name` annotates it.
+pub fn export_image(
+    store: &Store,
+    descriptor: &Descriptor,
+    manifest: &ImageManifest,
+    name: &str,
+    dest: &Destination,
+) -> Result<(), ExportError> {
+    let (descriptor, manifest) = (descriptor.clone(), manifest.clone());
     match dest {
         Destination::OciDir { path, tag } => {
             let tag = tag.clone().unwrap_or_else(|| tag_of(name));

@@ -21,6 +21,30 @@ pub enum Event {
         total: u64,
         state: TransferState,
     },
+    /// A build step (`id` like `builder 2/7`) changed state.
+    Step {
+        id: String,
+        text: String,
+        state: StepState,
+    },
+    /// One line a running build step printed.
+    Output { id: String, line: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepState {
+    Started,
+    /// Taken from the step cache; nothing ran.
+    Cached {
+        millis: u128,
+    },
+    /// Ran (or copied) and committed its result.
+    Done {
+        millis: u128,
+    },
+    Failed {
+        millis: u128,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,21 +22,33 @@ use serde::{Deserialize, Serialize};
 use super::{atomic, io_at, Result, Store, StoreError};
 use crate::digest::Digest;
 
-/// The layer a step produced.
+/// A layer blob with its uncompressed digest: what a step produced, or
+/// one layer of an image being built.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct CachedLayer {
+pub struct LayerRecord {
     pub digest: Digest,
     pub diff_id: Digest,
     pub size: u64,
     pub media_type: String,
 }
 
+impl From<&crate::layer::LayerInfo> for LayerRecord {
+    fn from(info: &crate::layer::LayerInfo) -> Self {
+        LayerRecord {
+            digest: info.digest.clone(),
+            diff_id: info.diff_id.clone(),
+            size: info.size,
+            media_type: info.media_type.to_string(),
+        }
+    }
+}
+
 /// What a cached step produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CacheEntry {
     /// `None`: the step changed no file (its history entry is `empty_layer`).
-    pub layer: Option<CachedLayer>,
+    pub layer: Option<LayerRecord>,
 }
 
 impl Store {
@@ -134,7 +146,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
         let blob = store.put_blob(b"layer bytes").unwrap();
-        let layer = CachedLayer {
+        let layer = LayerRecord {
             digest: blob.clone(),
             diff_id: Digest::of(b"diff"),
             size: 11,
@@ -146,7 +158,7 @@ mod tests {
         store.cache_step(&k1, &with_layer).unwrap();
         store.cache_step(&k2, &empty).unwrap();
         let missing = CacheEntry {
-            layer: Some(CachedLayer {
+            layer: Some(LayerRecord {
                 digest: Digest::of(b"absent"),
                 ..with_layer.layer.clone().unwrap()
             }),

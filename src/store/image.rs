@@ -3,14 +3,14 @@
 //! and every document is serialized with sorted keys.
 
 use oci_spec::image::{
-    Arch, Config, Descriptor, DescriptorBuilder, HistoryBuilder, ImageConfiguration,
+    Arch, Config, Descriptor, DescriptorBuilder, History, HistoryBuilder, ImageConfiguration,
     ImageConfigurationBuilder, ImageIndex, ImageIndexBuilder, ImageManifest, ImageManifestBuilder,
     MediaType, Os, RootFsBuilder, SCHEMA_VERSION,
 };
 
+use super::cache::LayerRecord;
 use super::{canonical_json, Result, Store, StoreError, REF_NAME};
 use crate::digest::Digest;
-use crate::layer::LayerInfo;
 use crate::plan::Platform;
 
 /// Docker's names for a manifest list and an image manifest (schema 2),
@@ -160,9 +160,9 @@ fn arch_of(name: &str) -> Arch {
 
 /// What an image is made of, for [`commit_image`].
 pub struct NewImage<'a> {
-    pub layers: &'a [LayerInfo],
-    /// One history line per layer.
-    pub history: Vec<String>,
+    pub layers: &'a [LayerRecord],
+    /// Oldest first; entries without a layer say `empty_layer`.
+    pub history: Vec<History>,
     pub architecture: &'a str,
     /// The runtime config: env, labels, entrypoint, cmd, workdir, user, ...
     pub config: Config,
@@ -181,6 +181,18 @@ fn descriptor(media_type: MediaType, digest: &Digest, size: u64) -> Descriptor {
         .expect("descriptor fields are set")
 }
 
+/// One history entry, as BuildKit writes them.
+pub fn history_entry(created: &str, created_by: &str, empty_layer: bool) -> History {
+    let mut builder = HistoryBuilder::default()
+        .created(created.to_string())
+        .created_by(created_by.to_string())
+        .comment("kbuild".to_string());
+    if empty_layer {
+        builder = builder.empty_layer(true);
+    }
+    builder.build().expect("history fields are set")
+}
+
 /// Writes config and manifest blobs; returns the manifest descriptor
 /// (untagged: tagging is the caller's commit point).
 pub fn commit_image(store: &Store, image: &NewImage) -> Result<(Descriptor, ImageManifest)> {
@@ -188,17 +200,6 @@ pub fn commit_image(store: &Store, image: &NewImage) -> Result<(Descriptor, Imag
         .layers
         .iter()
         .map(|l| l.diff_id.to_string())
-        .collect::<Vec<_>>();
-    let history = image
-        .history
-        .iter()
-        .map(|line| {
-            HistoryBuilder::default()
-                .created(image.created.clone())
-                .created_by(line.clone())
-                .build()
-                .expect("history fields are set")
-        })
         .collect::<Vec<_>>();
     let configuration: ImageConfiguration = ImageConfigurationBuilder::default()
         .created(image.created.clone())
@@ -212,7 +213,7 @@ pub fn commit_image(store: &Store, image: &NewImage) -> Result<(Descriptor, Imag
                 .build()
                 .expect("rootfs fields are set"),
         )
-        .history(history)
+        .history(image.history.clone())
         .build()
         .map_err(|e| StoreError::Invalid(e.to_string()))?;
     let config_bytes = canonical_json(&configuration);
@@ -220,7 +221,7 @@ pub fn commit_image(store: &Store, image: &NewImage) -> Result<(Descriptor, Imag
     let layers = image
         .layers
         .iter()
-        .map(|l| descriptor(MediaType::from(l.media_type), &l.digest, l.size))
+        .map(|l| descriptor(MediaType::from(l.media_type.as_str()), &l.digest, l.size))
         .collect::<Vec<_>>();
     let manifest = ImageManifestBuilder::default()
         .schema_version(SCHEMA_VERSION)

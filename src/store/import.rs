@@ -12,7 +12,8 @@ use std::path::Path;
 
 use oci_spec::image::{ConfigBuilder, Descriptor};
 
-use super::image::{commit_image, created_timestamp, NewImage};
+use super::cache::LayerRecord;
+use super::image::{commit_image, created_timestamp, history_entry, NewImage};
 use super::{io_at, remove_tree, Result, Store, StoreError};
 use crate::layer::{self, ExtractLimits, ExtractMode, TreeKind, WriteOptions};
 use crate::report::{phase, Reporter};
@@ -84,11 +85,16 @@ fn import_into(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let created = created_timestamp(options.layer.source_date_epoch);
     let (descriptor, _) = commit_image(
         store,
         &NewImage {
-            layers: std::slice::from_ref(&info),
-            history: vec![format!("kbuild import {source}")],
+            layers: &[LayerRecord::from(&info)],
+            history: vec![history_entry(
+                &created,
+                &format!("kbuild import {source}"),
+                false,
+            )],
             architecture: &options.architecture,
             config: ConfigBuilder::default()
                 .env(vec![
@@ -96,7 +102,7 @@ fn import_into(
                 ])
                 .build()
                 .map_err(|e| StoreError::Invalid(e.to_string()))?,
-            created: created_timestamp(options.layer.source_date_epoch),
+            created,
         },
     )?;
     store.tag(name, descriptor.clone())?;

@@ -1,0 +1,482 @@
+//! The sandbox helper: the kbuild binary re-executed in fresh namespaces
+//! (see the module above). It is single-threaded, so forking the command
+//! from it is safe; it never runs anything from the image itself except
+//! the command, and that only after `pivot_root` (or inside runc).
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use rustix::fs::{FileType, Mode, OFlags};
+use rustix::mount::{MountFlags, UnmountFlags};
+
+use super::overlay::{self, Overlay};
+use super::rootfs::{clean, Root};
+use super::users::{self, Identity};
+use super::{Isolation, Mount, MountSource, Network, Spec, Stub, SETUP_FAILED};
+
+/// Runs the helper for the spec at `spec_path`; the exit code is the
+/// command's, or [`SETUP_FAILED`] with the reason in `<step_dir>/error`.
+pub fn main(spec_path: &Path) -> ExitCode {
+    let spec: Spec = match fs::read(spec_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("kbuild sandbox: {}: {e}", spec_path.display());
+            return ExitCode::from(SETUP_FAILED as u8);
+        }
+    };
+    match run(&spec) {
+        Ok(code) => ExitCode::from(code),
+        Err(message) => {
+            let _ = fs::write(spec.step_dir.join("error"), &message);
+            ExitCode::from(SETUP_FAILED as u8)
+        }
+    }
+}
+
+fn ctx<T>(what: &str, result: io::Result<T>) -> Result<T, String> {
+    result.map_err(|e| format!("{what}: {e}"))
+}
+
+/// Where a mount's source ends up on the helper's side.
+enum Prepared {
+    Bind { source: PathBuf, read_only: bool },
+    Tmpfs { size: Option<u64> },
+}
+
+fn run(spec: &Spec) -> Result<u8, String> {
+    ctx("make mounts private", overlay::private_namespace())?;
+    let merged = spec.step_dir.join("merged");
+    let empty = spec.step_dir.join("empty");
+    ctx("create the empty lower", fs::create_dir_all(&empty))?;
+    ctx(
+        "mount the overlay",
+        overlay::mount(
+            &Overlay {
+                snapshots: &spec.snapshots,
+                lowers: &spec.lowers,
+                upper: Some((spec.upper(), spec.step_dir.join("work"))),
+                empty: &empty,
+            },
+            &merged,
+        ),
+    )?;
+    let root = ctx("open the root", Root::open(&merged))?;
+    let mut targets: Vec<(PathBuf, bool)> = ["proc", "dev", "sys"]
+        .into_iter()
+        .map(|dir| (PathBuf::from(dir), true))
+        .collect();
+    for mount in &spec.mounts {
+        targets.push((clean(&mount.target), is_dir_mount(mount)));
+    }
+    for (target, is_dir) in &targets {
+        ensure_target(&root, target, *is_dir)?;
+    }
+    // Best effort: an image whose resolv.conf is a dangling symlink keeps it.
+    let host_files: Vec<&str> = ["etc/resolv.conf", "etc/hosts"]
+        .into_iter()
+        .filter(|f| Path::new("/").join(f).is_file() && root.touch(Path::new(f)).is_ok())
+        .collect();
+    record_stubs(spec)?;
+    let identity = users::resolve(&root, &spec.user, true).map_err(|e| e.to_string())?;
+    let cwd = clean(&spec.cwd);
+    ctx(
+        &format!("create the working directory /{}", cwd.display()),
+        root.mkdir_all(&cwd, 0o755, None),
+    )?;
+    let prepared = spec
+        .mounts
+        .iter()
+        .enumerate()
+        .map(|(i, m)| prepare_source(spec, i, m, &empty))
+        .collect::<Result<Vec<_>, _>>()?;
+    ctx(
+        "set the hostname",
+        rustix::system::sethostname(spec.hostname.as_bytes()).map_err(io::Error::from),
+    )?;
+    let status = match &spec.isolation {
+        Isolation::Builtin => {
+            mount_system(&root, spec.network)?;
+            for file in &host_files {
+                let target = ctx(file, root.resolve(Path::new(file)))?;
+                bind(&Path::new("/").join(file), &target, true)?;
+            }
+            for (mount, source) in spec.mounts.iter().zip(&prepared) {
+                let target = clean(&mount.target);
+                ensure_target(&root, &target, is_dir_mount(mount))?;
+                let at = ctx(&mount.target, root.resolve(&target))?;
+                match source {
+                    Prepared::Bind { source, read_only } => bind(source, &at, *read_only)?,
+                    Prepared::Tmpfs { size } => tmpfs(&at, *size, 0o1777)?,
+                }
+            }
+            drop(root);
+            run_builtin(spec, &merged, &cwd, &identity)?
+        }
+        Isolation::Oci { runtime } => {
+            drop(root);
+            let bundle = spec.step_dir.join("bundle");
+            ctx("create the bundle", fs::create_dir_all(&bundle))?;
+            let config = super::oci::runtime_config(
+                spec,
+                &merged,
+                &identity,
+                &host_files,
+                &spec
+                    .mounts
+                    .iter()
+                    .zip(&prepared)
+                    .map(oci_mount)
+                    .collect::<Vec<_>>(),
+            )?;
+            ctx(
+                "write config.json",
+                fs::write(bundle.join("config.json"), config),
+            )?;
+            let name = spec
+                .step_dir
+                .file_name()
+                .map(|n| {
+                    n.to_string_lossy()
+                        .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+                })
+                .unwrap_or_default();
+            let mut command = Command::new(runtime);
+            command
+                .arg("--root")
+                .arg(spec.step_dir.join("runc"))
+                .args(["run", "--bundle"])
+                .arg(&bundle)
+                .arg(format!("kbuild-{name}"));
+            // SAFETY: prctl only, between fork and exec.
+            unsafe {
+                command.pre_exec(|| {
+                    rustix::process::set_parent_process_death_signal(Some(
+                        rustix::process::Signal::KILL,
+                    ))?;
+                    Ok(())
+                });
+            }
+            let mut child = ctx(&format!("start {}", runtime.display()), command.spawn())?;
+            ctx("wait for the runtime", child.wait())?
+        }
+    };
+    Ok(status
+        .code()
+        .map(|c| c as u8)
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0) as u8))
+}
+
+fn oci_mount((mount, prepared): (&Mount, &Prepared)) -> super::oci::OciMount {
+    match prepared {
+        Prepared::Bind { source, read_only } => super::oci::OciMount::Bind {
+            target: mount.target.clone(),
+            source: source.clone(),
+            read_only: *read_only,
+        },
+        Prepared::Tmpfs { size } => super::oci::OciMount::Tmpfs {
+            target: mount.target.clone(),
+            size: *size,
+        },
+    }
+}
+
+/// A mount takes a directory target unless its source is a file.
+fn is_dir_mount(mount: &Mount) -> bool {
+    match &mount.source {
+        MountSource::Path(p) => !p.is_file(),
+        MountSource::Layers { .. } | MountSource::Tmpfs { .. } => true,
+    }
+}
+
+fn ensure_target(root: &Root, target: &Path, is_dir: bool) -> Result<(), String> {
+    let what = format!("create mount point /{}", target.display());
+    if is_dir {
+        ctx(&what, root.mkdir_all(target, 0o755, None).map(|_| ()))
+    } else {
+        ctx(&what, root.touch(target).map(|_| ()))
+    }
+}
+
+/// Everything in the upper dir now is there for the mounts: record it so
+/// it can be taken out again after the command.
+fn record_stubs(spec: &Spec) -> Result<(), String> {
+    let upper = spec.upper();
+    let mut stubs = Vec::new();
+    let mut stack = vec![PathBuf::new()];
+    while let Some(rel) = stack.pop() {
+        let dir = upper.join(&rel);
+        for entry in ctx("list the upper dir", fs::read_dir(&dir))? {
+            let entry = ctx("list the upper dir", entry)?;
+            let path = rel.join(entry.file_name());
+            let meta = ctx("stat a stub", fs::symlink_metadata(upper.join(&path)))?;
+            if meta.is_dir() {
+                stack.push(path.clone());
+            }
+            stubs.push(Stub {
+                path,
+                is_dir: meta.is_dir(),
+                mode: meta.mode(),
+                uid: meta.uid(),
+                gid: meta.gid(),
+            });
+        }
+    }
+    // Parents before children, so removal can go in reverse.
+    stubs.sort_by(|a, b| a.path.cmp(&b.path));
+    let json = serde_json::to_vec(&stubs).map_err(|e| e.to_string())?;
+    ctx(
+        "write stubs.json",
+        fs::write(spec.step_dir.join("stubs.json"), json),
+    )
+}
+
+/// Resolves a mount's source to something to bind (or a tmpfs).
+fn prepare_source(
+    spec: &Spec,
+    index: usize,
+    mount: &Mount,
+    empty: &Path,
+) -> Result<Prepared, String> {
+    let scratch = spec.step_dir.join(format!("mount-{index}"));
+    let view = |lowers: Vec<String>, snapshots: &Path, writable: bool| -> Result<PathBuf, String> {
+        let merged = scratch.join("merged");
+        ctx("create mount scratch", fs::create_dir_all(&merged))?;
+        let upper = if writable {
+            let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+            ctx("create mount scratch", fs::create_dir_all(&upper))?;
+            ctx("create mount scratch", fs::create_dir_all(&work))?;
+            Some((upper, work))
+        } else {
+            None
+        };
+        let overlay = Overlay {
+            snapshots,
+            lowers: &lowers,
+            upper,
+            empty,
+        };
+        ctx(
+            &format!("mount the source of {}", mount.target),
+            overlay::mount(&overlay, &merged),
+        )?;
+        Ok(merged)
+    };
+    match &mount.source {
+        MountSource::Tmpfs { size } => Ok(Prepared::Tmpfs { size: *size }),
+        MountSource::Path(path) if mount.read_only || mount.persistent || path.is_file() => {
+            Ok(Prepared::Bind {
+                source: path.clone(),
+                read_only: mount.read_only,
+            })
+        }
+        MountSource::Path(path) => {
+            let parent = path.parent().unwrap_or(Path::new("/"));
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let merged = view(vec![name], parent, true)?;
+            Ok(Prepared::Bind {
+                source: merged,
+                read_only: false,
+            })
+        }
+        MountSource::Layers { snapshots, subpath } => {
+            let merged = view(snapshots.clone(), &spec.snapshots, !mount.read_only)?;
+            let root = ctx("open the mount source", Root::open(&merged))?;
+            let source = ctx(
+                &format!("source {subpath} of {}", mount.target),
+                root.resolve(&clean(subpath)),
+            )?;
+            Ok(Prepared::Bind {
+                source,
+                read_only: mount.read_only,
+            })
+        }
+    }
+}
+
+fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), String> {
+    let what = format!("bind {} on {}", source.display(), target.display());
+    ctx(
+        &what,
+        rustix::mount::mount_bind_recursive(source, target).map_err(io::Error::from),
+    )?;
+    if read_only {
+        ctx(
+            &what,
+            rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
+                .map_err(io::Error::from),
+        )?;
+    }
+    Ok(())
+}
+
+fn tmpfs(target: &Path, size: Option<u64>, mode: u32) -> Result<(), String> {
+    let mut data = format!("mode={mode:o}");
+    if let Some(size) = size {
+        data.push_str(&format!(",size={size}"));
+    }
+    let data = CString::new(data).map_err(|e| e.to_string())?;
+    ctx(
+        &format!("mount a tmpfs on {}", target.display()),
+        rustix::mount::mount(
+            "tmpfs",
+            target,
+            "tmpfs",
+            MountFlags::NOSUID | MountFlags::NODEV,
+            data.as_c_str(),
+        )
+        .map_err(io::Error::from),
+    )
+}
+
+/// `/dev` (a tmpfs with the usual nodes, devpts, shm) and read-only `/sys`.
+fn mount_system(root: &Root, network: Network) -> Result<(), String> {
+    let dev = ctx("/dev", root.resolve(Path::new("dev")))?;
+    tmpfs(&dev, Some(64 << 20), 0o755)?;
+    let dev_fd = ctx(
+        "/dev",
+        rustix::fs::open(&dev, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
+            .map_err(io::Error::from),
+    )?;
+    for (name, major, minor) in [
+        ("null", 1, 3),
+        ("zero", 1, 5),
+        ("full", 1, 7),
+        ("random", 1, 8),
+        ("urandom", 1, 9),
+        ("tty", 5, 0),
+    ] {
+        ctx(
+            &format!("/dev/{name}"),
+            rustix::fs::mknodat(
+                &dev_fd,
+                name,
+                FileType::CharacterDevice,
+                Mode::from_raw_mode(0o666),
+                rustix::fs::makedev(major, minor),
+            )
+            .and_then(|()| {
+                rustix::fs::chmodat(
+                    &dev_fd,
+                    name,
+                    Mode::from_raw_mode(0o666),
+                    rustix::fs::AtFlags::empty(),
+                )
+            })
+            .map_err(io::Error::from),
+        )?;
+    }
+    for (link, target) in [
+        ("ptmx", "pts/ptmx"),
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        ctx(
+            &format!("/dev/{link}"),
+            rustix::fs::symlinkat(target, &dev_fd, link).map_err(io::Error::from),
+        )?;
+    }
+    for dir in ["pts", "shm"] {
+        ctx(
+            &format!("/dev/{dir}"),
+            rustix::fs::mkdirat(&dev_fd, dir, Mode::from_raw_mode(0o755)).map_err(io::Error::from),
+        )?;
+    }
+    let pts = CString::new("newinstance,ptmxmode=0666,mode=0620,gid=5").expect("no NUL");
+    ctx(
+        "mount devpts",
+        rustix::mount::mount(
+            "devpts",
+            dev.join("pts"),
+            "devpts",
+            MountFlags::NOSUID | MountFlags::NOEXEC,
+            pts.as_c_str(),
+        )
+        .map_err(io::Error::from),
+    )?;
+    tmpfs(&dev.join("shm"), Some(64 << 20), 0o1777)?;
+    let sys = ctx("/sys", root.resolve(Path::new("sys")))?;
+    let sys_flags =
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
+    let fresh = rustix::mount::mount("sysfs", &sys, "sysfs", sys_flags, None);
+    if fresh.is_err() && network == Network::Host {
+        bind(Path::new("/sys"), &sys, true)?;
+    } else {
+        ctx("mount sysfs", fresh.map_err(io::Error::from))?;
+    }
+    Ok(())
+}
+
+/// Starts the command as PID 1 of the new pid namespace, inside the root.
+fn run_builtin(
+    spec: &Spec,
+    merged: &Path,
+    cwd: &Path,
+    identity: &Identity,
+) -> Result<std::process::ExitStatus, String> {
+    let (program, args) = spec
+        .argv
+        .split_first()
+        .ok_or_else(|| "empty command".to_string())?;
+    let mut command = Command::new(program);
+    command.args(args).env_clear();
+    for pair in &spec.env {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        command.env(k, v);
+    }
+    let merged = merged.to_path_buf();
+    let cwd = Path::new("/").join(cwd);
+    let identity = identity.clone();
+    // SAFETY: the helper is single-threaded, so the child may allocate;
+    // everything here is plain syscalls.
+    unsafe {
+        command.pre_exec(move || enter_root(&merged, &cwd, &identity));
+    }
+    let mut child = command
+        .spawn()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    ctx("wait for the command", child.wait())
+}
+
+fn enter_root(merged: &Path, cwd: &Path, identity: &Identity) -> io::Result<()> {
+    use rustix::fs::{Gid, Uid};
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    rustix::process::chdir(merged)?;
+    rustix::process::pivot_root(".", ".")?;
+    rustix::mount::unmount(".", UnmountFlags::DETACH)?;
+    rustix::process::chdir("/")?;
+    rustix::mount::mount(
+        "proc",
+        "/proc",
+        "proc",
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+        None,
+    )?;
+    rustix::process::chdir(cwd)?;
+    let groups: Vec<Gid> = identity.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    rustix::thread::set_thread_groups(&groups)?;
+    rustix::thread::set_thread_res_gid(
+        Gid::from_raw(identity.gid),
+        Gid::from_raw(identity.gid),
+        Gid::from_raw(identity.gid),
+    )?;
+    rustix::thread::set_thread_res_uid(
+        Uid::from_raw(identity.uid),
+        Uid::from_raw(identity.uid),
+        Uid::from_raw(identity.uid),
+    )?;
+    rustix::process::umask(Mode::from_raw_mode(0o022));
+    Ok(())
+}

@@ -1,0 +1,181 @@
+//! Paths inside a container root, resolved as the container would see them.
+//!
+//! Invariant: every lookup is `openat2(RESOLVE_IN_ROOT)` from a descriptor
+//! of the root, and every creation is `*at` relative to a descriptor of a
+//! directory that was itself resolved that way, with a single-component
+//! name. So `..`, absolute and relative symlinks never reach outside the
+//! root, whatever the image holds.
+
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{Gid, Mode, OFlags, ResolveFlags, Uid};
+use rustix::io::Errno;
+
+/// An open container root.
+pub struct Root {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// The normal components of `path` (absolute or relative), `..` clamped at
+/// the root and `.` dropped, as a root-relative path.
+pub fn clean(path: &str) -> PathBuf {
+    let mut out = PathBuf::new();
+    for part in Path::new(path).components() {
+        match part {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+impl Root {
+    pub fn open(path: &Path) -> io::Result<Root> {
+        let fd = rustix::fs::open(
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Root {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Opens `rel` (cleaned) inside the root, following symlinks inside it.
+    pub fn open_at(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        Ok(rustix::fs::openat2(
+            self.fd.as_fd(),
+            rel,
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )?)
+    }
+
+    /// The host path `rel` resolves to (it must exist).
+    pub fn resolve(&self, rel: &Path) -> io::Result<PathBuf> {
+        let fd = self.open_at(rel, OFlags::PATH)?;
+        fd_path(&fd)
+    }
+
+    pub fn read(&self, rel: &Path) -> io::Result<Vec<u8>> {
+        let fd = self.open_at(rel, OFlags::RDONLY)?;
+        let mut file = std::fs::File::from(fd);
+        let mut bytes = Vec::new();
+        io::Read::read_to_end(&mut file, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Whether `rel` exists (a dangling symlink counts as missing).
+    pub fn exists(&self, rel: &Path) -> bool {
+        self.open_at(rel, OFlags::PATH).is_ok()
+    }
+
+    /// `mkdir -p` of `rel`: missing directories are created with `mode`
+    /// and `owner`. Returns a descriptor of the directory and the
+    /// root-relative paths created, parents first.
+    pub fn mkdir_all(
+        &self,
+        rel: &Path,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> io::Result<(OwnedFd, Vec<PathBuf>)> {
+        let mut dir = self.open_at(Path::new("."), OFlags::PATH | OFlags::DIRECTORY)?;
+        let mut prefix = PathBuf::new();
+        let mut created = Vec::new();
+        for name in clean(&rel.to_string_lossy()).iter() {
+            prefix.push(name);
+            dir = match self.open_at(&prefix, OFlags::PATH | OFlags::DIRECTORY) {
+                Ok(fd) => fd,
+                Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
+                    match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(mode)) {
+                        Ok(()) | Err(Errno::EXIST) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    let fd = rustix::fs::openat(
+                        &dir,
+                        name,
+                        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )?;
+                    // The umask must not narrow what was asked for.
+                    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+                    if let Some((uid, gid)) = owner {
+                        chown_fd(&fd, uid, gid)?;
+                    }
+                    created.push(prefix.clone());
+                    fd
+                }
+                Err(e) if e.raw_os_error() == Some(Errno::NOTDIR.raw_os_error()) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::NotADirectory,
+                        format!("/{} is not a directory", prefix.display()),
+                    ))
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        Ok((dir, created))
+    }
+
+    /// Creates an empty file at `rel` if nothing is there (parents too).
+    /// Returns the root-relative paths created.
+    pub fn touch(&self, rel: &Path) -> io::Result<Vec<PathBuf>> {
+        if self.exists(rel) {
+            return Ok(Vec::new());
+        }
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = rel
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no file name"))?;
+        let (dir, mut created) = self.mkdir_all(parent, 0o755, None)?;
+        rustix::fs::openat(
+            &dir,
+            name,
+            OFlags::CREATE | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+        )?;
+        created.push(rel.to_path_buf());
+        Ok(created)
+    }
+}
+
+pub fn chown_fd(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
+    rustix::fs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
+    Ok(())
+}
+
+/// The path the kernel reports for an open descriptor.
+fn fd_path(fd: &OwnedFd) -> io::Result<PathBuf> {
+    use std::os::fd::AsRawFd;
+    std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clean;
+    use std::path::PathBuf;
+
+    #[test]
+    fn clean_clamps_at_the_root() {
+        assert_eq!(clean("/a/./b/../c"), PathBuf::from("a/c"));
+        assert_eq!(clean("../../etc/passwd"), PathBuf::from("etc/passwd"));
+        assert_eq!(clean("/"), PathBuf::new());
+    }
+}
