@@ -146,6 +146,34 @@ impl<W: Write> Write for HashingWriter<W> {
     }
 }
 
+/// Passes reads through from `inner` while hashing them.
+pub struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+}
+
+impl<R: io::Read> HashingReader<R> {
+    pub fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: Hasher::default(),
+        }
+    }
+
+    /// The digest of everything read so far.
+    pub fn finish(self) -> Digest {
+        self.hasher.finish()
+    }
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
 /// Hashes everything read from `reader`; returns digest and size.
 pub fn hash_reader(mut reader: impl io::Read) -> io::Result<(Digest, u64)> {
     let mut writer = HashingWriter::new(io::sink());

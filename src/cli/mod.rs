@@ -2,6 +2,7 @@
 //! subcommand has its own file that turns arguments into library calls;
 //! errors become `anyhow` chains with context and are printed uv-style.
 
+mod build;
 mod cache;
 mod export;
 mod import;
@@ -43,6 +44,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Plan(plan::PlanArgs),
+    Build(build::BuildArgs),
     Import(import::ImportArgs),
     Export(export::ExportArgs),
     Inspect(inspect::InspectArgs),
@@ -62,6 +64,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => plan::run(args),
+        Command::Build(args) => build::run(args),
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
         Command::Inspect(args) => inspect::run(args),

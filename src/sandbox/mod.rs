@@ -88,14 +88,6 @@ pub struct Mount {
     pub persistent: bool,
 }
 
-/// A file the helper writes into the sandbox's private `/dev` (heredoc
-/// scripts with a shebang); it never reaches the upper dir.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DevFile {
-    pub name: String,
-    pub content: String,
-}
-
 /// Everything the helper needs, passed as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
@@ -114,7 +106,6 @@ pub struct Spec {
     pub hostname: String,
     pub network: Network,
     pub isolation: Isolation,
-    pub dev_files: Vec<DevFile>,
 }
 
 impl Spec {

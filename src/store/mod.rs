@@ -105,6 +105,8 @@ impl Drop for ExclusiveGuard<'_> {
 impl Store {
     /// Opens (creating if needed) the store at `root`.
     pub fn open(root: &Path) -> Result<Store> {
+        // Absolute: overlay mounts name store paths after changing directory.
+        let root = &std::path::absolute(root).map_err(io_at(root))?;
         for dir in [
             "blobs/sha256",
             "snapshots",

@@ -1,0 +1,275 @@
+//! `kbuild build`: executes a plan on the store.
+//!
+//! Each stage runs its instructions in order on an [`ImageState`] (layers,
+//! history, runtime config, cache key). Filesystem steps (RUN, COPY, ADD,
+//! WORKDIR) go through [`step`]: a cache hit reuses the recorded layer and
+//! its snapshot; a miss mounts an overlay over the parent's snapshots with
+//! a fresh upper dir, runs the step (RUN in the [`crate::sandbox`], COPY in
+//! a private mount namespace of one thread), and the upper dir becomes the
+//! layer and the next snapshot. Stages that do not depend on each other
+//! run in parallel, up to `jobs` at once.
+//!
+//! Invariants:
+//! * A step key is a digest over its parent's key and everything the step
+//!   reads: the instruction, the variables it sees, its sources' contents,
+//!   its mounts' sources. Equal keys mean interchangeable results.
+//! * The store is only ever added to: blobs, then snapshots, then the
+//!   step-cache entry, then (at the very end) the tags. A failed or
+//!   interrupted build leaves complete entries or nothing; its step
+//!   directories are removed on every path out.
+
+mod copy;
+mod run;
+pub mod source;
+mod stage;
+mod step;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{mpsc, Mutex};
+
+use oci_spec::image::{Descriptor, ImageManifest};
+
+pub use stage::ImageState;
+
+use crate::digest::Digest;
+use crate::layer::WriteOptions;
+use crate::plan::{Plan, PlanError, PlanRequest};
+use crate::registry::{RegistryError, RegistryOptions};
+use crate::report::Reporter;
+use crate::sandbox::rootfs::Root;
+use crate::sandbox::{Cancel, Isolation, Network, SandboxError};
+use crate::spec::{Dockerfile, SpecError};
+use crate::store::image::{commit_image, created_timestamp, NewImage};
+use crate::store::{Store, StoreError};
+
+/// What to build and how.
+#[derive(Debug, Clone)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    pub plan: PlanRequest,
+    pub no_cache: bool,
+    /// `--secret id=ID,src=PATH`.
+    pub secrets: BTreeMap<String, PathBuf>,
+    pub isolation: Isolation,
+    /// The network of RUN steps that do not say `--network`.
+    pub network: Network,
+    /// Stages built at once.
+    pub jobs: usize,
+    pub layer: WriteOptions,
+    pub registry: RegistryOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error("{location}: {message}")]
+    Step { location: String, message: String },
+    #[error("{location}: {text}: the command exited with code {code}{}", tail_text(tail))]
+    RunFailed {
+        location: String,
+        text: String,
+        code: i32,
+        tail: Vec<String>,
+    },
+    #[error("{location}: {source}")]
+    Sandbox {
+        location: String,
+        #[source]
+        source: SandboxError,
+    },
+    #[error("layer {digest} does not unpack to its diff_id {expected} (it gives {actual}); the cache or image is corrupt")]
+    DiffIdMismatch {
+        digest: Digest,
+        expected: Digest,
+        actual: Digest,
+    },
+    #[error("interrupted")]
+    Interrupted,
+    #[error("{0}")]
+    Context(String),
+}
+
+fn tail_text(tail: &[String]) -> String {
+    if tail.is_empty() {
+        return String::new();
+    }
+    let mut text = format!("\nlast {} lines of output:", tail.len());
+    for line in tail {
+        text.push_str("\n  ");
+        text.push_str(line);
+    }
+    text
+}
+
+/// The result of a build.
+#[derive(Debug, Clone)]
+pub struct Built {
+    pub descriptor: Descriptor,
+    pub manifest: ImageManifest,
+    pub steps: usize,
+    pub cached: usize,
+}
+
+/// Counts of filesystem steps.
+#[derive(Debug, Default)]
+struct Stats {
+    steps: usize,
+    cached: usize,
+}
+
+/// What every stage of one build shares.
+struct Executor<'a> {
+    store: &'a Store,
+    file: &'a Dockerfile,
+    plan: &'a Plan,
+    options: &'a BuildOptions,
+    reporter: &'a dyn Reporter,
+    cancel: &'a Cancel,
+    runtime: tokio::runtime::Runtime,
+    context: Root,
+    ignore: source::Ignore,
+    results: Mutex<Vec<Option<ImageState>>>,
+    stats: Mutex<Stats>,
+    /// One pull at a time: two stages FROM the same image pull it once.
+    pulls: Mutex<()>,
+    created: String,
+}
+
+/// Builds the plan's target stage of `file` and commits the image
+/// (untagged: tagging is the caller's commit point).
+pub fn build(
+    store: &Store,
+    file: &Dockerfile,
+    options: &BuildOptions,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<Built, BuildError> {
+    let plan = crate::plan::plan(file, &options.plan)?;
+    let context = Root::open(&options.context).map_err(|e| {
+        BuildError::Context(format!("build context {}: {e}", options.context.display()))
+    })?;
+    let ignore = source::Ignore::load(&options.context).map_err(BuildError::Context)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| BuildError::Context(format!("cannot start the async runtime: {e}")))?;
+    let executor = Executor {
+        store,
+        file,
+        plan: &plan,
+        options,
+        reporter,
+        cancel,
+        runtime,
+        context,
+        ignore,
+        results: Mutex::new(vec![None; file.stages.len()]),
+        stats: Mutex::new(Stats::default()),
+        pulls: Mutex::new(()),
+        created: created_timestamp(options.layer.source_date_epoch),
+    };
+    executor.run_stages()?;
+    let state = executor
+        .result(plan.target)
+        .expect("the target stage was built");
+    let (descriptor, manifest) = commit_image(
+        store,
+        &NewImage {
+            layers: &state.layers,
+            history: state.history.clone(),
+            architecture: &state.architecture,
+            config: state.config.clone(),
+            created: executor.created.clone(),
+        },
+    )?;
+    let stats = executor.stats.lock().unwrap_or_else(|e| e.into_inner());
+    Ok(Built {
+        descriptor,
+        manifest,
+        steps: stats.steps,
+        cached: stats.cached,
+    })
+}
+
+impl Executor<'_> {
+    fn result(&self, stage: usize) -> Option<ImageState> {
+        self.results.lock().unwrap_or_else(|e| e.into_inner())[stage].clone()
+    }
+
+    /// The stages a stage waits for: its base and every `--from`.
+    fn dependencies(&self, stage: usize) -> BTreeSet<usize> {
+        let mut deps: BTreeSet<usize> = self.plan.inputs[stage]
+            .iter()
+            .flat_map(|i| i.stage_deps.iter().map(|(d, _)| *d))
+            .collect();
+        if let crate::plan::Origin::Stage(base) = self.plan.headers[stage].base {
+            deps.insert(base);
+        }
+        deps
+    }
+
+    /// Runs every planned stage, each once its dependencies are done, up
+    /// to `jobs` at once; the first failure stops the others.
+    fn run_stages(&self) -> Result<(), BuildError> {
+        let mut pending: Vec<usize> = self.plan.order.clone();
+        let mut done: BTreeSet<usize> = BTreeSet::new();
+        let mut failure: Option<BuildError> = None;
+        let jobs = self.options.jobs.max(1);
+        std::thread::scope(|scope| {
+            let (tx, rx) = mpsc::channel::<(usize, Result<(), BuildError>)>();
+            let mut running = 0;
+            loop {
+                while failure.is_none() && running < jobs {
+                    let Some(at) = pending
+                        .iter()
+                        .position(|s| self.dependencies(*s).is_subset(&done))
+                    else {
+                        break;
+                    };
+                    let stage = pending.remove(at);
+                    let tx = tx.clone();
+                    running += 1;
+                    scope.spawn(move || {
+                        let _ = tx.send((stage, self.run_stage(stage)));
+                    });
+                }
+                if running == 0 {
+                    break;
+                }
+                let (stage, result) = rx.recv().expect("a stage thread reports");
+                running -= 1;
+                match result {
+                    Ok(()) => {
+                        done.insert(stage);
+                    }
+                    Err(e) => {
+                        if failure.is_none() {
+                            failure = Some(e);
+                            // Stop the stages still running.
+                            self.cancel.cancel();
+                        }
+                    }
+                }
+            }
+        });
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn run_stage(&self, index: usize) -> Result<(), BuildError> {
+        let state = stage::StageRun::new(self, index)?.run()?;
+        self.results.lock().unwrap_or_else(|e| e.into_inner())[index] = Some(state);
+        Ok(())
+    }
+}

@@ -1,0 +1,474 @@
+//! Filesystem steps: cache lookup, the step directory, the overlay view
+//! COPY/WORKDIR write through, and committing the upper dir as a layer
+//! and a snapshot.
+//!
+//! Invariants:
+//! * A step directory lives under the store's `tmp/` and is removed when
+//!   the step ends, whatever the outcome ([`StepDir`]'s `Drop`).
+//! * COPY and WORKDIR mount in a private mount namespace of a thread that
+//!   exits when the step's file work is done; the namespace and all its
+//!   mounts die with it, so nothing leaks even if kbuild is killed.
+//! * A snapshot made from a blob is checked against the layer's diff_id
+//!   before it is committed: a corrupt or forged cache entry cannot become
+//!   a lower dir.
+
+use std::fs;
+use std::io::{self, BufReader};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{json, Value};
+
+use super::copy::{self, CopyRequest};
+use super::source::SourceTree;
+use super::stage::{chain, StageRun};
+use super::{BuildError, Executor};
+use crate::digest::{Digest, HashingReader};
+use crate::layer::{self, ExtractLimits, ExtractMode, TreeKind};
+use crate::report::{Event, StepState};
+use crate::sandbox::overlay::{self, Overlay};
+use crate::sandbox::rootfs::Root;
+use crate::spec::{Copy, Instruction};
+use crate::store::cache::{CacheEntry, LayerRecord};
+use crate::store::{remove_tree, Store, StoreError};
+
+/// A step's scratch directory; removed on drop.
+pub struct StepDir<'s> {
+    pub path: PathBuf,
+    store: &'s Store,
+}
+
+impl<'s> StepDir<'s> {
+    pub fn new(store: &'s Store) -> Result<Self, StoreError> {
+        Ok(StepDir {
+            path: store.staging_dir()?,
+            store,
+        })
+    }
+
+    pub fn upper(&self) -> PathBuf {
+        self.path.join("upper")
+    }
+}
+
+impl Drop for StepDir<'_> {
+    fn drop(&mut self) {
+        let _ = self.store;
+        let _ = remove_tree(&self.path);
+    }
+}
+
+/// What a step does once its directory exists.
+pub type FileWork<'w> = Box<dyn FnOnce(&Root, &[Root]) -> Result<(), BuildError> + Send + 'w>;
+
+impl Executor<'_> {
+    /// Makes sure every layer has its snapshot (lower dir).
+    pub(super) fn ensure_snapshots(&self, layers: &[LayerRecord]) -> Result<(), BuildError> {
+        for layer in layers {
+            self.ensure_snapshot(layer)?;
+        }
+        Ok(())
+    }
+
+    fn ensure_snapshot(&self, layer: &LayerRecord) -> Result<(), BuildError> {
+        if self.store.snapshot_path(&layer.diff_id).is_dir() {
+            return Ok(());
+        }
+        let staging = StepDir::new(self.store)?;
+        let root = staging.path.join("rootfs");
+        let io_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| StoreError::Io { path, source }
+        };
+        fs::create_dir(&root).map_err(io_err(&root))?;
+        let blob = self.store.open_blob(&layer.digest)?;
+        let blob_path = self.store.blob_path(&layer.digest);
+        let tar = layer::decompressing_reader(BufReader::with_capacity(1 << 20, blob))
+            .map_err(io_err(&blob_path))?;
+        let mut hashing = HashingReader::new(tar);
+        layer::extract_layer(&mut hashing, &root, ExtractMode::OverlayLower, ExtractLimits::default())
+            .map_err(|e| StoreError::Invalid(format!("layer {}: {e}", layer.digest)))?;
+        // The tar's end-of-archive blocks count in the diff_id too.
+        io::copy(&mut hashing, &mut io::sink()).map_err(io_err(&blob_path))?;
+        let actual = hashing.finish();
+        if actual != layer.diff_id {
+            return Err(BuildError::DiffIdMismatch {
+                digest: layer.digest.clone(),
+                expected: layer.diff_id.clone(),
+                actual,
+            });
+        }
+        self.store.commit_snapshot(&root, &layer.diff_id)?;
+        Ok(())
+    }
+
+    /// Turns a step's upper dir into a layer blob and a snapshot.
+    fn commit_upper(&self, upper: &Path) -> Result<CacheEntry, BuildError> {
+        let empty = fs::read_dir(upper)
+            .map_err(|source| StoreError::Io {
+                path: upper.to_path_buf(),
+                source,
+            })?
+            .next()
+            .is_none();
+        if empty {
+            return Ok(CacheEntry { layer: None });
+        }
+        let blob = self.store.blob_writer()?;
+        let (blob, info) = layer::write_layer(upper, TreeKind::OverlayUpper, &self.options.layer, blob)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        blob.commit(Some(&info.digest))?;
+        self.store.commit_snapshot(upper, &info.diff_id)?;
+        Ok(CacheEntry {
+            layer: Some(LayerRecord::from(&info)),
+        })
+    }
+
+    /// Mounts the step's overlay (and read-only `sources` views) in a
+    /// private mount namespace of a new thread and runs `work` there.
+    pub(super) fn with_view(
+        &self,
+        step: &StepDir,
+        lowers: &[String],
+        sources: &[Vec<String>],
+        work: FileWork,
+    ) -> Result<(), BuildError> {
+        let snapshots = self.store.root().join("snapshots");
+        let dirs = ["upper", "work", "merged", "empty"];
+        for dir in dirs {
+            let path = step.path.join(dir);
+            fs::create_dir_all(&path).map_err(|source| StoreError::Io { path, source })?;
+        }
+        let setup = |what: &str, e: io::Error| BuildError::Context(format!("{what}: {e}"));
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    overlay::private_namespace().map_err(|e| setup("private mount namespace", e))?;
+                    let empty = step.path.join("empty");
+                    let merged = step.path.join("merged");
+                    overlay::mount(
+                        &Overlay {
+                            snapshots: &snapshots,
+                            lowers,
+                            upper: Some((step.upper(), step.path.join("work"))),
+                            empty: &empty,
+                        },
+                        &merged,
+                    )
+                    .map_err(|e| setup("mount the step overlay", e))?;
+                    let mut roots = Vec::new();
+                    for (i, source) in sources.iter().enumerate() {
+                        let at = step.path.join(format!("source-{i}"));
+                        fs::create_dir_all(&at).map_err(|e| setup("source mount point", e))?;
+                        overlay::mount(
+                            &Overlay {
+                                snapshots: &snapshots,
+                                lowers: source,
+                                upper: None,
+                                empty: &empty,
+                            },
+                            &at,
+                        )
+                        .map_err(|e| setup("mount a source view", e))?;
+                        roots.push(Root::open(&at).map_err(|e| setup("open a source view", e))?);
+                    }
+                    let root = Root::open(&merged).map_err(|e| setup("open the step root", e))?;
+                    work(&root, &roots)
+                })
+                .join()
+                .unwrap_or_else(|_| Err(BuildError::Context("a copy thread panicked".into())))
+        })
+    }
+}
+
+impl StageRun<'_, '_> {
+    /// Runs a filesystem step: a cache hit reuses the recorded result,
+    /// a miss calls `execute` with a fresh step directory and commits
+    /// its upper dir.
+    pub(super) fn fs_step(
+        &mut self,
+        id: &str,
+        ins: &Instruction,
+        key: Digest,
+        execute: impl FnOnce(&Self, &StepDir) -> Result<(), BuildError>,
+    ) -> Result<(), BuildError> {
+        let exec = self.exec;
+        let start = Instant::now();
+        let report = |state| {
+            exec.reporter.report(Event::Step {
+                id: id.to_string(),
+                text: ins.text.clone(),
+                state,
+            })
+        };
+        let cached = match exec.options.no_cache {
+            true => None,
+            false => exec.store.cached_step(&key)?,
+        };
+        exec.stats.lock().unwrap_or_else(|e| e.into_inner()).steps += 1;
+        if let Some(entry) = cached {
+            exec.ensure_snapshots(entry.layer.as_slice())?;
+            self.state
+                .add_step(key, entry.layer, &exec.created, &ins.text);
+            exec.stats.lock().unwrap_or_else(|e| e.into_inner()).cached += 1;
+            report(StepState::Cached {
+                millis: start.elapsed().as_millis(),
+            });
+            return Ok(());
+        }
+        report(StepState::Started);
+        let result = (|| {
+            exec.ensure_snapshots(&self.state.layers)?;
+            let step = StepDir::new(exec.store)?;
+            execute(self, &step)?;
+            let entry = exec.commit_upper(&step.upper())?;
+            exec.store.cache_step(&key, &entry)?;
+            Ok(entry)
+        })();
+        let millis = start.elapsed().as_millis();
+        match result {
+            Ok(entry) => {
+                self.state.add_step(key, entry.layer, &exec.created, &ins.text);
+                report(StepState::Done { millis });
+                Ok(())
+            }
+            Err(e) => {
+                report(StepState::Failed { millis });
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn workdir_step(&mut self, id: &str, ins: &Instruction, path: &str) -> Result<(), BuildError> {
+        let key = chain(&self.state.key, &json!({ "workdir": path }));
+        let lowers = self.state.snapshots();
+        let path = path.to_string();
+        self.fs_step(id, ins, key, |run, step| {
+            run.exec.with_view(
+                step,
+                &lowers,
+                &[],
+                Box::new(move |root, _| {
+                    root.mkdir_all(Path::new(&path), 0o755, None)
+                        .map(|_| ())
+                        .map_err(|e| BuildError::Context(format!("WORKDIR {path}: {e}")))
+                }),
+            )
+        })
+    }
+
+    pub(super) fn copy_step(&mut self, id: &str, ins: &Instruction, copy: &Copy) -> Result<(), BuildError> {
+        let exec = self.exec;
+        let location = self.location(ins.pos);
+        let step_err = |message: String| BuildError::Step {
+            location: location.clone(),
+            message,
+        };
+        let chown = copy.chown.as_ref().map(|w| self.expand(w)).transpose()?;
+        let chmod = match &copy.chmod {
+            Some(word) => {
+                let text = self.expand(word)?;
+                Some(copy::parse_chmod(&text).ok_or_else(|| {
+                    step_err(format!("--chmod={text}: expected an octal mode like 0755"))
+                })?)
+            }
+            None => None,
+        };
+        let mut dest = self.expand(&copy.dest)?;
+        if !dest.starts_with('/') {
+            let base = self.state.workdir();
+            let slash = if dest.ends_with('/') { "/" } else { "" };
+            dest = format!("{}/{}{slash}", base.trim_end_matches('/'), dest);
+        }
+        let excludes = copy
+            .excludes
+            .iter()
+            .map(|w| {
+                let text = self.expand(w)?;
+                glob::Pattern::new(&text).map_err(|e| step_err(format!("--exclude={text}: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // Where the sources are: tree 0 is the context, a stage or an
+        // image; tree 1 holds heredocs and downloads.
+        let from = match &copy.from {
+            Some(word) => Some(self.source_image(word)?),
+            None => None,
+        };
+        let inputs = StepInputs::new(exec.store)?;
+        let mut sources = Vec::new();
+        let mut digests: Vec<Value> = Vec::new();
+        for word in &copy.sources {
+            if let Some(doc) = copy.heredocs.iter().find(|h| heredoc_word(&word.raw) == Some(h.name.as_str())) {
+                let content = if doc.expand {
+                    self.expand(&Word { raw: doc.content.clone(), pos: doc.pos })?
+                } else {
+                    doc.content.clone()
+                };
+                inputs.write(&doc.name, content.as_bytes(), 0o644).map_err(|e| step_err(e.to_string()))?;
+                digests.push(json!({ "heredoc": doc.name, "content": Digest::of(content.as_bytes()).to_string() }));
+                sources.push((1, doc.name.clone()));
+                continue;
+            }
+            let text = self.expand(word)?;
+            if copy.is_add && (text.starts_with("http://") || text.starts_with("https://")) {
+                if from.is_some() {
+                    return Err(step_err("ADD --from cannot fetch URLs".into()));
+                }
+                let checksum = copy.checksum.as_ref().map(|w| self.expand(w)).transpose()?;
+                let (name, digest) = self
+                    .download(&text, checksum.as_deref(), &inputs)
+                    .map_err(step_err)?;
+                digests.push(json!({ "url": text, "content": digest.to_string() }));
+                sources.push((1, name));
+                continue;
+            }
+            if from.is_none() {
+                let tree = SourceTree {
+                    root: &exec.context,
+                    ignore: Some(&exec.ignore),
+                    keep_owners: false,
+                };
+                let found = tree.expand(&text).map_err(|e| step_err(format!("{text}: {e}")))?;
+                if found.is_empty() {
+                    return Err(step_err(format!(
+                        "\"{text}\" not found in the build context {} (or excluded by .dockerignore)",
+                        exec.options.context.display()
+                    )));
+                }
+                for source in &found {
+                    let digest = tree.digest(source).map_err(|e| step_err(format!("{text}: {e}")))?;
+                    digests.push(json!({ "path": source.rel, "content": digest.to_string() }));
+                }
+            }
+            sources.push((0, text));
+        }
+        let from_key = from.as_ref().map(|f| f.key.to_string());
+        let step = json!({
+            "copy": ins.text,
+            "add": copy.is_add,
+            "dest": dest,
+            "sources": digests,
+            "from": from_key,
+            "chown": chown,
+            "chmod": chmod,
+            "parents": copy.parents,
+            "link": copy.link,
+        });
+        // --link layers do not depend on what is below them.
+        let parent = if copy.link { Digest::of(b"link") } else { self.state.key.clone() };
+        let key = chain(&parent, &step);
+        let lowers = if copy.link { Vec::new() } else { self.state.snapshots() };
+        let source_views: Vec<Vec<String>> = from.iter().map(|f| f.snapshots()).collect();
+        if let Some(from) = &from {
+            exec.ensure_snapshots(&from.layers)?;
+        }
+        let request = CopyRequest {
+            sources,
+            dest,
+            chown,
+            chmod,
+            unpack_archives: copy.is_add,
+            parents: copy.parents,
+            excludes,
+        };
+        let inputs_path = inputs.path.clone();
+        let location = location.clone();
+        self.fs_step(id, ins, key, |run, step| {
+            run.exec.with_view(
+                step,
+                &lowers,
+                &source_views,
+                Box::new(move |root, views| {
+                    let inputs_root = Root::open(&inputs_path)
+                        .map_err(|e| BuildError::Context(format!("step inputs: {e}")))?;
+                    let first = match views.first() {
+                        Some(view) => SourceTree { root: view, ignore: None, keep_owners: true },
+                        None => SourceTree { root: &run.exec.context, ignore: Some(&run.exec.ignore), keep_owners: false },
+                    };
+                    let trees = [first, SourceTree { root: &inputs_root, ignore: None, keep_owners: false }];
+                    copy::copy(&trees, &request, root).map_err(|e| BuildError::Step {
+                        location: location.clone(),
+                        message: e.to_string(),
+                    })
+                }),
+            )
+        })
+    }
+
+    /// The stage or image a `--from` names.
+    pub(super) fn source_image(&self, word: &Word) -> Result<super::ImageState, BuildError> {
+        let name = self.expand(word)?;
+        let headers = &self.exec.plan.headers;
+        let stage = match name.parse::<usize>() {
+            Ok(i) if i < headers.len() => Some(i),
+            _ => headers.iter().position(|h| h.named && h.name.eq_ignore_ascii_case(&name)),
+        };
+        match stage {
+            Some(i) => Ok(self.exec.result(i).expect("stage dependencies are built first")),
+            None => self.exec.image_state(&name, &self.platform),
+        }
+    }
+
+    /// ADD of a URL: fetched into the step inputs, checked against
+    /// `--checksum` when given. Returns the file name and its digest.
+    fn download(&self, url: &str, checksum: Option<&str>, inputs: &StepInputs) -> Result<(String, Digest), String> {
+        let name = url
+            .split(['?', '#'])
+            .next()
+            .and_then(|u| u.rsplit('/').next())
+            .filter(|n| !n.is_empty())
+            .unwrap_or("download")
+            .to_string();
+        let bytes = self
+            .exec
+            .runtime
+            .block_on(async {
+                // rustls has no default provider here (see registry::transport).
+                let _ = rustls::crypto::ring::default_provider().install_default();
+                let client = reqwest::Client::builder()
+                    .connect_timeout(std::time::Duration::from_secs(30))
+                    .build()?;
+                let response = client.get(url).send().await?.error_for_status()?;
+                response.bytes().await
+            })
+            .map_err(|e| format!("ADD {url}: {e}"))?;
+        let digest = Digest::of(&bytes);
+        if let Some(expected) = checksum {
+            if expected != digest.to_string() {
+                return Err(format!("ADD {url}: checksum mismatch: expected {expected}, got {digest}"));
+            }
+        }
+        inputs.write(&name, &bytes, 0o600).map_err(|e| e.to_string())?;
+        Ok((name, digest))
+    }
+}
+
+use crate::spec::Word;
+
+/// `<<EOF` and `<<-EOF` name a heredoc.
+fn heredoc_word(word: &str) -> Option<&str> {
+    let name = word.strip_prefix("<<")?;
+    let name = name.strip_prefix('-').unwrap_or(name);
+    Some(name.trim_matches(['"', '\'']))
+}
+
+/// Files a COPY/ADD makes itself (heredocs, downloads), in the store's tmp.
+pub struct StepInputs<'s> {
+    dir: StepDir<'s>,
+    pub path: PathBuf,
+}
+
+impl<'s> StepInputs<'s> {
+    fn new(store: &'s Store) -> Result<Self, StoreError> {
+        let dir = StepDir::new(store)?;
+        let path = dir.path.clone();
+        Ok(StepInputs { dir, path })
+    }
+
+    fn write(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.path.join(name);
+        fs::write(&path, bytes)?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+    }
+}
