@@ -5,17 +5,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
 use common::{debian_tarball, is_root, kbuild, ok, require};
 use serde_json::Value;
 
-/// path -> "type mode uid gid content-or-target xattrs"
-type Tree = BTreeMap<String, String>;
+use common::{disk_tree, Tree};
 
 fn hex(bytes: &[u8]) -> String {
     common::sha256_hex(bytes)
@@ -96,50 +93,6 @@ fn tarball_tree(path: &Path) -> Tree {
 }
 
 /// The tree on disk under `root`, in the same shape.
-fn disk_tree(root: &Path) -> Tree {
-    use std::os::unix::fs::FileTypeExt;
-    common::walk(root, None)
-        .into_iter()
-        .map(|(name, path, meta)| {
-            let ft = meta.file_type();
-            let what = if ft.is_symlink() {
-                format!("link {}", std::fs::read_link(&path).unwrap().display())
-            } else if ft.is_dir() {
-                "dir".to_string()
-            } else if ft.is_char_device() || ft.is_block_device() {
-                let kind = if ft.is_char_device() { "Char" } else { "Block" };
-                let dev = rustix::fs::Dev::from(meta.rdev());
-                format!(
-                    "dev {kind} {}:{}",
-                    rustix::fs::major(dev),
-                    rustix::fs::minor(dev)
-                )
-            } else if ft.is_fifo() {
-                "fifo".to_string()
-            } else {
-                format!("file {}", hex(&std::fs::read(&path).unwrap()))
-            };
-            let mut xattrs: Vec<String> = if ft.is_symlink() {
-                Vec::new()
-            } else {
-                kbuild::layer::read_xattrs(&path)
-                    .unwrap()
-                    .into_iter()
-                    .map(|(k, v)| format!("{}={}", String::from_utf8_lossy(&k), hex(&v)))
-                    .collect()
-            };
-            xattrs.sort();
-            let attrs = format!(
-                "mode={:o} uid={} gid={}",
-                meta.mode() & 0o7777,
-                meta.uid(),
-                meta.gid()
-            );
-            (name, format!("{what} {attrs} xattrs={xattrs:?}"))
-        })
-        .collect()
-}
-
 fn import(store: &Path, tarball: &Path, name: &str, extra: &[&str]) -> String {
     let mut args = vec![
         "import",

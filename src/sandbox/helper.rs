@@ -155,12 +155,20 @@ fn run(spec: &Spec) -> Result<u8, String> {
                 .args(["run", "--bundle"])
                 .arg(&bundle)
                 .arg(format!("kbuild-{name}"));
-            // SAFETY: prctl only, between fork and exec.
+            // SAFETY: plain syscalls between fork and exec. The runtime is
+            // PID 1 of the new pid namespace and needs a /proc that shows it.
             unsafe {
                 command.pre_exec(|| {
                     rustix::process::set_parent_process_death_signal(Some(
                         rustix::process::Signal::KILL,
                     ))?;
+                    rustix::mount::mount(
+                        "proc",
+                        "/proc",
+                        "proc",
+                        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+                        None,
+                    )?;
                     Ok(())
                 });
             }

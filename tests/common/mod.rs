@@ -6,6 +6,7 @@
 
 pub mod registry;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -97,5 +98,55 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     sha2::Sha256::digest(bytes)
         .iter()
         .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// path -> "type mode uid gid content-or-target xattrs"
+pub type Tree = BTreeMap<String, String>;
+
+/// Every entry under `root` with its type, content hash or link target,
+/// mode, owner and xattrs.
+pub fn disk_tree(root: &Path) -> Tree {
+    use std::os::unix::fs::FileTypeExt;
+    walk(root, None)
+        .into_iter()
+        .map(|(name, path, meta)| {
+            use std::os::unix::fs::MetadataExt;
+            let ft = meta.file_type();
+            let what = if ft.is_symlink() {
+                format!("link {}", std::fs::read_link(&path).unwrap().display())
+            } else if ft.is_dir() {
+                "dir".to_string()
+            } else if ft.is_char_device() || ft.is_block_device() {
+                let kind = if ft.is_char_device() { "Char" } else { "Block" };
+                let dev = rustix::fs::Dev::from(meta.rdev());
+                format!(
+                    "dev {kind} {}:{}",
+                    rustix::fs::major(dev),
+                    rustix::fs::minor(dev)
+                )
+            } else if ft.is_fifo() {
+                "fifo".to_string()
+            } else {
+                format!("file {}", sha256_hex(&std::fs::read(&path).unwrap()))
+            };
+            let mut xattrs: Vec<String> = if ft.is_symlink() {
+                Vec::new()
+            } else {
+                kbuild::layer::read_xattrs(&path)
+                    .unwrap()
+                    .into_iter()
+                    .map(|(k, v)| format!("{}={}", String::from_utf8_lossy(&k), sha256_hex(&v)))
+                    .collect()
+            };
+            xattrs.sort();
+            let attrs = format!(
+                "mode={:o} uid={} gid={}",
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid()
+            );
+            (name, format!("{what} {attrs} xattrs={xattrs:?}"))
+        })
         .collect()
 }

@@ -1,0 +1,532 @@
+//! `kbuild build` on the real Debian base (root): RUN in the sandbox with
+//! apt, multi-stage COPY --from, heredocs, ENV/WORKDIR/USER, cache and
+//! secret mounts; umoci unpacks what it wrote; buildah builds the same
+//! spec for comparison; failures and SIGINT leave no mount, no temp dir
+//! and a clean store; a registry on 127.0.0.1 carries the step cache.
+//!
+//! The Debian archive is the only network these tests use (the machine's
+//! own apt mirror, as mmdebstrap configured the base).
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::registry::Registry;
+use common::{debian_tarball, disk_tree, is_root, kbuild, ok, require, Tree};
+
+const SECRET: &str = "kbuild-test-secret-9f2c41";
+
+fn skip_unless_root() -> bool {
+    if !is_root() {
+        eprintln!("skipped: needs root (CI runs as root)");
+        return true;
+    }
+    false
+}
+
+/// A store with the Debian base imported as `debian:bookworm`.
+fn store_with_base(work: &Path) -> PathBuf {
+    let store = work.join("store");
+    ok(&kbuild(
+        &[
+            "import",
+            debian_tarball().to_str().unwrap(),
+            "-t",
+            "debian:bookworm",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    store
+}
+
+fn build(store: &Path, context: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "build",
+        "--store",
+        store.to_str().unwrap(),
+        context.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    kbuild(&args, &[])
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Nothing of the store is mounted, its tmp/ is empty, fsck is clean.
+fn assert_clean(store: &Path) {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let needle = store.to_str().unwrap();
+    let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(needle)).collect();
+    assert!(leaked.is_empty(), "leaked mounts: {leaked:#?}");
+    let findmnt = Command::new("findmnt").args(["-rn", "-o", "TARGET"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&findmnt.stdout).contains(needle), "findmnt shows a store mount");
+    let temps: Vec<_> = fs::read_dir(store.join("tmp")).unwrap().collect();
+    assert!(temps.is_empty(), "leftover temp dirs: {temps:?}");
+    let fsck = kbuild(&["cache", "fsck", "--store", store.to_str().unwrap()], &[]);
+    assert!(fsck.status.success(), "fsck: {}", stderr(&fsck));
+}
+
+fn write(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+}
+
+/// Unpacks `name` from the store with umoci; returns the rootfs path.
+fn unpack(store: &Path, name: &str, work: &Path) -> PathBuf {
+    let oci = work.join(format!("oci-{}", name.replace([':', '/'], "-")));
+    ok(&kbuild(
+        &["export", name, &format!("oci:{}:img", oci.display()), "--store", store.to_str().unwrap()],
+        &[],
+    ));
+    let bundle = work.join(format!("bundle-{}", name.replace([':', '/'], "-")));
+    let out = Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:img", oci.display())])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "umoci: {}", String::from_utf8_lossy(&out.stderr));
+    bundle.join("rootfs")
+}
+
+const DOCKERFILE: &str = r#"# syntax=docker/dockerfile:1
+FROM debian:bookworm AS builder
+WORKDIR /src
+COPY <<EOF /src/generated.txt
+built by kbuild
+EOF
+RUN <<EOF
+set -e
+echo "compiled $(cat /src/generated.txt)" > /src/artifact
+EOF
+
+FROM debian:bookworm
+ARG GREETING=hello
+ENV APP_HOME=/opt/app
+RUN --mount=type=cache,target=/var/cache/apt,sharing=locked \
+    --mount=type=cache,target=/var/lib/apt/lists,sharing=locked \
+    apt-get update -q && apt-get install -y -q --no-install-recommends rsync
+RUN useradd -m -u 1234 builder
+WORKDIR $APP_HOME
+COPY app.conf ./
+COPY scripts/ ./scripts/
+COPY --from=builder /src/artifact /opt/app/artifact
+RUN --mount=type=secret,id=token sha256sum /run/secrets/token > /opt/app/token.sha
+USER builder
+RUN echo "$GREETING from $(id -un) in $(pwd)" > /home/builder/greeting
+"#;
+
+fn debian_context(work: &Path) -> (PathBuf, PathBuf) {
+    let context = work.join("context");
+    write(&context.join("Dockerfile"), DOCKERFILE);
+    write(&context.join("app.conf"), "port = 8080\n");
+    write(&context.join("scripts/hello.sh"), "#!/bin/sh\necho hello\n");
+    fs::set_permissions(context.join("scripts/hello.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    write(&context.join("scripts/debug.log"), "noise\n");
+    write(&context.join(".dockerignore"), "**/*.log\n");
+    let secret = work.join("token.txt");
+    write(&secret, SECRET);
+    (context, secret)
+}
+
+/// (filesystem steps, cache hits) from the build's summary line.
+fn step_counts(log: &str) -> (usize, usize) {
+    let line = log
+        .lines()
+        .find_map(|l| l.strip_prefix("build: "))
+        .unwrap_or_else(|| panic!("no summary line:\n{log}"));
+    let numbers: Vec<usize> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    (numbers[0], numbers[1])
+}
+
+/// Every layer blob of the store, decompressed, must not contain `needle`.
+fn assert_absent_from_blobs(store: &Path, needle: &str) {
+    for entry in fs::read_dir(store.join("blobs/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        let raw = fs::read(&path).unwrap();
+        let mut text = raw.clone();
+        if raw.starts_with(&[0x1f, 0x8b]) {
+            text.clear();
+            use std::io::Read;
+            flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut text).unwrap();
+        }
+        assert!(
+            !text.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{} contains the secret",
+            path.display()
+        );
+    }
+}
+
+#[test]
+fn debian_build_runs_apt_multistage_heredocs_mounts_and_caches() {
+    if skip_unless_root() {
+        return;
+    }
+    require(&["umoci", "findmnt"]);
+    let work = tempfile::tempdir().unwrap();
+    let store = store_with_base(work.path());
+    let (context, secret) = debian_context(work.path());
+    let secret_arg = format!("id=token,src={}", secret.display());
+    let out = build(&store, &context, &["-t", "app:1", "--secret", &secret_arg]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "build failed:\n{log}");
+    assert!(log.contains("Setting up rsync"), "apt output streams with the step prefix:\n{log}");
+    assert!(log.lines().any(|l| l.starts_with("[1 3/11] ") && l.contains("rsync")), "prefixed lines:\n{log}");
+
+    let rootfs = unpack(&store, "app:1", work.path());
+    let rsync = fs::metadata(rootfs.join("usr/bin/rsync")).expect("rsync is installed");
+    assert!(rsync.mode() & 0o111 != 0);
+    assert_eq!(fs::read_to_string(rootfs.join("opt/app/app.conf")).unwrap(), "port = 8080\n");
+    let script = fs::metadata(rootfs.join("opt/app/scripts/hello.sh")).unwrap();
+    assert_eq!(script.mode() & 0o777, 0o755, "COPY keeps modes");
+    assert_eq!((script.uid(), script.gid()), (0, 0), "context files belong to root");
+    assert!(!rootfs.join("opt/app/scripts/debug.log").exists(), ".dockerignore is honored");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("opt/app/artifact")).unwrap(),
+        "compiled built by kbuild\n",
+        "heredoc COPY and RUN in the builder stage, COPY --from into the final one"
+    );
+    let token = fs::read_to_string(rootfs.join("opt/app/token.sha")).unwrap();
+    assert!(token.starts_with(&common::sha256_hex(SECRET.as_bytes())), "the secret was readable: {token}");
+    assert!(!rootfs.join("run/secrets/token").exists(), "no secret mount point in the image");
+    assert_absent_from_blobs(&store, SECRET);
+    let greeting = rootfs.join("home/builder/greeting");
+    assert_eq!(fs::read_to_string(&greeting).unwrap(), "hello from builder in /opt/app\n");
+    assert_eq!(fs::metadata(&greeting).unwrap().uid(), 1234, "USER resolved from the image's passwd");
+    let debs: Vec<_> = fs::read_dir(rootfs.join("var/cache/apt/archives"))
+        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".deb")).collect())
+        .unwrap_or_default();
+    assert!(debs.is_empty(), "downloaded packages stay in the cache mount, not the image");
+    let cached = Command::new("sh")
+        .arg("-c")
+        .arg(format!("ls {}/cache/mounts/*/archives/rsync_*.deb", store.display()))
+        .output()
+        .unwrap();
+    assert!(cached.status.success(), "the cache mount kept the .deb");
+
+    let inspect = ok(&kbuild(&["inspect", "app:1", "--format", "json", "--store", store.to_str().unwrap()], &[]));
+    let json: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let config = &json["config"]["config"];
+    assert_eq!(config["User"], "builder");
+    assert_eq!(config["WorkingDir"], "/opt/app");
+    assert!(config["Env"].to_string().contains("APP_HOME=/opt/app"));
+    assert!(!json.to_string().contains(SECRET));
+    assert_clean(&store);
+
+    // The same build again: every step from the cache, nothing runs.
+    let again = build(&store, &context, &["-t", "app:2", "--secret", &secret_arg]);
+    let log = stderr(&again);
+    assert!(again.status.success(), "{log}");
+    assert_eq!(step_counts(&log), (11, 11), "{log}");
+    assert!(!log.contains("] DONE"), "no step ran:\n{log}");
+
+    // Change one COPY source: only that step and the ones after it run.
+    write(&context.join("app.conf"), "port = 9090\n");
+    let changed = build(&store, &context, &["-t", "app:3", "--secret", &secret_arg]);
+    let log = stderr(&changed);
+    assert!(changed.status.success(), "{log}");
+    for step in ["CACHED RUN --mount=type=cache", "CACHED RUN useradd", "CACHED WORKDIR $APP_HOME", "CACHED COPY <<EOF"] {
+        assert!(log.contains(step), "{step} should be a hit:\n{log}");
+    }
+    assert!(log.contains("] COPY app.conf ./"), "the changed COPY runs:\n{log}");
+    assert_eq!(step_counts(&log), (11, 6), "{log}");
+    let rootfs = unpack(&store, "app:3", work.path());
+    assert_eq!(fs::read_to_string(rootfs.join("opt/app/app.conf")).unwrap(), "port = 9090\n");
+    assert_clean(&store);
+}
+
+#[test]
+fn a_failing_run_reports_location_code_and_output_and_leaves_nothing() {
+    if skip_unless_root() {
+        return;
+    }
+    require(&["findmnt"]);
+    let work = tempfile::tempdir().unwrap();
+    let store = store_with_base(work.path());
+    let context = work.path().join("context");
+    write(
+        &context.join("Dockerfile"),
+        "FROM debian:bookworm\nRUN echo prepared > /prepared\nRUN for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 3\n",
+    );
+    let out = build(&store, &context, &["-t", "broken"]);
+    let log = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    assert!(log.contains("Dockerfile:3:1"), "location:\n{log}");
+    assert!(log.contains("exited with code 3"), "exit code:\n{log}");
+    assert!(log.contains("last 20 lines of output"), "{log}");
+    assert!(log.contains("line 30") && log.contains("oops"), "the tail:\n{log}");
+    assert!(!log.contains("    line 10\n"), "only the last 20 lines are in the message");
+    assert!(!log.contains("panicked"));
+    let tags = ok(&kbuild(&["images", "--store", store.to_str().unwrap()], &[]));
+    assert!(!tags.contains("broken"), "a failed build tags nothing");
+    assert_clean(&store);
+    // The step before the failure was cached and is reused.
+    let again = build(&store, &context, &["-t", "broken"]);
+    assert!(stderr(&again).contains("CACHED RUN echo prepared"));
+}
+
+#[test]
+fn sigint_during_a_long_run_kills_the_sandbox_and_cleans_up() {
+    if skip_unless_root() {
+        return;
+    }
+    require(&["findmnt"]);
+    let work = tempfile::tempdir().unwrap();
+    let store = store_with_base(work.path());
+    let context = work.path().join("context");
+    let marker = "kbuild-sigint-marker-4711";
+    write(
+        &context.join("Dockerfile"),
+        &format!("FROM debian:bookworm\nRUN echo started; sleep 300 & sleep 300; echo {marker}\n"),
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kbuild"))
+        .args(["build", "--store", store.to_str().unwrap(), context.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr_pipe).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let started = line.contains("] started");
+            log.push(line);
+            if started {
+                break;
+            }
+        }
+    }
+    assert!(log.iter().any(|l| l.contains("] started")), "the RUN never started: {log:#?}");
+    std::thread::sleep(Duration::from_millis(500));
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    let waited = started.elapsed();
+    log.extend(rx.try_iter());
+    assert!(!status.success(), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("interrupted")), "{log:#?}");
+    assert!(waited < Duration::from_secs(30), "kbuild took {waited:?} to stop");
+    let sleepers = Command::new("pgrep").args(["-f", "sleep 300"]).output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&sleepers.stdout).trim().is_empty(),
+        "sandbox processes survived"
+    );
+    assert_clean(&store);
+}
+
+/// A spec both kbuild and buildah 1.28 understand (no heredocs).
+const PEER_DOCKERFILE: &str = r#"FROM localhost/kbuild-base:latest AS builder
+RUN mkdir -p /out && echo artifact > /out/file && ln -s file /out/link
+FROM localhost/kbuild-base:latest
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends rsync && rm -rf /var/lib/apt/lists/*
+RUN useradd -m -u 1500 app && mkdir -p /srv/data && chown app:app /srv/data && rm /etc/motd
+WORKDIR /srv
+COPY files/ ./files/
+COPY --chown=app:app --chmod=640 config.ini /srv/data/config.ini
+COPY --from=builder /out /opt/out
+USER app
+RUN echo done > /srv/data/done
+"#;
+
+/// Paths whose content differs between any two runs of the same steps.
+const NONDETERMINISTIC: &[&str] = &[
+    "var/log/",
+    "var/cache/ldconfig/aux-cache",
+    "var/cache/debconf/",
+    "var/cache/apt/",
+    "var/lib/apt/extended_states",
+    "var/lib/dpkg/status-old",
+    "var/lib/dpkg/lock",
+    "var/lib/dpkg/triggers/Lock",
+    "etc/shadow",
+    "etc/shadow-",
+    "etc/gshadow-",
+    "etc/passwd-",
+    "etc/group-",
+    "etc/subuid-",
+    "etc/subgid-",
+];
+
+fn comparable(tree: Tree) -> Tree {
+    tree.into_iter()
+        .filter(|(path, _)| !NONDETERMINISTIC.iter().any(|n| path == n.trim_end_matches('/') || path.starts_with(n)))
+        .collect()
+}
+
+#[test]
+fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
+    if skip_unless_root() {
+        return;
+    }
+    require(&["buildah", "umoci", "skopeo"]);
+    let work = tempfile::tempdir().unwrap();
+    let store = store_with_base(work.path());
+    // The same base for both: kbuild's import, tagged as buildah will name it.
+    ok(&kbuild(&["import", debian_tarball().to_str().unwrap(), "-t", "localhost/kbuild-base:latest", "--store", store.to_str().unwrap()], &[]));
+    let context = work.path().join("context");
+    write(&context.join("Dockerfile"), PEER_DOCKERFILE);
+    write(&context.join("files/a.txt"), "alpha\n");
+    write(&context.join("files/sub/b.txt"), "beta\n");
+    std::os::unix::fs::symlink("a.txt", context.join("files/a-link")).unwrap();
+    write(&context.join("config.ini"), "[app]\nkey=value\n");
+    let out = build(&store, &context, &["-t", "peer:kbuild"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ours = comparable(disk_tree(&unpack(&store, "peer:kbuild", work.path())));
+
+    let root = work.path().join("buildah-root");
+    let runroot = work.path().join("buildah-runroot");
+    let storage = |cmd: &mut Command| {
+        cmd.arg("--root").arg(&root).arg("--runroot").arg(&runroot).args(["--storage-driver", "vfs"]);
+    };
+    let base_archive = work.path().join("base.tar");
+    ok(&kbuild(&["export", "localhost/kbuild-base:latest", &format!("oci-archive:{}", base_archive.display()), "--store", store.to_str().unwrap()], &[]));
+    let mut pull = Command::new("buildah");
+    storage(&mut pull);
+    pull.args(["pull", &format!("oci-archive:{}", base_archive.display())]);
+    let pulled = pull.output().unwrap();
+    assert!(pulled.status.success(), "buildah pull: {}", String::from_utf8_lossy(&pulled.stderr));
+    let image_id = String::from_utf8_lossy(&pulled.stdout).trim().to_string();
+    let mut tag = Command::new("buildah");
+    storage(&mut tag);
+    assert!(tag.args(["tag", &image_id, "localhost/kbuild-base:latest"]).status().unwrap().success());
+    let mut bud = Command::new("buildah");
+    storage(&mut bud);
+    bud.args(["bud", "--isolation=chroot", "--pull-never", "--layers", "-t", "localhost/peer:buildah"]).arg(&context);
+    let built = bud.output().unwrap();
+    assert!(built.status.success(), "buildah bud: {}", String::from_utf8_lossy(&built.stderr));
+    let oci = work.path().join("buildah-oci");
+    let mut push = Command::new("buildah");
+    storage(&mut push);
+    push.args(["push", "localhost/peer:buildah", &format!("oci:{}:img", oci.display())]);
+    let pushed = push.output().unwrap();
+    assert!(pushed.status.success(), "buildah push: {}", String::from_utf8_lossy(&pushed.stderr));
+    let bundle = work.path().join("bundle-buildah");
+    let unpacked = Command::new("umoci").args(["unpack", "--image", &format!("{}:img", oci.display())]).arg(&bundle).output().unwrap();
+    assert!(unpacked.status.success(), "umoci: {}", String::from_utf8_lossy(&unpacked.stderr));
+    let theirs = comparable(disk_tree(&bundle.join("rootfs")));
+
+    let only_ours: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
+    let only_theirs: Vec<_> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
+    let differ: Vec<String> = ours
+        .iter()
+        .filter(|(k, v)| theirs.get(*k).is_some_and(|t| t != *v))
+        .map(|(k, v)| format!("{k}:\n  kbuild  {v}\n  buildah {}", theirs[k]))
+        .collect();
+    assert!(
+        only_ours.is_empty() && only_theirs.is_empty() && differ.is_empty(),
+        "only in kbuild: {only_ours:#?}\nonly in buildah: {only_theirs:#?}\ndiffer:\n{}",
+        differ.join("\n")
+    );
+    assert!(ours.len() > 5000, "only {} entries compared", ours.len());
+    assert!(ours.contains_key("usr/bin/rsync"));
+}
+
+#[test]
+fn runc_isolation_gives_the_same_layers() {
+    if skip_unless_root() {
+        return;
+    }
+    require(&["runc"]);
+    let work = tempfile::tempdir().unwrap();
+    let store = store_with_base(work.path());
+    let context = work.path().join("context");
+    write(
+        &context.join("Dockerfile"),
+        "FROM debian:bookworm\nRUN useradd -u 2000 worker && mkdir /data && echo \"$(id -u) $(hostname)\" > /data/who && rm /etc/motd\nUSER worker\nRUN id -u > /tmp/me\n",
+    );
+    let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
+    let run = |tag: &str, isolation: &str| {
+        let out = kbuild(
+            &["build", "--store", store.to_str().unwrap(), "--no-cache", "-t", tag, "--isolation", isolation, context.to_str().unwrap()],
+            &epoch,
+        );
+        assert!(out.status.success(), "{isolation}: {}", stderr(&out));
+        let inspect = ok(&kbuild(&["inspect", tag, "--format", "json", "--store", store.to_str().unwrap()], &[]));
+        let json: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+        json["config"]["rootfs"]["diff_ids"].clone()
+    };
+    let builtin = run("iso:builtin", "builtin");
+    let oci = run("iso:oci", "oci");
+    assert_eq!(builtin, oci, "runc and the built-in sandbox produce identical layers");
+    let rootfs = unpack(&store, "iso:oci", work.path());
+    assert_eq!(fs::read_to_string(rootfs.join("data/who")).unwrap(), "0 kbuild\n");
+    assert_eq!(fs::read_to_string(rootfs.join("tmp/me")).unwrap(), "2000\n");
+    assert!(!rootfs.join("etc/motd").exists(), "deletions become whiteouts");
+    assert_clean(&store);
+}
+
+#[test]
+fn the_step_cache_travels_through_a_registry() {
+    if skip_unless_root() {
+        return;
+    }
+    let registry = Registry::start(None);
+    let work = tempfile::tempdir().unwrap();
+    let first = store_with_base(work.path());
+    let context = work.path().join("context");
+    write(
+        &context.join("Dockerfile"),
+        "FROM debian:bookworm\nCOPY data.txt /data.txt\nRUN sha256sum /data.txt > /data.sha && rm /etc/motd\nRUN true\n",
+    );
+    write(&context.join("data.txt"), "shared cache\n");
+    let cache_ref = format!("{}/kbuild/cache:main", registry.host());
+    let out = build(&first, &context, &["-t", "cached", "--cache-to", &cache_ref]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("cache-to"), "{}", stderr(&out));
+
+    // Another machine: an empty store with only the base.
+    let other = work.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let second = store_with_base(&other);
+    let out = build(&second, &context, &["-t", "cached", "--cache-from", &cache_ref]);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert_eq!(step_counts(&log), (3, 3), "{log}");
+    let rootfs = unpack(&second, "cached", work.path());
+    assert!(fs::read_to_string(rootfs.join("data.sha")).unwrap().contains("/data.txt"));
+    assert_clean(&second);
+
+    // A cache entry whose layer does not unpack to its diff_id is refused.
+    let third_dir = work.path().join("third");
+    fs::create_dir(&third_dir).unwrap();
+    let third = store_with_base(&third_dir);
+    ok(&kbuild(&["cache", "import", &cache_ref, "--store", third.to_str().unwrap()], &[]));
+    let steps = third.join("cache/steps");
+    for entry in fs::read_dir(&steps).unwrap() {
+        let path = entry.unwrap().path();
+        let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        if json["layer"].is_object() {
+            json["layer"]["diffId"] = serde_json::Value::String(format!("sha256:{}", "0".repeat(64)));
+            fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
+        }
+    }
+    let out = build(&third, &context, &["-t", "forged"]);
+    let log = stderr(&out);
+    assert!(!out.status.success(), "a forged diff_id was accepted:\n{log}");
+    assert!(log.contains("does not unpack to its diff_id"), "{log}");
+    assert_clean(&third);
+}
