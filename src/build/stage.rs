@@ -361,7 +361,12 @@ impl Executor<'_> {
             history: configuration.history().clone().unwrap_or_default(),
             config,
             shell: default_shell(),
-            key: chain(&Digest::of(b"image"), &json!({ "manifest": manifest_digest.to_string() })),
+            // By content, not by manifest digest: the same layers and
+            // runtime config imported or pulled anywhere give the same keys.
+            key: chain(
+                &Digest::of(b"image"),
+                &json!({ "diff_ids": diff_ids, "config": configuration.config() }),
+            ),
             architecture: configuration.architecture().to_string(),
         })
     }

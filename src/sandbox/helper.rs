@@ -329,6 +329,11 @@ fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), String> {
 }
 
 fn tmpfs(target: &Path, size: Option<u64>, mode: u32) -> Result<(), String> {
+    mount_tmpfs(target, size, mode, MountFlags::NOSUID | MountFlags::NODEV)
+}
+
+/// `/dev` itself must allow device nodes.
+fn mount_tmpfs(target: &Path, size: Option<u64>, mode: u32, flags: MountFlags) -> Result<(), String> {
     let mut data = format!("mode={mode:o}");
     if let Some(size) = size {
         data.push_str(&format!(",size={size}"));
@@ -340,7 +345,7 @@ fn tmpfs(target: &Path, size: Option<u64>, mode: u32) -> Result<(), String> {
             "tmpfs",
             target,
             "tmpfs",
-            MountFlags::NOSUID | MountFlags::NODEV,
+            flags,
             data.as_c_str(),
         )
         .map_err(io::Error::from),
@@ -350,7 +355,12 @@ fn tmpfs(target: &Path, size: Option<u64>, mode: u32) -> Result<(), String> {
 /// `/dev` (a tmpfs with the usual nodes, devpts, shm) and read-only `/sys`.
 fn mount_system(root: &Root, network: Network) -> Result<(), String> {
     let dev = ctx("/dev", root.resolve(Path::new("dev")))?;
-    tmpfs(&dev, Some(64 << 20), 0o755)?;
+    mount_tmpfs(
+        &dev,
+        Some(64 << 20),
+        0o755,
+        MountFlags::NOSUID | MountFlags::STRICTATIME,
+    )?;
     let dev_fd = ctx(
         "/dev",
         rustix::fs::open(&dev, OFlags::DIRECTORY | OFlags::RDONLY, Mode::empty())
