@@ -16,6 +16,11 @@ packages=(
   # registry tests: the reference registry and htpasswd for its basic auth
   docker-registry
   apache2-utils
+  # build tests: the peer builder, the OCI runtime, findmnt and pgrep
+  buildah
+  runc
+  util-linux
+  procps
   # layer benchmark pipelines
   pigz
   zstd

@@ -45,6 +45,20 @@ fn store_with_base(work: &Path) -> PathBuf {
     store
 }
 
+/// A work dir, a store with the base and a context holding `dockerfile`;
+/// `None` (the test is skipped) unless root.
+fn setup(dockerfile: &str, tools: &[&str]) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
+    if skip_unless_root() {
+        return None;
+    }
+    require(tools);
+    let work = tempfile::tempdir().unwrap();
+    let store = store_with_base(work.path());
+    let context = work.path().join("context");
+    write(&context.join("Dockerfile"), dockerfile);
+    Some((work, store, context))
+}
+
 fn build(store: &Path, context: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
         "build",
@@ -66,8 +80,14 @@ fn assert_clean(store: &Path) {
     let needle = store.to_str().unwrap();
     let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(needle)).collect();
     assert!(leaked.is_empty(), "leaked mounts: {leaked:#?}");
-    let findmnt = Command::new("findmnt").args(["-rn", "-o", "TARGET"]).output().unwrap();
-    assert!(!String::from_utf8_lossy(&findmnt.stdout).contains(needle), "findmnt shows a store mount");
+    let findmnt = Command::new("findmnt")
+        .args(["-rn", "-o", "TARGET"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&findmnt.stdout).contains(needle),
+        "findmnt shows a store mount"
+    );
     let temps: Vec<_> = fs::read_dir(store.join("tmp")).unwrap().collect();
     assert!(temps.is_empty(), "leftover temp dirs: {temps:?}");
     let fsck = kbuild(&["cache", "fsck", "--store", store.to_str().unwrap()], &[]);
@@ -83,7 +103,13 @@ fn write(path: &Path, text: &str) {
 fn unpack(store: &Path, name: &str, work: &Path) -> PathBuf {
     let oci = work.join(format!("oci-{}", name.replace([':', '/'], "-")));
     ok(&kbuild(
-        &["export", name, &format!("oci:{}:img", oci.display()), "--store", store.to_str().unwrap()],
+        &[
+            "export",
+            name,
+            &format!("oci:{}:img", oci.display()),
+            "--store",
+            store.to_str().unwrap(),
+        ],
         &[],
     ));
     let bundle = work.join(format!("bundle-{}", name.replace([':', '/'], "-")));
@@ -92,7 +118,11 @@ fn unpack(store: &Path, name: &str, work: &Path) -> PathBuf {
         .arg(&bundle)
         .output()
         .unwrap();
-    assert!(out.status.success(), "umoci: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     bundle.join("rootfs")
 }
 
@@ -128,7 +158,11 @@ fn debian_context(work: &Path) -> (PathBuf, PathBuf) {
     write(&context.join("Dockerfile"), DOCKERFILE);
     write(&context.join("app.conf"), "port = 8080\n");
     write(&context.join("scripts/hello.sh"), "#!/bin/sh\necho hello\n");
-    fs::set_permissions(context.join("scripts/hello.sh"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        context.join("scripts/hello.sh"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
     write(&context.join("scripts/debug.log"), "noise\n");
     write(&context.join(".dockerignore"), "**/*.log\n");
     let secret = work.join("token.txt");
@@ -158,7 +192,9 @@ fn assert_absent_from_blobs(store: &Path, needle: &str) {
         if raw.starts_with(&[0x1f, 0x8b]) {
             text.clear();
             use std::io::Read;
-            flate2::read::MultiGzDecoder::new(&raw[..]).read_to_end(&mut text).unwrap();
+            flate2::read::MultiGzDecoder::new(&raw[..])
+                .read_to_end(&mut text)
+                .unwrap();
         }
         assert!(
             !text.windows(needle.len()).any(|w| w == needle.as_bytes()),
@@ -181,41 +217,91 @@ fn debian_build_runs_apt_multistage_heredocs_mounts_and_caches() {
     let out = build(&store, &context, &["-t", "app:1", "--secret", &secret_arg]);
     let log = stderr(&out);
     assert!(out.status.success(), "build failed:\n{log}");
-    assert!(log.contains("Setting up rsync"), "apt output streams with the step prefix:\n{log}");
-    assert!(log.lines().any(|l| l.starts_with("[1 3/11] ") && l.contains("rsync")), "prefixed lines:\n{log}");
+    assert!(
+        log.contains("Setting up rsync"),
+        "apt output streams with the step prefix:\n{log}"
+    );
+    assert!(
+        log.lines()
+            .any(|l| l.starts_with("[1 3/11] ") && l.contains("rsync")),
+        "prefixed lines:\n{log}"
+    );
 
     let rootfs = unpack(&store, "app:1", work.path());
     let rsync = fs::metadata(rootfs.join("usr/bin/rsync")).expect("rsync is installed");
     assert!(rsync.mode() & 0o111 != 0);
-    assert_eq!(fs::read_to_string(rootfs.join("opt/app/app.conf")).unwrap(), "port = 8080\n");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("opt/app/app.conf")).unwrap(),
+        "port = 8080\n"
+    );
     let script = fs::metadata(rootfs.join("opt/app/scripts/hello.sh")).unwrap();
     assert_eq!(script.mode() & 0o777, 0o755, "COPY keeps modes");
-    assert_eq!((script.uid(), script.gid()), (0, 0), "context files belong to root");
-    assert!(!rootfs.join("opt/app/scripts/debug.log").exists(), ".dockerignore is honored");
+    assert_eq!(
+        (script.uid(), script.gid()),
+        (0, 0),
+        "context files belong to root"
+    );
+    assert!(
+        !rootfs.join("opt/app/scripts/debug.log").exists(),
+        ".dockerignore is honored"
+    );
     assert_eq!(
         fs::read_to_string(rootfs.join("opt/app/artifact")).unwrap(),
         "compiled built by kbuild\n",
         "heredoc COPY and RUN in the builder stage, COPY --from into the final one"
     );
     let token = fs::read_to_string(rootfs.join("opt/app/token.sha")).unwrap();
-    assert!(token.starts_with(&common::sha256_hex(SECRET.as_bytes())), "the secret was readable: {token}");
-    assert!(!rootfs.join("run/secrets/token").exists(), "no secret mount point in the image");
+    assert!(
+        token.starts_with(&common::sha256_hex(SECRET.as_bytes())),
+        "the secret was readable: {token}"
+    );
+    assert!(
+        !rootfs.join("run/secrets/token").exists(),
+        "no secret mount point in the image"
+    );
     assert_absent_from_blobs(&store, SECRET);
     let greeting = rootfs.join("home/builder/greeting");
-    assert_eq!(fs::read_to_string(&greeting).unwrap(), "hello from builder in /opt/app\n");
-    assert_eq!(fs::metadata(&greeting).unwrap().uid(), 1234, "USER resolved from the image's passwd");
+    assert_eq!(
+        fs::read_to_string(&greeting).unwrap(),
+        "hello from builder in /opt/app\n"
+    );
+    assert_eq!(
+        fs::metadata(&greeting).unwrap().uid(),
+        1234,
+        "USER resolved from the image's passwd"
+    );
     let debs: Vec<_> = fs::read_dir(rootfs.join("var/cache/apt/archives"))
-        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".deb")).collect())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".deb"))
+                .collect()
+        })
         .unwrap_or_default();
-    assert!(debs.is_empty(), "downloaded packages stay in the cache mount, not the image");
+    assert!(
+        debs.is_empty(),
+        "downloaded packages stay in the cache mount, not the image"
+    );
     let cached = Command::new("sh")
         .arg("-c")
-        .arg(format!("ls {}/cache/mounts/*/archives/rsync_*.deb", store.display()))
+        .arg(format!(
+            "ls {}/cache/mounts/*/archives/rsync_*.deb",
+            store.display()
+        ))
         .output()
         .unwrap();
     assert!(cached.status.success(), "the cache mount kept the .deb");
 
-    let inspect = ok(&kbuild(&["inspect", "app:1", "--format", "json", "--store", store.to_str().unwrap()], &[]));
+    let inspect = ok(&kbuild(
+        &[
+            "inspect",
+            "app:1",
+            "--format",
+            "json",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    ));
     let json: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     let config = &json["config"]["config"];
     assert_eq!(config["User"], "builder");
@@ -236,39 +322,52 @@ fn debian_build_runs_apt_multistage_heredocs_mounts_and_caches() {
     let changed = build(&store, &context, &["-t", "app:3", "--secret", &secret_arg]);
     let log = stderr(&changed);
     assert!(changed.status.success(), "{log}");
-    for step in ["CACHED RUN --mount=type=cache", "CACHED RUN useradd", "CACHED WORKDIR $APP_HOME", "CACHED COPY <<EOF"] {
+    for step in [
+        "CACHED RUN --mount=type=cache",
+        "CACHED RUN useradd",
+        "CACHED WORKDIR $APP_HOME",
+        "CACHED COPY <<EOF",
+    ] {
         assert!(log.contains(step), "{step} should be a hit:\n{log}");
     }
-    assert!(log.contains("] COPY app.conf ./"), "the changed COPY runs:\n{log}");
+    assert!(
+        log.contains("] COPY app.conf ./"),
+        "the changed COPY runs:\n{log}"
+    );
     assert_eq!(step_counts(&log), (11, 6), "{log}");
     let rootfs = unpack(&store, "app:3", work.path());
-    assert_eq!(fs::read_to_string(rootfs.join("opt/app/app.conf")).unwrap(), "port = 9090\n");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("opt/app/app.conf")).unwrap(),
+        "port = 9090\n"
+    );
     assert_clean(&store);
 }
 
 #[test]
 fn a_failing_run_reports_location_code_and_output_and_leaves_nothing() {
-    if skip_unless_root() {
+    let spec = "FROM debian:bookworm\nRUN echo prepared > /prepared\nRUN for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 3\n";
+    let Some((_work, store, context)) = setup(spec, &["findmnt"]) else {
         return;
-    }
-    require(&["findmnt"]);
-    let work = tempfile::tempdir().unwrap();
-    let store = store_with_base(work.path());
-    let context = work.path().join("context");
-    write(
-        &context.join("Dockerfile"),
-        "FROM debian:bookworm\nRUN echo prepared > /prepared\nRUN for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 3\n",
-    );
+    };
     let out = build(&store, &context, &["-t", "broken"]);
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     assert!(log.contains("Dockerfile:3:1"), "location:\n{log}");
     assert!(log.contains("exited with code 3"), "exit code:\n{log}");
     assert!(log.contains("last 20 lines of output"), "{log}");
-    assert!(log.contains("line 30") && log.contains("oops"), "the tail:\n{log}");
-    assert!(!log.contains("    line 10\n"), "only the last 20 lines are in the message");
+    assert!(
+        log.contains("line 30") && log.contains("oops"),
+        "the tail:\n{log}"
+    );
+    assert!(
+        !log.contains("    line 10\n"),
+        "only the last 20 lines are in the message"
+    );
     assert!(!log.contains("panicked"));
-    let tags = ok(&kbuild(&["images", "--store", store.to_str().unwrap()], &[]));
+    let tags = ok(&kbuild(
+        &["images", "--store", store.to_str().unwrap()],
+        &[],
+    ));
     assert!(!tags.contains("broken"), "a failed build tags nothing");
     assert_clean(&store);
     // The step before the failure was cached and is reused.
@@ -278,20 +377,17 @@ fn a_failing_run_reports_location_code_and_output_and_leaves_nothing() {
 
 #[test]
 fn sigint_during_a_long_run_kills_the_sandbox_and_cleans_up() {
-    if skip_unless_root() {
+    let spec = "FROM debian:bookworm\nRUN echo started; sleep 300 & sleep 300; echo finished\n";
+    let Some((_work, store, context)) = setup(spec, &["findmnt", "pgrep"]) else {
         return;
-    }
-    require(&["findmnt"]);
-    let work = tempfile::tempdir().unwrap();
-    let store = store_with_base(work.path());
-    let context = work.path().join("context");
-    let marker = "kbuild-sigint-marker-4711";
-    write(
-        &context.join("Dockerfile"),
-        &format!("FROM debian:bookworm\nRUN echo started; sleep 300 & sleep 300; echo {marker}\n"),
-    );
+    };
     let mut child = Command::new(env!("CARGO_BIN_EXE_kbuild"))
-        .args(["build", "--store", store.to_str().unwrap(), context.to_str().unwrap()])
+        .args([
+            "build",
+            "--store",
+            store.to_str().unwrap(),
+            context.to_str().unwrap(),
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -315,7 +411,10 @@ fn sigint_during_a_long_run_kills_the_sandbox_and_cleans_up() {
             }
         }
     }
-    assert!(log.iter().any(|l| l.contains("] started")), "the RUN never started: {log:#?}");
+    assert!(
+        log.iter().any(|l| l.contains("] started")),
+        "the RUN never started: {log:#?}"
+    );
     std::thread::sleep(Duration::from_millis(500));
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&child),
@@ -328,8 +427,14 @@ fn sigint_during_a_long_run_kills_the_sandbox_and_cleans_up() {
     log.extend(rx.try_iter());
     assert!(!status.success(), "{log:#?}");
     assert!(log.iter().any(|l| l.contains("interrupted")), "{log:#?}");
-    assert!(waited < Duration::from_secs(30), "kbuild took {waited:?} to stop");
-    let sleepers = Command::new("pgrep").args(["-f", "sleep 300"]).output().unwrap();
+    assert!(
+        waited < Duration::from_secs(30),
+        "kbuild took {waited:?} to stop"
+    );
+    let sleepers = Command::new("pgrep")
+        .args(["-f", "sleep 300"])
+        .output()
+        .unwrap();
     assert!(
         String::from_utf8_lossy(&sleepers.stdout).trim().is_empty(),
         "sandbox processes survived"
@@ -337,10 +442,15 @@ fn sigint_during_a_long_run_kills_the_sandbox_and_cleans_up() {
     assert_clean(&store);
 }
 
-/// A spec both kbuild and buildah 1.28 understand (no heredocs).
+/// A spec both kbuild and buildah 1.28 understand (no heredocs). The base
+/// has no /etc/hosts; buildah would leave the mount point of its own in the
+/// first RUN's layer (kbuild, like BuildKit, does not), so the spec gives
+/// the image one first.
 const PEER_DOCKERFILE: &str = r#"FROM localhost/kbuild-base:latest AS builder
+COPY hosts /etc/hosts
 RUN mkdir -p /out && echo artifact > /out/file && ln -s file /out/link
 FROM localhost/kbuild-base:latest
+COPY hosts /etc/hosts
 ENV DEBIAN_FRONTEND=noninteractive
 RUN apt-get update -q && apt-get install -y -q --no-install-recommends rsync && rm -rf /var/lib/apt/lists/*
 RUN useradd -m -u 1500 app && mkdir -p /srv/data && chown app:app /srv/data && rm /etc/motd
@@ -373,7 +483,11 @@ const NONDETERMINISTIC: &[&str] = &[
 
 fn comparable(tree: Tree) -> Tree {
     tree.into_iter()
-        .filter(|(path, _)| !NONDETERMINISTIC.iter().any(|n| path == n.trim_end_matches('/') || path.starts_with(n)))
+        .filter(|(path, _)| {
+            !NONDETERMINISTIC
+                .iter()
+                .any(|n| path == n.trim_end_matches('/') || path.starts_with(n))
+        })
         .collect()
 }
 
@@ -386,13 +500,24 @@ fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
     let work = tempfile::tempdir().unwrap();
     let store = store_with_base(work.path());
     // The same base for both: kbuild's import, tagged as buildah will name it.
-    ok(&kbuild(&["import", debian_tarball().to_str().unwrap(), "-t", "localhost/kbuild-base:latest", "--store", store.to_str().unwrap()], &[]));
+    ok(&kbuild(
+        &[
+            "import",
+            debian_tarball().to_str().unwrap(),
+            "-t",
+            "localhost/kbuild-base:latest",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    ));
     let context = work.path().join("context");
     write(&context.join("Dockerfile"), PEER_DOCKERFILE);
     write(&context.join("files/a.txt"), "alpha\n");
     write(&context.join("files/sub/b.txt"), "beta\n");
     std::os::unix::fs::symlink("a.txt", context.join("files/a-link")).unwrap();
     write(&context.join("config.ini"), "[app]\nkey=value\n");
+    write(&context.join("hosts"), "127.0.0.1 localhost\n");
     let out = build(&store, &context, &["-t", "peer:kbuild"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let ours = comparable(disk_tree(&unpack(&store, "peer:kbuild", work.path())));
@@ -400,33 +525,82 @@ fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
     let root = work.path().join("buildah-root");
     let runroot = work.path().join("buildah-runroot");
     let storage = |cmd: &mut Command| {
-        cmd.arg("--root").arg(&root).arg("--runroot").arg(&runroot).args(["--storage-driver", "vfs"]);
+        cmd.arg("--root")
+            .arg(&root)
+            .arg("--runroot")
+            .arg(&runroot)
+            .args(["--storage-driver", "vfs"]);
     };
     let base_archive = work.path().join("base.tar");
-    ok(&kbuild(&["export", "localhost/kbuild-base:latest", &format!("oci-archive:{}", base_archive.display()), "--store", store.to_str().unwrap()], &[]));
+    ok(&kbuild(
+        &[
+            "export",
+            "localhost/kbuild-base:latest",
+            &format!("oci-archive:{}", base_archive.display()),
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    ));
     let mut pull = Command::new("buildah");
     storage(&mut pull);
     pull.args(["pull", &format!("oci-archive:{}", base_archive.display())]);
     let pulled = pull.output().unwrap();
-    assert!(pulled.status.success(), "buildah pull: {}", String::from_utf8_lossy(&pulled.stderr));
+    assert!(
+        pulled.status.success(),
+        "buildah pull: {}",
+        String::from_utf8_lossy(&pulled.stderr)
+    );
     let image_id = String::from_utf8_lossy(&pulled.stdout).trim().to_string();
     let mut tag = Command::new("buildah");
     storage(&mut tag);
-    assert!(tag.args(["tag", &image_id, "localhost/kbuild-base:latest"]).status().unwrap().success());
+    assert!(tag
+        .args(["tag", &image_id, "localhost/kbuild-base:latest"])
+        .status()
+        .unwrap()
+        .success());
     let mut bud = Command::new("buildah");
     storage(&mut bud);
-    bud.args(["bud", "--isolation=chroot", "--pull-never", "--layers", "-t", "localhost/peer:buildah"]).arg(&context);
+    bud.args([
+        "bud",
+        "--isolation=chroot",
+        "--pull-never",
+        "--layers",
+        "-t",
+        "localhost/peer:buildah",
+    ])
+    .arg(&context);
     let built = bud.output().unwrap();
-    assert!(built.status.success(), "buildah bud: {}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        built.status.success(),
+        "buildah bud: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let oci = work.path().join("buildah-oci");
     let mut push = Command::new("buildah");
     storage(&mut push);
-    push.args(["push", "localhost/peer:buildah", &format!("oci:{}:img", oci.display())]);
+    push.args([
+        "push",
+        "localhost/peer:buildah",
+        &format!("oci:{}:img", oci.display()),
+    ]);
     let pushed = push.output().unwrap();
-    assert!(pushed.status.success(), "buildah push: {}", String::from_utf8_lossy(&pushed.stderr));
+    assert!(
+        pushed.status.success(),
+        "buildah push: {}",
+        String::from_utf8_lossy(&pushed.stderr)
+    );
     let bundle = work.path().join("bundle-buildah");
-    let unpacked = Command::new("umoci").args(["unpack", "--image", &format!("{}:img", oci.display())]).arg(&bundle).output().unwrap();
-    assert!(unpacked.status.success(), "umoci: {}", String::from_utf8_lossy(&unpacked.stderr));
+    let unpacked = Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:img", oci.display())])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        unpacked.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&unpacked.stderr)
+    );
     let theirs = comparable(disk_tree(&bundle.join("rootfs")));
 
     let only_ours: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
@@ -447,35 +621,57 @@ fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
 
 #[test]
 fn runc_isolation_gives_the_same_layers() {
-    if skip_unless_root() {
+    let spec = "FROM debian:bookworm\nRUN useradd -u 2000 worker && mkdir /data && echo \"$(id -u) $(hostname)\" > /data/who && rm /etc/motd\nUSER worker\nRUN id -u > /tmp/me\n";
+    let Some((work, store, context)) = setup(spec, &["runc", "umoci"]) else {
         return;
-    }
-    require(&["runc"]);
-    let work = tempfile::tempdir().unwrap();
-    let store = store_with_base(work.path());
-    let context = work.path().join("context");
-    write(
-        &context.join("Dockerfile"),
-        "FROM debian:bookworm\nRUN useradd -u 2000 worker && mkdir /data && echo \"$(id -u) $(hostname)\" > /data/who && rm /etc/motd\nUSER worker\nRUN id -u > /tmp/me\n",
-    );
+    };
     let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
     let run = |tag: &str, isolation: &str| {
         let out = kbuild(
-            &["build", "--store", store.to_str().unwrap(), "--no-cache", "-t", tag, "--isolation", isolation, context.to_str().unwrap()],
+            &[
+                "build",
+                "--store",
+                store.to_str().unwrap(),
+                "--no-cache",
+                "-t",
+                tag,
+                "--isolation",
+                isolation,
+                context.to_str().unwrap(),
+            ],
             &epoch,
         );
         assert!(out.status.success(), "{isolation}: {}", stderr(&out));
-        let inspect = ok(&kbuild(&["inspect", tag, "--format", "json", "--store", store.to_str().unwrap()], &[]));
+        let inspect = ok(&kbuild(
+            &[
+                "inspect",
+                tag,
+                "--format",
+                "json",
+                "--store",
+                store.to_str().unwrap(),
+            ],
+            &[],
+        ));
         let json: serde_json::Value = serde_json::from_str(&inspect).unwrap();
         json["config"]["rootfs"]["diff_ids"].clone()
     };
     let builtin = run("iso:builtin", "builtin");
     let oci = run("iso:oci", "oci");
-    assert_eq!(builtin, oci, "runc and the built-in sandbox produce identical layers");
+    assert_eq!(
+        builtin, oci,
+        "runc and the built-in sandbox produce identical layers"
+    );
     let rootfs = unpack(&store, "iso:oci", work.path());
-    assert_eq!(fs::read_to_string(rootfs.join("data/who")).unwrap(), "0 kbuild\n");
+    assert_eq!(
+        fs::read_to_string(rootfs.join("data/who")).unwrap(),
+        "0 kbuild\n"
+    );
     assert_eq!(fs::read_to_string(rootfs.join("tmp/me")).unwrap(), "2000\n");
-    assert!(!rootfs.join("etc/motd").exists(), "deletions become whiteouts");
+    assert!(
+        !rootfs.join("etc/motd").exists(),
+        "deletions become whiteouts"
+    );
     assert_clean(&store);
 }
 
@@ -494,7 +690,11 @@ fn the_step_cache_travels_through_a_registry() {
     );
     write(&context.join("data.txt"), "shared cache\n");
     let cache_ref = format!("{}/kbuild/cache:main", registry.host());
-    let out = build(&first, &context, &["-t", "cached", "--cache-to", &cache_ref]);
+    let out = build(
+        &first,
+        &context,
+        &["-t", "cached", "--cache-to", &cache_ref],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("cache-to"), "{}", stderr(&out));
 
@@ -502,31 +702,51 @@ fn the_step_cache_travels_through_a_registry() {
     let other = work.path().join("other");
     fs::create_dir(&other).unwrap();
     let second = store_with_base(&other);
-    let out = build(&second, &context, &["-t", "cached", "--cache-from", &cache_ref]);
+    let out = build(
+        &second,
+        &context,
+        &["-t", "cached", "--cache-from", &cache_ref],
+    );
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
     assert_eq!(step_counts(&log), (3, 3), "{log}");
     let rootfs = unpack(&second, "cached", work.path());
-    assert!(fs::read_to_string(rootfs.join("data.sha")).unwrap().contains("/data.txt"));
+    assert!(fs::read_to_string(rootfs.join("data.sha"))
+        .unwrap()
+        .contains("/data.txt"));
     assert_clean(&second);
 
     // A cache entry whose layer does not unpack to its diff_id is refused.
     let third_dir = work.path().join("third");
     fs::create_dir(&third_dir).unwrap();
     let third = store_with_base(&third_dir);
-    ok(&kbuild(&["cache", "import", &cache_ref, "--store", third.to_str().unwrap()], &[]));
+    ok(&kbuild(
+        &[
+            "cache",
+            "import",
+            &cache_ref,
+            "--store",
+            third.to_str().unwrap(),
+        ],
+        &[],
+    ));
     let steps = third.join("cache/steps");
     for entry in fs::read_dir(&steps).unwrap() {
         let path = entry.unwrap().path();
-        let mut json: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+        let mut json: serde_json::Value =
+            serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
         if json["layer"].is_object() {
-            json["layer"]["diffId"] = serde_json::Value::String(format!("sha256:{}", "0".repeat(64)));
+            json["layer"]["diffId"] =
+                serde_json::Value::String(format!("sha256:{}", "0".repeat(64)));
             fs::write(&path, serde_json::to_vec(&json).unwrap()).unwrap();
         }
     }
     let out = build(&third, &context, &["-t", "forged"]);
     let log = stderr(&out);
-    assert!(!out.status.success(), "a forged diff_id was accepted:\n{log}");
+    assert!(
+        !out.status.success(),
+        "a forged diff_id was accepted:\n{log}"
+    );
     assert!(log.contains("does not unpack to its diff_id"), "{log}");
     assert_clean(&third);
 }

@@ -28,9 +28,13 @@ use crate::sandbox::users;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
-    #[error("\"{0}\" not found: no such file or directory in the source, or excluded by .dockerignore")]
+    #[error(
+        "\"{0}\" not found: no such file or directory in the source, or excluded by .dockerignore"
+    )]
     NotFound(String),
-    #[error("when copying more than one source, the destination must be a directory and end with a /")]
+    #[error(
+        "when copying more than one source, the destination must be a directory and end with a /"
+    )]
     NotADirectory,
     #[error("cannot copy to /{}: {source}", path.display())]
     Dest {
@@ -142,13 +146,25 @@ pub fn copy(trees: &[SourceTree], request: &CopyRequest, root: &Root) -> Result<
             let parent = target.parent().unwrap_or(Path::new(""));
             let (dir, _) = make_dirs(root, parent, &options)?;
             let name = target.file_name().unwrap_or_default();
-            copy_leaf(tree, &source.host, &source.meta, &dir, Path::new(name), &target, &options)?;
+            copy_leaf(
+                tree,
+                &source.host,
+                &source.meta,
+                &dir,
+                Path::new(name),
+                &target,
+                &options,
+            )?;
         }
     }
     Ok(())
 }
 
-fn make_dirs(root: &Root, rel: &Path, options: &Options) -> Result<(OwnedFd, Vec<PathBuf>), CopyError> {
+fn make_dirs(
+    root: &Root,
+    rel: &Path,
+    options: &Options,
+) -> Result<(OwnedFd, Vec<PathBuf>), CopyError> {
     root.mkdir_all(rel, 0o755, options.owner)
         .map_err(dest_err(rel))
 }
@@ -177,8 +193,7 @@ fn copy_dir(
         let dest = target.join(inner);
         let parent = dest.parent().unwrap_or(Path::new(""));
         let name = Path::new(dest.file_name().unwrap_or_default());
-        let dir = root
-            .open_at(parent, OFlags::PATH | OFlags::DIRECTORY)?;
+        let dir = root.open_at(parent, OFlags::PATH | OFlags::DIRECTORY)?;
         copy_leaf(tree, host, meta, &dir, name, &dest, options).map_err(io::Error::other)?;
         if meta.is_dir() {
             dirs.push((dest, meta.clone()));
@@ -212,7 +227,9 @@ fn copy_leaf(
     let existing_dir = existing
         .as_ref()
         .is_some_and(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir());
-    let owner = options.owner.or(tree.keep_owners.then(|| (meta.uid(), meta.gid())));
+    let owner = options
+        .owner
+        .or(tree.keep_owners.then(|| (meta.uid(), meta.gid())));
     let options = Options {
         owner: Some(owner.unwrap_or((0, 0))),
         chmod: options.chmod,
@@ -303,7 +320,12 @@ fn set_mtime(fd: &OwnedFd, meta: &fs::Metadata) -> io::Result<()> {
 }
 
 /// Owner, then mode (a chown clears setuid bits), then mtime.
-fn apply_meta(fd: &OwnedFd, meta: &fs::Metadata, options: &Options, is_dir: bool) -> io::Result<()> {
+fn apply_meta(
+    fd: &OwnedFd,
+    meta: &fs::Metadata,
+    options: &Options,
+    is_dir: bool,
+) -> io::Result<()> {
     let (uid, gid) = options.owner.unwrap_or((0, 0));
     chown_fd(fd, uid, gid)?;
     let mode = options.chmod.unwrap_or(meta.mode() & 0o7777);
@@ -331,11 +353,15 @@ fn unpack(archive: &Path, root: &Root, dest: &Path, options: &Options) -> Result
     let host = root.resolve(dest).map_err(dest_err(dest))?;
     let file = File::open(archive).map_err(source_err(archive))?;
     let reader = decompressing_reader(BufReader::new(file)).map_err(source_err(archive))?;
-    extract_layer(reader, &host, ExtractMode::Flatten, ExtractLimits::default()).map_err(|e| {
-        CopyError::Archive {
-            path: archive.to_path_buf(),
-            message: e.to_string(),
-        }
+    extract_layer(
+        reader,
+        &host,
+        ExtractMode::Flatten,
+        ExtractLimits::default(),
+    )
+    .map_err(|e| CopyError::Archive {
+        path: archive.to_path_buf(),
+        message: e.to_string(),
     })?;
     Ok(())
 }
@@ -387,11 +413,17 @@ mod tests {
             keep_owners: false,
         }];
         copy(&trees, &request(&["a.txt"], "/x/renamed"), &dst_root).unwrap();
-        assert_eq!(fs::read_to_string(dst.path().join("x/renamed")).unwrap(), "a");
+        assert_eq!(
+            fs::read_to_string(dst.path().join("x/renamed")).unwrap(),
+            "a"
+        );
         copy(&trees, &request(&["a.txt"], "/y/"), &dst_root).unwrap();
         assert!(dst.path().join("y/a.txt").is_file());
         copy(&trees, &request(&["dir"], "/z"), &dst_root).unwrap();
-        assert!(dst.path().join("z/b.txt").is_file(), "a directory copies its contents");
+        assert!(
+            dst.path().join("z/b.txt").is_file(),
+            "a directory copies its contents"
+        );
         assert!(dst.path().join("z/sub/c.txt").is_file());
         assert!(matches!(
             copy(&trees, &request(&["a.txt", "dir"], "/w"), &dst_root),
@@ -404,7 +436,10 @@ mod tests {
         fs::create_dir(dst.path().join("outside-target")).unwrap();
         std::os::unix::fs::symlink("/outside-target", dst.path().join("link")).unwrap();
         copy(&trees, &request(&["a.txt"], "/link/"), &dst_root).unwrap();
-        assert!(dst.path().join("outside-target/a.txt").is_file(), "symlinks resolve in the root");
+        assert!(
+            dst.path().join("outside-target/a.txt").is_file(),
+            "symlinks resolve in the root"
+        );
         assert_eq!(parse_chmod("755"), Some(0o755));
         assert_eq!(parse_chmod("u+x"), None);
     }

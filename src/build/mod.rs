@@ -72,7 +72,10 @@ pub enum BuildError {
     Registry(#[from] RegistryError),
     #[error("{location}: {message}")]
     Step { location: String, message: String },
-    #[error("{location}: {text}: the command exited with code {code}{}", tail_text(tail))]
+    #[error(
+        "{location}: {text}: the command exited with code {code}{}",
+        tail_text(tail)
+    )]
     RunFailed {
         location: String,
         text: String,

@@ -68,7 +68,12 @@ fn parse_size(text: &str) -> Option<u64> {
 }
 
 impl StageRun<'_, '_> {
-    pub(super) fn run_step(&mut self, id: &str, ins: &Instruction, run: &Run) -> Result<(), BuildError> {
+    pub(super) fn run_step(
+        &mut self,
+        id: &str,
+        ins: &Instruction,
+        run: &Run,
+    ) -> Result<(), BuildError> {
         let location = self.location(ins.pos);
         let (argv, script) = self.command(run);
         let mut env: Vec<String> = self.state.config.env().clone().unwrap_or_default();
@@ -112,7 +117,10 @@ impl StageRun<'_, '_> {
                 let path = step.path.join("heredoc-script");
                 let write = fs::write(&path, script)
                     .and_then(|()| fs::set_permissions(&path, fs::Permissions::from_mode(0o755)));
-                write.map_err(|source| StoreError::Io { path: path.clone(), source })?;
+                write.map_err(|source| StoreError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
                 all.push(Mount {
                     target: HEREDOC_SCRIPT.to_string(),
                     source: MountSource::Path(path),
@@ -198,7 +206,12 @@ impl StageRun<'_, '_> {
         };
         let expand = |text: &Option<String>, pos| -> Result<Option<String>, BuildError> {
             text.as_ref()
-                .map(|raw| self.expand(&spec::Word { raw: raw.clone(), pos }))
+                .map(|raw| {
+                    self.expand(&spec::Word {
+                        raw: raw.clone(),
+                        pos,
+                    })
+                })
                 .transpose()
         };
         let mut out = Mounts::default();
@@ -208,7 +221,8 @@ impl StageRun<'_, '_> {
             let id = expand(&mount.id, mount.pos)?;
             match mount.kind {
                 MountType::Cache => {
-                    let target = target.ok_or_else(|| fail("a cache mount needs target=".into()))?;
+                    let target =
+                        target.ok_or_else(|| fail("a cache mount needs target=".into()))?;
                     let id = id.unwrap_or_else(|| target.clone());
                     let dir = exec
                         .store
@@ -230,11 +244,20 @@ impl StageRun<'_, '_> {
                     let from = expand(&mount.from, mount.pos)?;
                     let (source, key) = match from {
                         Some(from) => {
-                            let word = spec::Word { raw: from, pos: mount.pos };
+                            let word = spec::Word {
+                                raw: from,
+                                pos: mount.pos,
+                            };
                             let state = self.source_image(&word)?;
                             exec.ensure_snapshots(&state.layers)?;
                             let key = json!({ "from": state.key.to_string(), "path": subpath });
-                            (MountSource::Layers { snapshots: state.snapshots(), subpath }, key)
+                            (
+                                MountSource::Layers {
+                                    snapshots: state.snapshots(),
+                                    subpath,
+                                },
+                                key,
+                            )
                         }
                         None => {
                             let tree = SourceTree {
@@ -245,47 +268,88 @@ impl StageRun<'_, '_> {
                             let found = tree
                                 .resolve(&clean(&subpath))
                                 .map_err(|e| fail(format!("bind source {subpath}: {e}")))?
-                                .ok_or_else(|| fail(format!("bind source {subpath} is not in the build context")))?;
-                            let digest = tree.digest(&found).map_err(|e| fail(format!("bind source {subpath}: {e}")))?;
-                            (MountSource::Path(found.host), json!({ "context": subpath, "content": digest.to_string() }))
+                                .ok_or_else(|| {
+                                    fail(format!(
+                                        "bind source {subpath} is not in the build context"
+                                    ))
+                                })?;
+                            let digest = tree
+                                .digest(&found)
+                                .map_err(|e| fail(format!("bind source {subpath}: {e}")))?;
+                            (
+                                MountSource::Path(found.host),
+                                json!({ "context": subpath, "content": digest.to_string() }),
+                            )
                         }
                     };
-                    out.keys.push(json!({ "bind": target, "source": key, "rw": !mount.read_only }));
-                    out.fixed.push(Mount { target, source, read_only: mount.read_only, persistent: false });
+                    out.keys
+                        .push(json!({ "bind": target, "source": key, "rw": !mount.read_only }));
+                    out.fixed.push(Mount {
+                        target,
+                        source,
+                        read_only: mount.read_only,
+                        persistent: false,
+                    });
                 }
                 MountType::Tmpfs => {
-                    let target = target.ok_or_else(|| fail("a tmpfs mount needs target=".into()))?;
+                    let target =
+                        target.ok_or_else(|| fail("a tmpfs mount needs target=".into()))?;
                     let size = match &mount.size {
-                        Some(text) => Some(parse_size(text).ok_or_else(|| fail(format!("tmpfs size={text}: expected a size like 64m")))?),
+                        Some(text) => Some(parse_size(text).ok_or_else(|| {
+                            fail(format!("tmpfs size={text}: expected a size like 64m"))
+                        })?),
                         None => None,
                     };
                     out.keys.push(json!({ "tmpfs": target, "size": size }));
-                    out.fixed.push(Mount { target, source: MountSource::Tmpfs { size }, read_only: false, persistent: false });
+                    out.fixed.push(Mount {
+                        target,
+                        source: MountSource::Tmpfs { size },
+                        read_only: false,
+                        persistent: false,
+                    });
                 }
                 MountType::Secret => {
                     let id = id
-                        .or_else(|| target.as_ref().and_then(|t| Path::new(t).file_name()).map(|n| n.to_string_lossy().into_owned()))
+                        .or_else(|| {
+                            target
+                                .as_ref()
+                                .and_then(|t| Path::new(t).file_name())
+                                .map(|n| n.to_string_lossy().into_owned())
+                        })
                         .ok_or_else(|| fail("a secret mount needs id= or target=".into()))?;
                     let Some(file) = exec.options.secrets.get(&id) else {
                         if mount.required {
-                            return Err(fail(format!("secret \"{id}\" is required: pass --secret id={id},src=FILE")));
+                            return Err(fail(format!(
+                                "secret \"{id}\" is required: pass --secret id={id},src=FILE"
+                            )));
                         }
                         continue;
                     };
-                    out.keys.push(json!({ "secret": id, "target": target, "env": mount.env }));
+                    out.keys
+                        .push(json!({ "secret": id, "target": target, "env": mount.env }));
                     if let Some(var) = &mount.env {
-                        let value = fs::read_to_string(file).map_err(|e| fail(format!("secret {id}: {}: {e}", file.display())))?;
-                        out.env.push(format!("{var}={}", value.trim_end_matches('\n')));
+                        let value = fs::read_to_string(file)
+                            .map_err(|e| fail(format!("secret {id}: {}: {e}", file.display())))?;
+                        out.env
+                            .push(format!("{var}={}", value.trim_end_matches('\n')));
                         if target.is_none() {
                             continue;
                         }
                     }
                     let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
-                    out.fixed.push(Mount { target, source: MountSource::Path(file.clone()), read_only: true, persistent: false });
+                    out.fixed.push(Mount {
+                        target,
+                        source: MountSource::Path(file.clone()),
+                        read_only: true,
+                        persistent: false,
+                    });
                 }
                 MountType::Ssh => {
                     if mount.required {
-                        return Err(fail("RUN --mount=type=ssh is not supported: kbuild forwards no SSH agent".into()));
+                        return Err(fail(
+                            "RUN --mount=type=ssh is not supported: kbuild forwards no SSH agent"
+                                .into(),
+                        ));
                     }
                 }
             }
@@ -304,25 +368,46 @@ fn is_marker_only(text: &str, name: &str) -> bool {
     rest.trim_matches(['"', '\'']) == name
 }
 
-fn prepare_cache_dir(dir: &Path, mode: Option<u32>, uid: Option<u32>, gid: Option<u32>) -> Result<(), BuildError> {
-    let io_err = |source| StoreError::Io { path: dir.to_path_buf(), source };
+fn prepare_cache_dir(
+    dir: &Path,
+    mode: Option<u32>,
+    uid: Option<u32>,
+    gid: Option<u32>,
+) -> Result<(), BuildError> {
+    let io_err = |source| StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
     if dir.is_dir() {
         return Ok(());
     }
     fs::create_dir_all(dir).map_err(io_err)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(mode.unwrap_or(0o755))).map_err(io_err)?;
-    std::os::unix::fs::chown(dir, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0))).map_err(io_err)?;
+    std::os::unix::fs::chown(dir, Some(uid.unwrap_or(0)), Some(gid.unwrap_or(0)))
+        .map_err(io_err)?;
     Ok(())
 }
 
 /// Takes each cache's lock as its sharing mode says and adds its mount;
 /// the returned files hold the locks until dropped.
-fn hold_caches(caches: &[CacheMount], step: &StepDir, mounts: &mut Vec<Mount>) -> Result<Vec<File>, BuildError> {
+fn hold_caches(
+    caches: &[CacheMount],
+    step: &StepDir,
+    mounts: &mut Vec<Mount>,
+) -> Result<Vec<File>, BuildError> {
     let mut locks = Vec::new();
     for (i, cache) in caches.iter().enumerate() {
         let lock_path = cache.dir.with_extension("lock");
-        let io_err = |source| StoreError::Io { path: lock_path.clone(), source };
-        let lock = File::options().create(true).truncate(false).write(true).open(&lock_path).map_err(io_err)?;
+        let io_err = |source| StoreError::Io {
+            path: lock_path.clone(),
+            source,
+        };
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(io_err)?;
         let dir = match cache.sharing {
             CacheSharing::Shared => {
                 lock.lock_shared().map_err(io_err)?;
@@ -336,7 +421,10 @@ fn hold_caches(caches: &[CacheMount], step: &StepDir, mounts: &mut Vec<Mount>) -
                 Ok(()) => cache.dir.clone(),
                 Err(_) => {
                     let fresh = step.path.join(format!("private-cache-{i}"));
-                    fs::create_dir_all(&fresh).map_err(|source| StoreError::Io { path: fresh.clone(), source })?;
+                    fs::create_dir_all(&fresh).map_err(|source| StoreError::Io {
+                        path: fresh.clone(),
+                        source,
+                    })?;
                     fresh
                 }
             },

@@ -136,16 +136,22 @@ impl SourceTree<'_> {
         };
         let mut found = Vec::new();
         if start.meta.is_dir() {
-            self.walk(&start.host, &literal, literal.iter().count(), depth, &mut |rel, host, meta| {
-                if glob.matches_path_with(rel, MATCH) {
-                    found.push(Source {
-                        rel: rel.to_path_buf(),
-                        host: host.to_path_buf(),
-                        meta: meta.clone(),
-                    });
-                }
-                Ok(())
-            })?;
+            self.walk(
+                &start.host,
+                &literal,
+                literal.iter().count(),
+                depth,
+                &mut |rel, host, meta| {
+                    if glob.matches_path_with(rel, MATCH) {
+                        found.push(Source {
+                            rel: rel.to_path_buf(),
+                            host: host.to_path_buf(),
+                            meta: meta.clone(),
+                        });
+                    }
+                    Ok(())
+                },
+            )?;
         }
         found.sort_by(|a, b| a.rel.cmp(&b.rel));
         Ok(found)
@@ -208,10 +214,16 @@ impl SourceTree<'_> {
         let mut hasher = Hasher::default();
         self.hash_entry(&mut hasher, Path::new("."), &source.host, &source.meta)?;
         if source.meta.is_dir() {
-            self.walk(&source.host, &source.rel, 0, usize::MAX, &mut |rel, host, meta| {
-                let inner = rel.strip_prefix(&source.rel).unwrap_or(rel);
-                self.hash_entry(&mut hasher, inner, host, meta)
-            })?;
+            self.walk(
+                &source.host,
+                &source.rel,
+                0,
+                usize::MAX,
+                &mut |rel, host, meta| {
+                    let inner = rel.strip_prefix(&source.rel).unwrap_or(rel);
+                    self.hash_entry(&mut hasher, inner, host, meta)
+                },
+            )?;
         }
         Ok(hasher.finish())
     }
@@ -259,10 +271,17 @@ mod tests {
 
     #[test]
     fn dockerignore_rules() {
-        let ignore = Ignore::parse("# comment\n*.log\nbuild\n!build/keep\n/secret*\n**/*.tmp\n").unwrap();
+        let ignore =
+            Ignore::parse("# comment\n*.log\nbuild\n!build/keep\n/secret*\n**/*.tmp\n").unwrap();
         assert!(ignore.is_ignored(Path::new("a.log")));
-        assert!(!ignore.is_ignored(Path::new("dir/a.log")), "* does not cross /");
-        assert!(ignore.is_ignored(Path::new("build/out/x")), "a parent match ignores");
+        assert!(
+            !ignore.is_ignored(Path::new("dir/a.log")),
+            "* does not cross /"
+        );
+        assert!(
+            ignore.is_ignored(Path::new("build/out/x")),
+            "a parent match ignores"
+        );
         assert!(!ignore.is_ignored(Path::new("build/keep")), "! re-includes");
         assert!(ignore.is_ignored(Path::new("secret.txt")));
         assert!(ignore.is_ignored(Path::new("deep/er/x.tmp")));
@@ -288,13 +307,23 @@ mod tests {
         };
         let first = digest(&tree);
         fs::write(dir.path().join("d/skip.log"), "other noise").unwrap();
-        let f = fs::File::options().write(true).open(dir.path().join("d/a")).unwrap();
+        let f = fs::File::options()
+            .write(true)
+            .open(dir.path().join("d/a"))
+            .unwrap();
         f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
-        assert_eq!(digest(&tree), first, "ignored files and mtimes do not count");
+        assert_eq!(
+            digest(&tree),
+            first,
+            "ignored files and mtimes do not count"
+        );
         fs::write(dir.path().join("d/a"), "two").unwrap();
         assert_ne!(digest(&tree), first);
         let found = tree.expand("d/*").unwrap();
         assert_eq!(found.len(), 1, "the ignored file matches no pattern");
-        assert!(tree.expand("../../etc/passwd").unwrap().is_empty(), "stays in the root");
+        assert!(
+            tree.expand("../../etc/passwd").unwrap().is_empty(),
+            "stays in the root"
+        );
     }
 }

@@ -118,7 +118,9 @@ fn default_shell() -> Vec<String> {
 
 /// The key of a step: its parent's key and what the step reads.
 pub fn chain(parent: &Digest, step: &Value) -> Digest {
-    Digest::of(&canonical_json(&json!({ "parent": parent.to_string(), "step": step })))
+    Digest::of(&canonical_json(
+        &json!({ "parent": parent.to_string(), "step": step }),
+    ))
 }
 
 /// A stage being run.
@@ -140,9 +142,7 @@ impl<'e, 'a> StageRun<'e, 'a> {
             .unwrap_or_else(|| exec.plan.platform.clone());
         let state = match &header.base {
             Origin::Scratch => ImageState::scratch(&platform),
-            Origin::Stage(base) => exec
-                .result(*base)
-                .expect("dependencies are built first"),
+            Origin::Stage(base) => exec.result(*base).expect("dependencies are built first"),
             Origin::Image(name) => exec.image_state(name, &platform)?,
         };
         let scope = StageScope::new(&exec.plan.build, state.env());
@@ -157,7 +157,12 @@ impl<'e, 'a> StageRun<'e, 'a> {
     }
 
     pub fn location(&self, pos: Pos) -> String {
-        format!("{}:{}:{}", self.exec.file.source.name(), pos.line, pos.column)
+        format!(
+            "{}:{}:{}",
+            self.exec.file.source.name(),
+            pos.line,
+            pos.column
+        )
     }
 
     pub fn expand(&self, word: &Word) -> Result<String, BuildError> {
@@ -206,7 +211,13 @@ impl<'e, 'a> StageRun<'e, 'a> {
             InstructionKind::Label(pairs) => {
                 let mut labels = self.state.config.labels().clone().unwrap_or_default();
                 for pair in pairs {
-                    labels.insert(self.expand(&Word { raw: pair.key.clone(), pos: pair.value.pos })?, self.expand(&pair.value)?);
+                    labels.insert(
+                        self.expand(&Word {
+                            raw: pair.key.clone(),
+                            pos: pair.value.pos,
+                        })?,
+                        self.expand(&pair.value)?,
+                    );
                 }
                 let sorted: BTreeMap<_, _> = labels.iter().collect();
                 let step = json!({ "labels": sorted });
@@ -216,7 +227,10 @@ impl<'e, 'a> StageRun<'e, 'a> {
             InstructionKind::Workdir(word) => {
                 let dir = self.expand(word)?;
                 let path = Path::new(&self.state.workdir()).join(&dir);
-                let path = format!("/{}", crate::sandbox::rootfs::clean(&path.to_string_lossy()).display());
+                let path = format!(
+                    "/{}",
+                    crate::sandbox::rootfs::clean(&path.to_string_lossy()).display()
+                );
                 self.state.config.set_working_dir(Some(path.clone()));
                 self.workdir_step(id, ins, &path)?;
             }
@@ -240,10 +254,19 @@ impl<'e, 'a> StageRun<'e, 'a> {
                 meta(self, json!({ "cmd": argv }));
             }
             InstructionKind::Expose(ports) => {
-                let mut all = self.state.config.exposed_ports().clone().unwrap_or_default();
+                let mut all = self
+                    .state
+                    .config
+                    .exposed_ports()
+                    .clone()
+                    .unwrap_or_default();
                 for port in ports {
                     let port = self.expand(port)?;
-                    let port = if port.contains('/') { port } else { format!("{port}/tcp") };
+                    let port = if port.contains('/') {
+                        port
+                    } else {
+                        format!("{port}/tcp")
+                    };
                     if !all.contains(&port) {
                         all.push(port);
                     }
@@ -294,7 +317,11 @@ impl<'e, 'a> StageRun<'e, 'a> {
 
 impl Executor<'_> {
     /// The state of an external image, pulled if the store lacks it.
-    pub(super) fn image_state(&self, name: &str, platform: &Platform) -> Result<ImageState, BuildError> {
+    pub(super) fn image_state(
+        &self,
+        name: &str,
+        platform: &Platform,
+    ) -> Result<ImageState, BuildError> {
         let _one_pull = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
         let descriptor = match self.store.descriptor(name) {
             Ok(d) => d,
@@ -317,17 +344,30 @@ impl Executor<'_> {
             Err(e) => return Err(e.into()),
         };
         let descriptor = if is_index(descriptor.media_type()) {
-            let digest: Digest = descriptor.digest().to_string().parse().map_err(StoreError::from)?;
+            let digest: Digest = descriptor
+                .digest()
+                .to_string()
+                .parse()
+                .map_err(StoreError::from)?;
             let index: ImageIndex = self.store.read_json(&digest)?;
-            select_platform(&index, platform).cloned().ok_or_else(|| {
-                BuildError::Context(format!("{name} has no image for {platform}"))
-            })?
+            select_platform(&index, platform)
+                .cloned()
+                .ok_or_else(|| BuildError::Context(format!("{name} has no image for {platform}")))?
         } else {
             descriptor
         };
-        let manifest_digest: Digest = descriptor.digest().to_string().parse().map_err(StoreError::from)?;
+        let manifest_digest: Digest = descriptor
+            .digest()
+            .to_string()
+            .parse()
+            .map_err(StoreError::from)?;
         let manifest: ImageManifest = self.store.read_json(&manifest_digest)?;
-        let config_digest: Digest = manifest.config().digest().to_string().parse().map_err(StoreError::from)?;
+        let config_digest: Digest = manifest
+            .config()
+            .digest()
+            .to_string()
+            .parse()
+            .map_err(StoreError::from)?;
         let configuration: ImageConfiguration = self.store.read_json(&config_digest)?;
         let diff_ids = configuration.rootfs().diff_ids();
         if diff_ids.len() != manifest.layers().len() {

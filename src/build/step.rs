@@ -86,8 +86,13 @@ impl Executor<'_> {
         let tar = layer::decompressing_reader(BufReader::with_capacity(1 << 20, blob))
             .map_err(io_err(&blob_path))?;
         let mut hashing = HashingReader::new(tar);
-        layer::extract_layer(&mut hashing, &root, ExtractMode::OverlayLower, ExtractLimits::default())
-            .map_err(|e| StoreError::Invalid(format!("layer {}: {e}", layer.digest)))?;
+        layer::extract_layer(
+            &mut hashing,
+            &root,
+            ExtractMode::OverlayLower,
+            ExtractLimits::default(),
+        )
+        .map_err(|e| StoreError::Invalid(format!("layer {}: {e}", layer.digest)))?;
         // The tar's end-of-archive blocks count in the diff_id too.
         io::copy(&mut hashing, &mut io::sink()).map_err(io_err(&blob_path))?;
         let actual = hashing.finish();
@@ -115,8 +120,9 @@ impl Executor<'_> {
             return Ok(CacheEntry { layer: None });
         }
         let blob = self.store.blob_writer()?;
-        let (blob, info) = layer::write_layer(upper, TreeKind::OverlayUpper, &self.options.layer, blob)
-            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let (blob, info) =
+            layer::write_layer(upper, TreeKind::OverlayUpper, &self.options.layer, blob)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
         blob.commit(Some(&info.digest))?;
         self.store.commit_snapshot(upper, &info.diff_id)?;
         Ok(CacheEntry {
@@ -143,7 +149,8 @@ impl Executor<'_> {
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
-                    overlay::private_namespace().map_err(|e| setup("private mount namespace", e))?;
+                    overlay::private_namespace()
+                        .map_err(|e| setup("private mount namespace", e))?;
                     let empty = step.path.join("empty");
                     let merged = step.path.join("merged");
                     overlay::mount(
@@ -228,7 +235,8 @@ impl StageRun<'_, '_> {
         let millis = start.elapsed().as_millis();
         match result {
             Ok(entry) => {
-                self.state.add_step(key, entry.layer, &exec.created, &ins.text);
+                self.state
+                    .add_step(key, entry.layer, &exec.created, &ins.text);
                 report(StepState::Done { millis });
                 Ok(())
             }
@@ -239,7 +247,12 @@ impl StageRun<'_, '_> {
         }
     }
 
-    pub(super) fn workdir_step(&mut self, id: &str, ins: &Instruction, path: &str) -> Result<(), BuildError> {
+    pub(super) fn workdir_step(
+        &mut self,
+        id: &str,
+        ins: &Instruction,
+        path: &str,
+    ) -> Result<(), BuildError> {
         let key = chain(&self.state.key, &json!({ "workdir": path }));
         let lowers = self.state.snapshots();
         let path = path.to_string();
@@ -257,7 +270,12 @@ impl StageRun<'_, '_> {
         })
     }
 
-    pub(super) fn copy_step(&mut self, id: &str, ins: &Instruction, copy: &Copy) -> Result<(), BuildError> {
+    pub(super) fn copy_step(
+        &mut self,
+        id: &str,
+        ins: &Instruction,
+        copy: &Copy,
+    ) -> Result<(), BuildError> {
         let exec = self.exec;
         let location = self.location(ins.pos);
         let step_err = |message: String| BuildError::Step {
@@ -298,13 +316,22 @@ impl StageRun<'_, '_> {
         let mut sources = Vec::new();
         let mut digests: Vec<Value> = Vec::new();
         for word in &copy.sources {
-            if let Some(doc) = copy.heredocs.iter().find(|h| heredoc_word(&word.raw) == Some(h.name.as_str())) {
+            if let Some(doc) = copy
+                .heredocs
+                .iter()
+                .find(|h| heredoc_word(&word.raw) == Some(h.name.as_str()))
+            {
                 let content = if doc.expand {
-                    self.expand(&Word { raw: doc.content.clone(), pos: doc.pos })?
+                    self.expand(&Word {
+                        raw: doc.content.clone(),
+                        pos: doc.pos,
+                    })?
                 } else {
                     doc.content.clone()
                 };
-                inputs.write(&doc.name, content.as_bytes(), 0o644).map_err(|e| step_err(e.to_string()))?;
+                inputs
+                    .write(&doc.name, content.as_bytes(), 0o644)
+                    .map_err(|e| step_err(e.to_string()))?;
                 digests.push(json!({ "heredoc": doc.name, "content": Digest::of(content.as_bytes()).to_string() }));
                 sources.push((1, doc.name.clone()));
                 continue;
@@ -328,7 +355,9 @@ impl StageRun<'_, '_> {
                     ignore: Some(&exec.ignore),
                     keep_owners: false,
                 };
-                let found = tree.expand(&text).map_err(|e| step_err(format!("{text}: {e}")))?;
+                let found = tree
+                    .expand(&text)
+                    .map_err(|e| step_err(format!("{text}: {e}")))?;
                 if found.is_empty() {
                     return Err(step_err(format!(
                         "\"{text}\" not found in the build context {} (or excluded by .dockerignore)",
@@ -336,7 +365,9 @@ impl StageRun<'_, '_> {
                     )));
                 }
                 for source in &found {
-                    let digest = tree.digest(source).map_err(|e| step_err(format!("{text}: {e}")))?;
+                    let digest = tree
+                        .digest(source)
+                        .map_err(|e| step_err(format!("{text}: {e}")))?;
                     digests.push(json!({ "path": source.rel, "content": digest.to_string() }));
                 }
             }
@@ -355,9 +386,17 @@ impl StageRun<'_, '_> {
             "link": copy.link,
         });
         // --link layers do not depend on what is below them.
-        let parent = if copy.link { Digest::of(b"link") } else { self.state.key.clone() };
+        let parent = if copy.link {
+            Digest::of(b"link")
+        } else {
+            self.state.key.clone()
+        };
         let key = chain(&parent, &step);
-        let lowers = if copy.link { Vec::new() } else { self.state.snapshots() };
+        let lowers = if copy.link {
+            Vec::new()
+        } else {
+            self.state.snapshots()
+        };
         let source_views: Vec<Vec<String>> = from.iter().map(|f| f.snapshots()).collect();
         if let Some(from) = &from {
             exec.ensure_snapshots(&from.layers)?;
@@ -382,10 +421,25 @@ impl StageRun<'_, '_> {
                     let inputs_root = Root::open(&inputs_path)
                         .map_err(|e| BuildError::Context(format!("step inputs: {e}")))?;
                     let first = match views.first() {
-                        Some(view) => SourceTree { root: view, ignore: None, keep_owners: true },
-                        None => SourceTree { root: &run.exec.context, ignore: Some(&run.exec.ignore), keep_owners: false },
+                        Some(view) => SourceTree {
+                            root: view,
+                            ignore: None,
+                            keep_owners: true,
+                        },
+                        None => SourceTree {
+                            root: &run.exec.context,
+                            ignore: Some(&run.exec.ignore),
+                            keep_owners: false,
+                        },
                     };
-                    let trees = [first, SourceTree { root: &inputs_root, ignore: None, keep_owners: false }];
+                    let trees = [
+                        first,
+                        SourceTree {
+                            root: &inputs_root,
+                            ignore: None,
+                            keep_owners: false,
+                        },
+                    ];
                     copy::copy(&trees, &request, root).map_err(|e| BuildError::Step {
                         location: location.clone(),
                         message: e.to_string(),
@@ -401,17 +455,27 @@ impl StageRun<'_, '_> {
         let headers = &self.exec.plan.headers;
         let stage = match name.parse::<usize>() {
             Ok(i) if i < headers.len() => Some(i),
-            _ => headers.iter().position(|h| h.named && h.name.eq_ignore_ascii_case(&name)),
+            _ => headers
+                .iter()
+                .position(|h| h.named && h.name.eq_ignore_ascii_case(&name)),
         };
         match stage {
-            Some(i) => Ok(self.exec.result(i).expect("stage dependencies are built first")),
+            Some(i) => Ok(self
+                .exec
+                .result(i)
+                .expect("stage dependencies are built first")),
             None => self.exec.image_state(&name, &self.platform),
         }
     }
 
     /// ADD of a URL: fetched into the step inputs, checked against
     /// `--checksum` when given. Returns the file name and its digest.
-    fn download(&self, url: &str, checksum: Option<&str>, inputs: &StepInputs) -> Result<(String, Digest), String> {
+    fn download(
+        &self,
+        url: &str,
+        checksum: Option<&str>,
+        inputs: &StepInputs,
+    ) -> Result<(String, Digest), String> {
         let name = url
             .split(['?', '#'])
             .next()
@@ -435,10 +499,14 @@ impl StageRun<'_, '_> {
         let digest = Digest::of(&bytes);
         if let Some(expected) = checksum {
             if expected != digest.to_string() {
-                return Err(format!("ADD {url}: checksum mismatch: expected {expected}, got {digest}"));
+                return Err(format!(
+                    "ADD {url}: checksum mismatch: expected {expected}, got {digest}"
+                ));
             }
         }
-        inputs.write(&name, &bytes, 0o600).map_err(|e| e.to_string())?;
+        inputs
+            .write(&name, &bytes, 0o600)
+            .map_err(|e| e.to_string())?;
         Ok((name, digest))
     }
 }

@@ -94,10 +94,7 @@ fn parse_secret(text: &str) -> anyhow::Result<(String, PathBuf)> {
             Some(("id", v)) => id = Some(v.to_string()),
             Some(("src" | "source", v)) => src = Some(PathBuf::from(v)),
             _ => {
-                return Err(UsageError(format!(
-                    "--secret {text}: expected id=ID,src=FILE"
-                ))
-                .into())
+                return Err(UsageError(format!("--secret {text}: expected id=ID,src=FILE")).into())
             }
         }
     }
@@ -126,7 +123,10 @@ fn parse_output(text: &str) -> anyhow::Result<Destination> {
             },
         });
     }
-    Err(UsageError(format!("--output {text}: use oci:DIR[:TAG] or oci-archive:FILE")).into())
+    Err(UsageError(format!(
+        "--output {text}: use oci:DIR[:TAG] or oci-archive:FILE"
+    ))
+    .into())
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
@@ -148,7 +148,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
     let output = args.output.as_deref().map(parse_output).transpose()?;
     let push = args.push.as_deref().map(parse_reference).transpose()?;
-    let cache_from = args.cache_from.as_deref().map(parse_reference).transpose()?;
+    let cache_from = args
+        .cache_from
+        .as_deref()
+        .map(parse_reference)
+        .transpose()?;
     let cache_to = args.cache_to.as_deref().map(parse_reference).transpose()?;
     let registry = args.registry.options()?;
     let options = BuildOptions {
@@ -183,7 +187,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
                 &store, source, &registry, &reporter,
             ))
             .with_context(|| format!("cannot import the step cache from {source}"))?;
-        eprintln!("cache-from {source}: {} entries, {}", done.entries, describe(&done.totals));
+        eprintln!(
+            "cache-from {source}: {} entries, {}",
+            done.entries,
+            describe(&done.totals)
+        );
     }
     let cancel = Arc::new(Cancel::default());
     let on_signal = Arc::clone(&cancel);
@@ -218,7 +226,10 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     if let Some(dest) = &output {
-        let name = names.first().cloned().unwrap_or_else(|| "kbuild-build".into());
+        let name = names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "kbuild-build".into());
         export_image(&store, &built.descriptor, &built.manifest, &name, dest)
             .with_context(|| format!("cannot write {}", args.output.as_deref().unwrap_or("")))?;
     }
@@ -240,7 +251,11 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
                 &store, target, &registry, &reporter,
             ))
             .with_context(|| format!("cannot export the step cache to {target}"))?;
-        eprintln!("cache-to {target}: {} entries, {}", done.entries, describe(&done.totals));
+        eprintln!(
+            "cache-to {target}: {} entries, {}",
+            done.entries,
+            describe(&done.totals)
+        );
     }
     println!("{}", built.descriptor.digest());
     Ok(())

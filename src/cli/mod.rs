@@ -44,7 +44,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     Plan(plan::PlanArgs),
-    Build(build::BuildArgs),
+    Build(Box<build::BuildArgs>),
     Import(import::ImportArgs),
     Export(export::ExportArgs),
     Inspect(inspect::InspectArgs),
@@ -64,7 +64,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Plan(args) => plan::run(args),
-        Command::Build(args) => build::run(args),
+        Command::Build(args) => build::run(*args),
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
         Command::Inspect(args) => inspect::run(args),

@@ -158,19 +158,7 @@ fn run(spec: &Spec) -> Result<u8, String> {
             // SAFETY: plain syscalls between fork and exec. The runtime is
             // PID 1 of the new pid namespace and needs a /proc that shows it.
             unsafe {
-                command.pre_exec(|| {
-                    rustix::process::set_parent_process_death_signal(Some(
-                        rustix::process::Signal::KILL,
-                    ))?;
-                    rustix::mount::mount(
-                        "proc",
-                        "/proc",
-                        "proc",
-                        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
-                        None,
-                    )?;
-                    Ok(())
-                });
+                command.pre_exec(pid1_with_proc);
             }
             let mut child = ctx(&format!("start {}", runtime.display()), command.spawn())?;
             ctx("wait for the runtime", child.wait())?
@@ -333,7 +321,12 @@ fn tmpfs(target: &Path, size: Option<u64>, mode: u32) -> Result<(), String> {
 }
 
 /// `/dev` itself must allow device nodes.
-fn mount_tmpfs(target: &Path, size: Option<u64>, mode: u32, flags: MountFlags) -> Result<(), String> {
+fn mount_tmpfs(
+    target: &Path,
+    size: Option<u64>,
+    mode: u32,
+    flags: MountFlags,
+) -> Result<(), String> {
     let mut data = format!("mode={mode:o}");
     if let Some(size) = size {
         data.push_str(&format!(",size={size}"));
@@ -341,14 +334,8 @@ fn mount_tmpfs(target: &Path, size: Option<u64>, mode: u32, flags: MountFlags) -
     let data = CString::new(data).map_err(|e| e.to_string())?;
     ctx(
         &format!("mount a tmpfs on {}", target.display()),
-        rustix::mount::mount(
-            "tmpfs",
-            target,
-            "tmpfs",
-            flags,
-            data.as_c_str(),
-        )
-        .map_err(io::Error::from),
+        rustix::mount::mount("tmpfs", target, "tmpfs", flags, data.as_c_str())
+            .map_err(io::Error::from),
     )
 }
 
@@ -468,13 +455,10 @@ fn run_builtin(
     ctx("wait for the command", child.wait())
 }
 
-fn enter_root(merged: &Path, cwd: &Path, identity: &Identity) -> io::Result<()> {
-    use rustix::fs::{Gid, Uid};
+/// In PID 1 of the step's pid namespace: die with the helper, and mount
+/// a `/proc` that shows this namespace (at the current root).
+fn pid1_with_proc() -> io::Result<()> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
-    rustix::process::chdir(merged)?;
-    rustix::process::pivot_root(".", ".")?;
-    rustix::mount::unmount(".", UnmountFlags::DETACH)?;
-    rustix::process::chdir("/")?;
     rustix::mount::mount(
         "proc",
         "/proc",
@@ -482,6 +466,16 @@ fn enter_root(merged: &Path, cwd: &Path, identity: &Identity) -> io::Result<()> 
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         None,
     )?;
+    Ok(())
+}
+
+fn enter_root(merged: &Path, cwd: &Path, identity: &Identity) -> io::Result<()> {
+    use rustix::fs::{Gid, Uid};
+    rustix::process::chdir(merged)?;
+    rustix::process::pivot_root(".", ".")?;
+    rustix::mount::unmount(".", UnmountFlags::DETACH)?;
+    rustix::process::chdir("/")?;
+    pid1_with_proc()?;
     rustix::process::chdir(cwd)?;
     let groups: Vec<Gid> = identity.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     rustix::thread::set_thread_groups(&groups)?;
