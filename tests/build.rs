@@ -750,3 +750,99 @@ fn the_step_cache_travels_through_a_registry() {
     assert!(log.contains("does not unpack to its diff_id"), "{log}");
     assert_clean(&third);
 }
+
+/// Serves `body` to every request on 127.0.0.1; returns the port.
+fn serve(body: &'static [u8]) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_fetches_urls_unpacks_archives_and_copy_sets_owners_and_modes() {
+    let body: &'static [u8] = b"downloaded payload\n";
+    let port = serve(body);
+    let digest = format!("sha256:{}", common::sha256_hex(body));
+    let spec = format!(
+        "FROM debian:bookworm\n\
+         RUN useradd -u 3000 svc\n\
+         ADD --checksum={digest} http://127.0.0.1:{port}/files/payload.txt /srv/\n\
+         ADD bundle.tar.gz /opt/bundle/\n\
+         COPY --chown=svc:svc --chmod=0750 tool.sh /usr/local/bin/tool\n\
+         COPY --link data/ /data/\n\
+         COPY data/*.txt /globbed/\n"
+    );
+    let Some((work, store, context)) = setup(&spec, &["umoci", "tar"]) else {
+        return;
+    };
+    write(&context.join("tool.sh"), "#!/bin/sh\n");
+    write(&context.join("data/one.txt"), "1\n");
+    write(&context.join("data/two.txt"), "2\n");
+    write(&context.join("data/skip.md"), "md\n");
+    let staging = work.path().join("bundle");
+    write(&staging.join("inner/file"), "from the archive\n");
+    let tar = Command::new("tar")
+        .arg("-czf")
+        .arg(context.join("bundle.tar.gz"))
+        .arg("-C")
+        .arg(&staging)
+        .arg("inner")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let out = build(&store, &context, &["-t", "adds"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rootfs = unpack(&store, "adds", work.path());
+    let payload = rootfs.join("srv/payload.txt");
+    assert_eq!(fs::read(&payload).unwrap(), body);
+    assert_eq!(
+        fs::metadata(&payload).unwrap().mode() & 0o777,
+        0o600,
+        "URL downloads are 0600"
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("opt/bundle/inner/file")).unwrap(),
+        "from the archive\n",
+        "local archives are unpacked"
+    );
+    let tool = fs::metadata(rootfs.join("usr/local/bin/tool")).unwrap();
+    assert_eq!(
+        (tool.uid(), tool.gid(), tool.mode() & 0o7777),
+        (3000, 3000, 0o750)
+    );
+    assert_eq!(
+        fs::read_to_string(rootfs.join("data/two.txt")).unwrap(),
+        "2\n"
+    );
+    assert!(rootfs.join("globbed/one.txt").is_file() && rootfs.join("globbed/two.txt").is_file());
+    assert!(
+        !rootfs.join("globbed/skip.md").exists(),
+        "the glob picks only *.txt"
+    );
+
+    // A wrong checksum fails the step with its location.
+    let wrong = spec.replace(&digest, &format!("sha256:{}", "1".repeat(64)));
+    write(&context.join("Dockerfile"), &wrong);
+    let out = build(&store, &context, &["-t", "wrong"]);
+    let log = stderr(&out);
+    assert!(!out.status.success());
+    assert!(
+        log.contains("Dockerfile:3:1") && log.contains("checksum mismatch"),
+        "{log}"
+    );
+    assert_clean(&store);
+}
