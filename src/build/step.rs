@@ -28,21 +28,19 @@ use crate::layer::{self, ExtractLimits, ExtractMode, TreeKind};
 use crate::report::{Event, StepState};
 use crate::sandbox::overlay::{self, Overlay};
 use crate::sandbox::rootfs::Root;
-use crate::spec::{Copy, Instruction};
+use crate::spec::{Copy, Instruction, Word};
 use crate::store::cache::{CacheEntry, LayerRecord};
 use crate::store::{remove_tree, Store, StoreError};
 
-/// A step's scratch directory; removed on drop.
-pub struct StepDir<'s> {
+/// A step's scratch directory under the store's `tmp/`; removed on drop.
+pub struct StepDir {
     pub path: PathBuf,
-    store: &'s Store,
 }
 
-impl<'s> StepDir<'s> {
-    pub fn new(store: &'s Store) -> Result<Self, StoreError> {
+impl StepDir {
+    pub fn new(store: &Store) -> Result<Self, StoreError> {
         Ok(StepDir {
             path: store.staging_dir()?,
-            store,
         })
     }
 
@@ -51,9 +49,8 @@ impl<'s> StepDir<'s> {
     }
 }
 
-impl Drop for StepDir<'_> {
+impl Drop for StepDir {
     fn drop(&mut self) {
-        let _ = self.store;
         let _ = remove_tree(&self.path);
     }
 }
@@ -410,7 +407,7 @@ impl StageRun<'_, '_> {
             parents: copy.parents,
             excludes,
         };
-        let inputs_path = inputs.path.clone();
+        let inputs_path = inputs.path().to_path_buf();
         let location = location.clone();
         self.fs_step(id, ins, key, |run, step| {
             run.exec.with_view(
@@ -511,8 +508,6 @@ impl StageRun<'_, '_> {
     }
 }
 
-use crate::spec::Word;
-
 /// `<<EOF` and `<<-EOF` name a heredoc.
 fn heredoc_word(word: &str) -> Option<&str> {
     let name = word.strip_prefix("<<")?;
@@ -521,21 +516,20 @@ fn heredoc_word(word: &str) -> Option<&str> {
 }
 
 /// Files a COPY/ADD makes itself (heredocs, downloads), in the store's tmp.
-pub struct StepInputs<'s> {
-    dir: StepDir<'s>,
-    pub path: PathBuf,
-}
+struct StepInputs(StepDir);
 
-impl<'s> StepInputs<'s> {
-    fn new(store: &'s Store) -> Result<Self, StoreError> {
-        let dir = StepDir::new(store)?;
-        let path = dir.path.clone();
-        Ok(StepInputs { dir, path })
+impl StepInputs {
+    fn new(store: &Store) -> Result<Self, StoreError> {
+        Ok(StepInputs(StepDir::new(store)?))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0.path
     }
 
     fn write(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
         use std::os::unix::fs::PermissionsExt;
-        let path = self.dir.path.join(name);
+        let path = self.0.path.join(name);
         fs::write(&path, bytes)?;
         fs::set_permissions(&path, fs::Permissions::from_mode(mode))
     }

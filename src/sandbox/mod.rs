@@ -228,7 +228,10 @@ pub fn run(
         match lines_rx.recv_timeout(Duration::from_millis(50)) {
             Ok(line) => keep(line, output),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => {}
+            // The output is closed but the helper not yet reaped.
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                std::thread::sleep(Duration::from_millis(10))
+            }
         }
         if cancel.is_cancelled() && !interrupted {
             interrupted = true;
