@@ -377,8 +377,11 @@ fn a_failing_run_reports_location_code_and_output_and_leaves_nothing() {
 
 #[test]
 fn sigint_during_a_long_run_kills_the_sandbox_and_cleans_up() {
-    let spec = "FROM debian:bookworm\nRUN echo started; sleep 300 & sleep 300; echo finished\n";
-    let Some((_work, store, context)) = setup(spec, &["findmnt", "pgrep"]) else {
+    // A duration no other process uses, so pgrep finds only this test's.
+    let sleeper = format!("sleep {}", 100_000 + std::process::id());
+    let spec =
+        format!("FROM debian:bookworm\nRUN echo started; {sleeper} & {sleeper}; echo finished\n");
+    let Some((_work, store, context)) = setup(&spec, &["findmnt", "pgrep"]) else {
         return;
     };
     let mut child = Command::new(env!("CARGO_BIN_EXE_kbuild"))
@@ -432,7 +435,7 @@ fn sigint_during_a_long_run_kills_the_sandbox_and_cleans_up() {
         "kbuild took {waited:?} to stop"
     );
     let sleepers = Command::new("pgrep")
-        .args(["-f", "sleep 300"])
+        .args(["-f", &sleeper])
         .output()
         .unwrap();
     assert!(

@@ -160,7 +160,9 @@ fn run(spec: &Spec) -> Result<u8, String> {
             unsafe {
                 command.pre_exec(pid1_with_proc);
             }
+            let pid1 = open_pid1(spec)?;
             let mut child = ctx(&format!("start {}", runtime.display()), command.spawn())?;
+            record_pid1(pid1, &child)?;
             ctx("wait for the runtime", child.wait())?
         }
     };
@@ -449,10 +451,31 @@ fn run_builtin(
     unsafe {
         command.pre_exec(move || enter_root(&merged, &cwd, &identity));
     }
+    let pid1 = open_pid1(spec)?;
     let mut child = command
         .spawn()
         .map_err(|e| format!("cannot run {program}: {e}"))?;
+    record_pid1(pid1, &child)?;
     ctx("wait for the command", child.wait())
+}
+
+/// Opened before the command starts: its `pivot_root` moves the root of
+/// the whole mount namespace, the helper's included, so host paths are
+/// out of reach afterwards.
+fn open_pid1(spec: &Spec) -> Result<fs::File, String> {
+    ctx(
+        "create pid1",
+        fs::File::create(spec.step_dir.join(super::PID1_FILE)),
+    )
+}
+
+/// Tells kbuild which host pid is the namespace's PID 1: once it is gone,
+/// every process of the step is.
+fn record_pid1(mut file: fs::File, child: &std::process::Child) -> Result<(), String> {
+    ctx(
+        "write pid1",
+        io::Write::write_all(&mut file, child.id().to_string().as_bytes()),
+    )
 }
 
 /// In PID 1 of the step's pid namespace: die with the helper, and mount

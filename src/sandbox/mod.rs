@@ -43,6 +43,10 @@ use serde::{Deserialize, Serialize};
 pub const HELPER_ARG: &str = "__sandbox";
 /// The helper's exit code when it could not set the sandbox up.
 const SETUP_FAILED: i32 = 125;
+/// Where the helper writes the host pid of the step's PID 1.
+const PID1_FILE: &str = "pid1";
+/// How long a killed step may take to be gone entirely.
+const KILL_GRACE: Duration = Duration::from_secs(10);
 /// Output lines kept for the failure message.
 pub const TAIL_LINES: usize = 20;
 
@@ -246,6 +250,9 @@ pub fn run(
     for line in lines_rx.try_iter() {
         keep(line, output);
     }
+    if interrupted {
+        wait_for_namespace_end(&spec.step_dir);
+    }
     remove_stubs(spec)?;
     if interrupted {
         return Err(SandboxError::Interrupted);
@@ -262,6 +269,31 @@ pub fn run(
         code,
         tail: tail.into(),
     })
+}
+
+/// After a kill: SIGKILL is delivered at once but processes end
+/// asynchronously. PID 1 of a pid namespace finishes exiting only once
+/// every other process of it has been reaped, so waiting for PID 1 to be
+/// gone (or a zombie) waits for the whole step.
+fn wait_for_namespace_end(step_dir: &Path) {
+    let Ok(pid) = fs::read_to_string(step_dir.join(PID1_FILE)) else {
+        return;
+    };
+    let stat = format!("/proc/{}/stat", pid.trim());
+    let deadline = std::time::Instant::now() + KILL_GRACE;
+    while std::time::Instant::now() < deadline {
+        let state = fs::read_to_string(&stat)
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().chars().next())
+            })
+            .flatten();
+        if matches!(state, None | Some('Z') | Some('X')) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// In the forked child, before exec: its own session (so a terminal's
