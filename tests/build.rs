@@ -112,10 +112,17 @@ fn unpack(store: &Path, name: &str, work: &Path) -> PathBuf {
         ],
         &[],
     ));
-    let bundle = work.join(format!("bundle-{}", name.replace([':', '/'], "-")));
+    umoci_unpack(
+        &oci,
+        &work.join(format!("bundle-{}", name.replace([':', '/'], "-"))),
+    )
+}
+
+/// `umoci unpack` of the `img` tag of an OCI layout; returns the rootfs.
+fn umoci_unpack(oci: &Path, bundle: &Path) -> PathBuf {
     let out = Command::new("umoci")
         .args(["unpack", "--image", &format!("{}:img", oci.display())])
-        .arg(&bundle)
+        .arg(bundle)
         .output()
         .unwrap();
     assert!(
@@ -593,18 +600,10 @@ fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
         "buildah push: {}",
         String::from_utf8_lossy(&pushed.stderr)
     );
-    let bundle = work.path().join("bundle-buildah");
-    let unpacked = Command::new("umoci")
-        .args(["unpack", "--image", &format!("{}:img", oci.display())])
-        .arg(&bundle)
-        .output()
-        .unwrap();
-    assert!(
-        unpacked.status.success(),
-        "umoci: {}",
-        String::from_utf8_lossy(&unpacked.stderr)
-    );
-    let theirs = comparable(disk_tree(&bundle.join("rootfs")));
+    let theirs = comparable(disk_tree(&umoci_unpack(
+        &oci,
+        &work.path().join("bundle-buildah"),
+    )));
 
     let only_ours: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
     let only_theirs: Vec<_> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
