@@ -18,16 +18,16 @@ use serde_json::{json, Value};
 
 use super::source::SourceTree;
 use super::stage::{chain, StageRun};
-use super::step::StepDir;
+use super::step::{heredoc_name, StepDir};
 use super::BuildError;
 use crate::digest::Digest;
 use crate::report::Event;
 use crate::sandbox::rootfs::clean;
 use crate::sandbox::{self, Mount, MountSource, Network, SandboxError};
 use crate::spec::{self, CacheSharing, Command, Instruction, MountType, Run};
+use crate::store::image::DEFAULT_PATH;
 use crate::store::StoreError;
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Where a heredoc script with a shebang is mounted for the step.
 const HEREDOC_SCRIPT: &str = "/dev/.kbuild-heredoc";
 
@@ -360,12 +360,7 @@ impl StageRun<'_, '_> {
 
 /// `RUN <<EOF` with nothing else on the line.
 fn is_marker_only(text: &str, name: &str) -> bool {
-    let word = text.trim();
-    let Some(rest) = word.strip_prefix("<<") else {
-        return false;
-    };
-    let rest = rest.strip_prefix('-').unwrap_or(rest);
-    rest.trim_matches(['"', '\'']) == name
+    heredoc_name(text.trim()) == Some(name)
 }
 
 fn prepare_cache_dir(

@@ -15,7 +15,7 @@ use crate::reference::ImageRef;
 use crate::registry::pull::{PlatformChoice, PullRequest};
 use crate::spec::{Command, Instruction, InstructionKind, Pos, Word};
 use crate::store::cache::LayerRecord;
-use crate::store::image::{history_entry, is_index, select_platform};
+use crate::store::image::{history_entry, is_index, select_platform, DEFAULT_PATH};
 use crate::store::{canonical_json, StoreError};
 
 /// The image a stage is building, after some of its instructions.
@@ -29,8 +29,6 @@ pub struct ImageState {
     pub key: Digest,
     pub architecture: String,
 }
-
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 impl ImageState {
     fn scratch(platform: &Platform) -> ImageState {

@@ -316,7 +316,7 @@ impl StageRun<'_, '_> {
             if let Some(doc) = copy
                 .heredocs
                 .iter()
-                .find(|h| heredoc_word(&word.raw) == Some(h.name.as_str()))
+                .find(|h| heredoc_name(&word.raw) == Some(h.name.as_str()))
             {
                 let content = if doc.expand {
                     self.expand(&Word {
@@ -509,7 +509,7 @@ impl StageRun<'_, '_> {
 }
 
 /// `<<EOF` and `<<-EOF` name a heredoc.
-fn heredoc_word(word: &str) -> Option<&str> {
+pub(super) fn heredoc_name(word: &str) -> Option<&str> {
     let name = word.strip_prefix("<<")?;
     let name = name.strip_prefix('-').unwrap_or(name);
     Some(name.trim_matches(['"', '\'']))

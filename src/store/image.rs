@@ -158,6 +158,9 @@ fn arch_of(name: &str) -> Arch {
     Arch::from(name)
 }
 
+/// The PATH an image without ENV PATH runs with (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// What an image is made of, for [`commit_image`].
 pub struct NewImage<'a> {
     pub layers: &'a [LayerRecord],

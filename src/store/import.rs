@@ -97,9 +97,7 @@ fn import_into(
             )],
             architecture: &options.architecture,
             config: ConfigBuilder::default()
-                .env(vec![
-                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
-                ])
+                .env(vec![format!("PATH={}", super::image::DEFAULT_PATH)])
                 .build()
                 .map_err(|e| StoreError::Invalid(e.to_string()))?,
             created,
