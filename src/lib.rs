@@ -3,16 +3,17 @@
 //! The library holds the whole engine; the `kbuild` binary in `main.rs` and
 //! `cli/` only turns command lines into calls of these modules.
 
-pub mod build;
 pub mod cli;
 pub mod digest;
+pub mod dockerfile;
+pub mod executor;
 pub mod export;
 pub mod layer;
 pub mod plan;
+pub mod platform;
 pub mod project;
 pub mod reference;
 pub mod registry;
 pub mod report;
 pub mod sandbox;
-pub mod spec;
 pub mod store;

@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use kbuild::plan::{self, PlanRequest, Platform, StageScope};
-use kbuild::spec::{self, words, Command, Dockerfile, Healthcheck, InstructionKind, Word};
+use kbuild::dockerfile::{self, words, Command, Dockerfile, Healthcheck, InstructionKind, Word};
+use kbuild::plan::{self, PlanRequest, StageScope};
+use kbuild::platform::Platform;
 
 /// Renders a parsed file as one line per instruction, for compact tables.
 fn render(file: &Dockerfile) -> String {
@@ -89,7 +90,7 @@ fn render_kind(kind: &InstructionKind) -> String {
                     m.kind, m.target, m.from, m.id, m.read_only, m.sharing
                 );
             }
-            if r.network != spec::Network::Default {
+            if r.network != dockerfile::Network::Default {
                 s += &format!(" network={:?}", r.network);
             }
             if r.insecure {
@@ -305,7 +306,7 @@ const PARSE_CASES: &[(&str, &str, &str)] = &[
 fn parse_table() {
     let mut failures = Vec::new();
     for (name, input, expected) in PARSE_CASES {
-        let got = match spec::parse("Dockerfile", input) {
+        let got = match dockerfile::parse("Dockerfile", input) {
             Ok(file) => render(&file),
             Err(e) => format!("err {}:{} {}", e.pos.line, e.pos.column, e.kind),
         };
@@ -333,7 +334,8 @@ fn parse_table() {
 
 #[test]
 fn errors_render_a_caret_under_the_column() {
-    let err = spec::parse("images/Dockerfile.x", "FROM a\nRUN --network=bridge x\n").unwrap_err();
+    let err =
+        dockerfile::parse("images/Dockerfile.x", "FROM a\nRUN --network=bridge x\n").unwrap_err();
     let text = err.to_string();
     assert_eq!(
         text,
@@ -404,7 +406,7 @@ fn expansion_table() {
 
 #[test]
 fn expansion_error_points_into_the_file() {
-    let file = spec::parse("Dockerfile", "ARG X\nFROM base-${X:?needs-X}\n").unwrap();
+    let file = dockerfile::parse("Dockerfile", "ARG X\nFROM base-${X:?needs-X}\n").unwrap();
     let err = plan::plan(&file, &PlanRequest::default())
         .unwrap_err()
         .to_string();
@@ -420,7 +422,7 @@ fn stage_vars(
     build_args: &[(&str, &str)],
     names: &[&str],
 ) -> (Vec<String>, Vec<String>) {
-    let file = spec::parse("Dockerfile", text).unwrap();
+    let file = dockerfile::parse("Dockerfile", text).unwrap();
     let request = PlanRequest {
         build_args: build_args
             .iter()
@@ -584,7 +586,7 @@ fn arg_scoping_table() {
 #[test]
 fn env_is_inherited_from_a_base_stage_but_args_are_not() {
     let text = "FROM a AS base\nENV E=1\nARG G=2\nFROM base\nCOPY --from=${E}${G} / /\n";
-    let file = spec::parse("Dockerfile", text).unwrap();
+    let file = dockerfile::parse("Dockerfile", text).unwrap();
     let err = plan::plan(&file, &PlanRequest::default())
         .unwrap_err()
         .to_string();
@@ -603,7 +605,7 @@ fn parser_survives_every_prefix_of_a_real_file() {
     ))
     .unwrap();
     for end in (0..text.len()).filter(|i| text.is_char_boundary(*i)) {
-        let _ = spec::parse("Dockerfile", &text[..end]);
+        let _ = dockerfile::parse("Dockerfile", &text[..end]);
     }
 }
 

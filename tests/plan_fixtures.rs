@@ -4,8 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use kbuild::plan::{self, PlanRequest, PlanSummary, Platform};
-use kbuild::spec;
+use kbuild::dockerfile;
+use kbuild::plan::{self, PlanRequest, PlanSummary};
+use kbuild::platform::Platform;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -73,7 +74,7 @@ fn kairos_shaped_files_plan_as_buildkit_would() {
     assert!(files.len() >= 4, "fixtures missing: {files:?}");
     let mut checked = 0;
     for (dockerfile, cases_path) in files {
-        let file = spec::parse_file(&dockerfile).unwrap_or_else(|e| panic!("{e}"));
+        let file = dockerfile::parse_file(&dockerfile).unwrap_or_else(|e| panic!("{e}"));
         let cases: Vec<Case> =
             serde_json::from_str(&std::fs::read_to_string(&cases_path).unwrap()).unwrap();
         for (i, case) in cases.iter().enumerate() {
@@ -99,7 +100,7 @@ fn kairos_shaped_files_plan_as_buildkit_would() {
 #[test]
 fn broken_graphs_fail_at_the_offending_reference() {
     for (dockerfile, case_path) in with_suffix(".error.json") {
-        let file = spec::parse_file(&dockerfile).unwrap();
+        let file = dockerfile::parse_file(&dockerfile).unwrap();
         let case: ErrorCase =
             serde_json::from_str(&std::fs::read_to_string(&case_path).unwrap()).unwrap();
         let err = plan::plan(
@@ -129,7 +130,7 @@ fn broken_graphs_fail_at_the_offending_reference() {
 
 #[test]
 fn unknown_target_lists_the_stages() {
-    let file = spec::parse("Dockerfile", "FROM a AS one\nFROM b AS two\n").unwrap();
+    let file = dockerfile::parse("Dockerfile", "FROM a AS one\nFROM b AS two\n").unwrap();
     let err = plan::plan(
         &file,
         &PlanRequest {
@@ -193,7 +194,7 @@ fn graph_errors_have_positions() {
         ),
     ];
     for (text, message, (line, column)) in cases {
-        let file = spec::parse("Dockerfile", text).unwrap();
+        let file = dockerfile::parse("Dockerfile", text).unwrap();
         let err = match plan::plan(&file, &PlanRequest::default()) {
             Err(plan::PlanError::Spec(e)) => e,
             other => panic!("{text:?}: expected a spec error, got {other:?}"),
@@ -211,7 +212,7 @@ fn graph_errors_have_positions() {
 fn unreachable_stages_are_not_expanded() {
     // The broken stage is never reached from the target, so it cannot fail the plan.
     let text = "FROM a AS good\nFROM a AS broken\nCOPY --from=${X:?boom} / /\nFROM good\n";
-    let file = spec::parse("Dockerfile", text).unwrap();
+    let file = dockerfile::parse("Dockerfile", text).unwrap();
     let plan = plan::plan(&file, &PlanRequest::default()).unwrap();
     assert_eq!(plan.summary().order, vec!["good", "2"]);
     assert_eq!(plan.summary().images, vec!["a"]);

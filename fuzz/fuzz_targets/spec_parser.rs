@@ -3,14 +3,14 @@
 #![no_main]
 
 use kbuild::plan::{self, Platform, PlanRequest};
-use kbuild::spec;
+use kbuild::dockerfile;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    match spec::parse("Dockerfile", text) {
+    match dockerfile::parse("Dockerfile", text) {
         Ok(file) => {
             let request = PlanRequest {
                 platform: Some(Platform::parse("linux/amd64").unwrap()),

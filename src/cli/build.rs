@@ -10,11 +10,12 @@ use clap::{Args, ValueEnum};
 use super::progress::CliReporter;
 use super::registry::{describe, parse_reference, runtime, RegistryArgs};
 use super::{key_value, open_store, LayerArgs, StoreArgs, UsageError};
-use crate::build::{build, BuildOptions};
+use crate::dockerfile;
+use crate::executor::{build, BuildOptions};
 use crate::export::{export_image, Destination};
-use crate::plan::{PlanRequest, Platform};
+use crate::plan::PlanRequest;
+use crate::platform::Platform;
 use crate::sandbox::{Cancel, Isolation, Network};
-use crate::spec;
 
 /// Build an image from a spec, daemonless: RUN steps in a namespace
 /// sandbox over overlayfs snapshots, a step cache in the store.
@@ -134,7 +135,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .file
         .clone()
         .unwrap_or_else(|| args.context.join("Dockerfile"));
-    let file = spec::parse_file(&file_path)?;
+    let file = dockerfile::parse_file(&file_path)?;
     let platform = args
         .platform
         .as_deref()

@@ -32,7 +32,7 @@ pub fn run(args: ImportArgs) -> anyhow::Result<()> {
         layer: args.layer.options()?,
         architecture: args
             .arch
-            .unwrap_or_else(|| crate::plan::Platform::host().arch),
+            .unwrap_or_else(|| crate::platform::Platform::host().arch),
     };
     let descriptor = import_tarball(
         &store,

@@ -21,9 +21,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::layer::{Compression, WriteOptions};
 use crate::store::{image, Store};
 
+use crate::dockerfile::{ParseFileError, SpecError};
 use crate::plan::PlanError;
 use crate::project::ProjectError;
-use crate::spec::{ParseFileError, SpecError};
 
 /// kbuild: declarative, daemonless OS image builder.
 ///

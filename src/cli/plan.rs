@@ -8,9 +8,10 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
-use crate::plan::{self, Origin, Plan, PlanRequest, PlanSummary, Platform};
+use crate::dockerfile;
+use crate::plan::{self, Origin, Plan, PlanRequest, PlanSummary};
+use crate::platform::Platform;
 use crate::project::{self, Arch, K8sDistribution, Project, Selection, SelectionRequest, Variant};
-use crate::spec;
 
 use super::{key_value, UsageError};
 
@@ -125,7 +126,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
 }
 
 fn plan_file(file: &Path, request: &PlanRequest) -> anyhow::Result<Plan> {
-    let dockerfile = spec::parse_file(file)?;
+    let dockerfile = dockerfile::parse_file(file)?;
     let plan = plan::plan(&dockerfile, request)
         .with_context(|| format!("cannot plan {}", file.display()))?;
     Ok(plan)

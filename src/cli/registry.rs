@@ -10,7 +10,7 @@ use clap::Args;
 
 use super::progress::CliReporter;
 use super::{open_store, StoreArgs, UsageError};
-use crate::plan::Platform;
+use crate::platform::Platform;
 use crate::project::Project;
 use crate::reference::ImageRef;
 use crate::registry::pull::{PlatformChoice, PullRequest};

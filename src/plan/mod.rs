@@ -13,18 +13,17 @@
 //! * Stage names may use global ARGs (`AS ${TARGETARCH}-upstream`), an
 //!   extension BuildKit lacks and Buildah has; names are lowercased.
 
-pub mod platform;
 pub mod scope;
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-pub use platform::Platform;
 pub use scope::{BuildInputs, StageScope};
 
+use crate::dockerfile::{Dockerfile, ErrorKind, InstructionKind, Pos, SpecError, Word};
+use crate::platform::Platform;
 use crate::reference::ImageRef;
-use crate::spec::{Dockerfile, ErrorKind, InstructionKind, Pos, SpecError, Word};
 
 /// What a plan is asked for.
 #[derive(Debug, Clone, Default)]

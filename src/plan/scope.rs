@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::spec::{words, ArgDecl, KeyValue, Source, SpecError, Word};
+use crate::dockerfile::{words, ArgDecl, KeyValue, Source, SpecError, Word};
 
 /// Name -> value; `None` marks a declared ARG that has no value.
 pub type Vars = BTreeMap<String, Option<String>>;

@@ -192,7 +192,7 @@ impl Project {
                 "variant {variant} is not in kbuild.yaml's variants"
             ));
         }
-        let host = Arch::parse(crate::plan::Platform::host().arch.as_str());
+        let host = Arch::parse(crate::platform::Platform::host().arch.as_str());
         let arch = request
             .arch
             .or(host.filter(|a| config.arches.contains(a)))

@@ -17,7 +17,7 @@ use super::manifest::{self, RawManifest};
 use super::transport::{error_chain, Session};
 use super::{session_for, transfer_all, Progress, RegistryError, RegistryOptions, Result, Totals};
 use crate::digest::Digest;
-use crate::plan::Platform;
+use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::report::{Direction, Reporter};
 use crate::store::image::{is_index, is_manifest, platforms, select_platform};

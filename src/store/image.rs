@@ -11,7 +11,7 @@ use oci_spec::image::{
 use super::cache::LayerRecord;
 use super::{canonical_json, Result, Store, StoreError, REF_NAME};
 use crate::digest::Digest;
-use crate::plan::Platform;
+use crate::platform::Platform;
 
 /// Docker's names for a manifest list and an image manifest (schema 2),
 /// which registries still serve and the store keeps byte for byte.

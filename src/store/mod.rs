@@ -294,7 +294,7 @@ impl Store {
         let descriptor = self.descriptor(name)?;
         let descriptor = if image::is_index(descriptor.media_type()) {
             let index: ImageIndex = self.read_json(&descriptor.digest().to_string().parse()?)?;
-            let host = crate::plan::Platform::host();
+            let host = crate::platform::Platform::host();
             image::select_platform(&index, &host)
                 .cloned()
                 .ok_or_else(|| {

@@ -374,7 +374,7 @@ pub fn parse_chmod(text: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::source::SourceTree;
+    use crate::executor::source::SourceTree;
 
     fn tree_with(files: &[(&str, &str)]) -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();

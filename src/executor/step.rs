@@ -24,11 +24,11 @@ use super::source::SourceTree;
 use super::stage::{chain, StageRun};
 use super::{BuildError, Executor};
 use crate::digest::{Digest, HashingReader};
+use crate::dockerfile::{Copy, Instruction, Word};
 use crate::layer::{self, ExtractLimits, ExtractMode, TreeKind};
 use crate::report::{Event, StepState};
 use crate::sandbox::overlay::{self, Overlay};
 use crate::sandbox::rootfs::Root;
-use crate::spec::{Copy, Instruction, Word};
 use crate::store::cache::{CacheEntry, LayerRecord};
 use crate::store::{remove_tree, Store, StoreError};
 

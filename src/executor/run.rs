@@ -21,10 +21,10 @@ use super::stage::{chain, StageRun};
 use super::step::{heredoc_name, StepDir};
 use super::BuildError;
 use crate::digest::Digest;
+use crate::dockerfile::{self, CacheSharing, Command, Instruction, MountType, Run};
 use crate::report::Event;
 use crate::sandbox::rootfs::clean;
 use crate::sandbox::{self, Mount, MountSource, Network, SandboxError};
-use crate::spec::{self, CacheSharing, Command, Instruction, MountType, Run};
 use crate::store::image::DEFAULT_PATH;
 use crate::store::StoreError;
 
@@ -88,9 +88,9 @@ impl StageRun<'_, '_> {
         }
         let mut mounts = self.mounts(run, &location)?;
         let network = match run.network {
-            spec::Network::None => Network::None,
-            spec::Network::Host => Network::Host,
-            spec::Network::Default => self.exec.options.network,
+            dockerfile::Network::None => Network::None,
+            dockerfile::Network::Host => Network::Host,
+            dockerfile::Network::Default => self.exec.options.network,
         };
         let cwd = self.state.workdir();
         let user = self.state.user();
@@ -207,7 +207,7 @@ impl StageRun<'_, '_> {
         let expand = |text: &Option<String>, pos| -> Result<Option<String>, BuildError> {
             text.as_ref()
                 .map(|raw| {
-                    self.expand(&spec::Word {
+                    self.expand(&dockerfile::Word {
                         raw: raw.clone(),
                         pos,
                     })
@@ -244,7 +244,7 @@ impl StageRun<'_, '_> {
                     let from = expand(&mount.from, mount.pos)?;
                     let (source, key) = match from {
                         Some(from) => {
-                            let word = spec::Word {
+                            let word = dockerfile::Word {
                                 raw: from,
                                 pos: mount.pos,
                             };

@@ -33,13 +33,13 @@ use oci_spec::image::{Descriptor, ImageManifest};
 pub use stage::ImageState;
 
 use crate::digest::Digest;
+use crate::dockerfile::{Dockerfile, SpecError};
 use crate::layer::WriteOptions;
 use crate::plan::{Plan, PlanError, PlanRequest};
 use crate::registry::{RegistryError, RegistryOptions};
 use crate::report::Reporter;
 use crate::sandbox::rootfs::Root;
 use crate::sandbox::{Cancel, Isolation, Network, SandboxError};
-use crate::spec::{Dockerfile, SpecError};
 use crate::store::image::{commit_image, created_timestamp, NewImage};
 use crate::store::{Store, StoreError};
 

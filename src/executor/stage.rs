@@ -10,10 +10,11 @@ use serde_json::{json, Value};
 
 use super::{BuildError, Executor};
 use crate::digest::Digest;
-use crate::plan::{Origin, Platform, StageScope};
+use crate::dockerfile::{Command, Instruction, InstructionKind, Pos, Word};
+use crate::plan::{Origin, StageScope};
+use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registry::pull::{PlatformChoice, PullRequest};
-use crate::spec::{Command, Instruction, InstructionKind, Pos, Word};
 use crate::store::cache::LayerRecord;
 use crate::store::image::{history_entry, is_index, select_platform, DEFAULT_PATH};
 use crate::store::{canonical_json, StoreError};
