@@ -19,6 +19,8 @@
 //!   directories are removed on every path out.
 
 mod copy;
+mod image_state;
+pub mod keys;
 mod run;
 pub mod source;
 mod stage;
@@ -30,7 +32,7 @@ use std::sync::{mpsc, Mutex};
 
 use oci_spec::image::{Descriptor, ImageManifest};
 
-pub use stage::ImageState;
+pub use image_state::{FsWork, ImageState};
 
 use crate::digest::Digest;
 use crate::dockerfile::{Dockerfile, SpecError};

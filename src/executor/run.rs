@@ -14,10 +14,11 @@ use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
+use super::keys::{self, chain};
 use super::source::SourceTree;
-use super::stage::{chain, StageRun};
+use super::stage::StageRun;
 use super::step::{heredoc_name, StepDir};
 use super::BuildError;
 use crate::digest::Digest;
@@ -96,14 +97,14 @@ impl StageRun<'_, '_> {
         let user = self.state.user();
         let key = chain(
             &self.state.key,
-            &json!({
-                "run": argv,
-                "script": script,
-                "env": env,
-                "cwd": cwd,
-                "user": user,
-                "network": format!("{network:?}"),
-                "mounts": mounts.keys,
+            &keys::run(&keys::RunInputs {
+                argv: &argv,
+                script: script.as_deref(),
+                env: &env,
+                cwd: &cwd,
+                user: &user,
+                network: &format!("{network:?}"),
+                mounts: &mounts.keys,
             }),
         );
         env.append(&mut mounts.env);
@@ -230,7 +231,7 @@ impl StageRun<'_, '_> {
                         .join("cache/mounts")
                         .join(Digest::of(id.as_bytes()).hex());
                     prepare_cache_dir(&dir, mount.mode, mount.uid, mount.gid)?;
-                    out.keys.push(json!({ "cache": id, "target": target }));
+                    out.keys.push(keys::cache_mount(&id, &target));
                     out.caches.push(CacheMount {
                         dir,
                         target,
@@ -250,7 +251,7 @@ impl StageRun<'_, '_> {
                             };
                             let state = self.source_image(&word)?;
                             exec.ensure_snapshots(&state.layers)?;
-                            let key = json!({ "from": state.key.to_string(), "path": subpath });
+                            let key = keys::stage_bind_source(&state.key, &subpath);
                             (
                                 MountSource::Layers {
                                     snapshots: state.snapshots(),
@@ -278,12 +279,12 @@ impl StageRun<'_, '_> {
                                 .map_err(|e| fail(format!("bind source {subpath}: {e}")))?;
                             (
                                 MountSource::Path(found.host),
-                                json!({ "context": subpath, "content": digest.to_string() }),
+                                keys::context_bind_source(&subpath, &digest),
                             )
                         }
                     };
                     out.keys
-                        .push(json!({ "bind": target, "source": key, "rw": !mount.read_only }));
+                        .push(keys::bind_mount(&target, key, !mount.read_only));
                     out.fixed.push(Mount {
                         target,
                         source,
@@ -300,7 +301,7 @@ impl StageRun<'_, '_> {
                         })?),
                         None => None,
                     };
-                    out.keys.push(json!({ "tmpfs": target, "size": size }));
+                    out.keys.push(keys::tmpfs_mount(&target, size));
                     out.fixed.push(Mount {
                         target,
                         source: MountSource::Tmpfs { size },
@@ -325,8 +326,11 @@ impl StageRun<'_, '_> {
                         }
                         continue;
                     };
-                    out.keys
-                        .push(json!({ "secret": id, "target": target, "env": mount.env }));
+                    out.keys.push(keys::secret_mount(
+                        &id,
+                        target.as_deref(),
+                        mount.env.as_deref(),
+                    ));
                     if let Some(var) = &mount.env {
                         let value = fs::read_to_string(file)
                             .map_err(|e| fail(format!("secret {id}: {}: {e}", file.display())))?;

@@ -17,11 +17,12 @@ use std::io::{self, BufReader};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::copy::{self, CopyRequest};
+use super::keys::{self, chain};
 use super::source::SourceTree;
-use super::stage::{chain, StageRun};
+use super::stage::StageRun;
 use super::{BuildError, Executor};
 use crate::digest::{Digest, HashingReader};
 use crate::dockerfile::{Copy, Instruction, Word};
@@ -250,7 +251,7 @@ impl StageRun<'_, '_> {
         ins: &Instruction,
         path: &str,
     ) -> Result<(), BuildError> {
-        let key = chain(&self.state.key, &json!({ "workdir": path }));
+        let key = chain(&self.state.key, &keys::workdir(path));
         let lowers = self.state.snapshots();
         let path = path.to_string();
         self.fs_step(id, ins, key, |run, step| {
@@ -329,7 +330,7 @@ impl StageRun<'_, '_> {
                 inputs
                     .write(&doc.name, content.as_bytes(), 0o644)
                     .map_err(|e| step_err(e.to_string()))?;
-                digests.push(json!({ "heredoc": doc.name, "content": Digest::of(content.as_bytes()).to_string() }));
+                digests.push(keys::heredoc_source(&doc.name, content.as_bytes()));
                 sources.push((1, doc.name.clone()));
                 continue;
             }
@@ -342,7 +343,7 @@ impl StageRun<'_, '_> {
                 let (name, digest) = self
                     .download(&text, checksum.as_deref(), &inputs)
                     .map_err(step_err)?;
-                digests.push(json!({ "url": text, "content": digest.to_string() }));
+                digests.push(keys::url_source(&text, &digest));
                 sources.push((1, name));
                 continue;
             }
@@ -365,26 +366,25 @@ impl StageRun<'_, '_> {
                     let digest = tree
                         .digest(source)
                         .map_err(|e| step_err(format!("{text}: {e}")))?;
-                    digests.push(json!({ "path": source.rel, "content": digest.to_string() }));
+                    digests.push(keys::context_source(&source.rel, &digest));
                 }
             }
             sources.push((0, text));
         }
-        let from_key = from.as_ref().map(|f| f.key.to_string());
-        let step = json!({
-            "copy": ins.text,
-            "add": copy.is_add,
-            "dest": dest,
-            "sources": digests,
-            "from": from_key,
-            "chown": chown,
-            "chmod": chmod,
-            "parents": copy.parents,
-            "link": copy.link,
+        let step = keys::copy(&keys::CopyInputs {
+            text: &ins.text,
+            is_add: copy.is_add,
+            dest: &dest,
+            sources: &digests,
+            from: from.as_ref().map(|f| f.key.to_string()),
+            chown: chown.as_deref(),
+            chmod,
+            parents: copy.parents,
+            link: copy.link,
         });
         // --link layers do not depend on what is below them.
         let parent = if copy.link {
-            Digest::of(b"link")
+            keys::link_parent()
         } else {
             self.state.key.clone()
         };
