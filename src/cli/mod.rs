@@ -108,6 +108,18 @@ fn print_error(err: &anyhow::Error) {
     for cause in err.chain().skip(1) {
         eprintln!("  Caused by: {}", cause.to_string().replace('\n', "\n  "));
     }
+    if let Some(hint) = hint(err) {
+        eprintln!("\nhint: {hint}");
+    }
+}
+
+/// The first hint any error in the chain carries.
+fn hint(err: &anyhow::Error) -> Option<&'static str> {
+    err.chain().find_map(|cause| {
+        cause
+            .downcast_ref::<crate::executor::BuildError>()
+            .and_then(|e| e.hint())
+    })
 }
 
 /// The job ran and found a problem (exit 1), e.g. fsck found corruption.
@@ -184,5 +196,23 @@ fn key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected KEY=VALUE, got \"{text}\"")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::executor::BuildError;
+
+    #[test]
+    fn a_panicked_stage_exits_1_and_bad_input_exits_2() {
+        let panicked = anyhow::Error::from(BuildError::Panicked {
+            stage: "builder".into(),
+            message: "injected".into(),
+        })
+        .context("cannot build Dockerfile");
+        assert_eq!(exit_code(&panicked), EXIT_FAILED);
+        let usage = anyhow::Error::from(UsageError("bad flag".into()));
+        assert_eq!(exit_code(&usage), EXIT_USAGE);
     }
 }

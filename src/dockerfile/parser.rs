@@ -7,6 +7,7 @@ use super::ast::*;
 use super::diagnostic::{ErrorKind, Pos, Source, SpecError};
 use super::lexer::{Lines, LogicalLine};
 use super::words::{split_words, unquote, RawWord};
+use crate::sandbox::rootfs::is_plain_name;
 
 /// Parses a whole spec.
 pub fn parse(source: &Source) -> Result<Dockerfile, SpecError> {
@@ -489,7 +490,7 @@ impl<'a> LineParser<'a> {
         };
         let command = self.command("RUN", *cmd_at)?;
         let heredocs = match &command {
-            Command::Shell(_) => self.heredocs(&words, lines)?,
+            Command::Shell(_) => self.heredocs(&words, lines, false)?,
             Command::Exec(_) => Vec::new(),
         };
         let mut mounts = Vec::new();
@@ -541,7 +542,12 @@ impl<'a> LineParser<'a> {
 
     /// Reads the bodies of the `<<NAME` words, in order, from the lines
     /// following this instruction.
-    fn heredocs(&self, words: &[RawWord], lines: Option<&mut Lines>) -> PResult<Vec<Heredoc>> {
+    fn heredocs(
+        &self,
+        words: &[RawWord],
+        lines: Option<&mut Lines>,
+        names_files: bool,
+    ) -> PResult<Vec<Heredoc>> {
         let markers: Vec<_> = words
             .iter()
             .filter_map(|(raw, at)| heredoc_marker(raw).map(|m| (m, *at)))
@@ -557,6 +563,15 @@ impl<'a> LineParser<'a> {
             let name = unquote(raw_name, self.escape).map_err(|(k, o)| self.err(k, at + o))?;
             if name.is_empty() {
                 return Err(self.bad("heredoc needs a delimiter name after <<", at));
+            }
+            if names_files && !is_plain_name(&name) {
+                return Err(self.bad(
+                    format!(
+                        "heredoc name \"{name}\" is a file name here (COPY/ADD copy the body \
+                         as a file of that name): it cannot contain '/' or be '.' or '..'"
+                    ),
+                    at,
+                ));
             }
             let expand = !raw_name.contains(['"', '\'']);
             let (content, pos) = lines
@@ -590,7 +605,7 @@ impl<'a> LineParser<'a> {
                 (words, Vec::new())
             }
             None => {
-                let heredocs = self.heredocs(&words, lines)?;
+                let heredocs = self.heredocs(&words, lines, true)?;
                 (
                     words.iter().map(|w| self.word(w)).collect::<Vec<_>>(),
                     heredocs,

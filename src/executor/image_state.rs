@@ -305,7 +305,7 @@ notes.txt
                 .unwrap()
             {
                 FsWork::None => continue,
-                FsWork::Workdir(path) => chain(&state.key, &keys::workdir(&path)),
+                FsWork::Workdir(path) => chain(&state.key, &keys::workdir(&path, &state.user())),
                 FsWork::Copy(copy) => {
                     let doc = &copy.heredocs[0];
                     let content = scope
@@ -373,15 +373,24 @@ notes.txt
         assert_eq!(state.config.working_dir().as_deref(), Some("/a/c/d"));
     }
 
+    /// Recorded with kbuild before the executor refactor, these were
+    /// `068453fe…` and `1776aa28…`; they changed once, on purpose, when a
+    /// WORKDIR after a non-root USER began to give the directory to that
+    /// user (a cached root-owned directory must not be reused). Every
+    /// other step's JSON, and WORKDIR's under root, is unchanged.
     #[test]
     fn stage_keys_are_the_recorded_ones() {
         let (_, fs_keys) = walk(SPEC);
         assert_eq!(
             fs_keys,
             [
-                "068453fec8ae537107d40a00168ad60318dc78821f3d05fe602cfd602bcdeec5",
-                "1776aa281d95f85c3a39af4ca7d83f22a8935e0f5084fe6a07b9e5f25e32b723",
+                "3611a0449badc6a976386d9c84bdac98d3f72db18c7c424aa72d96520a5ee81e",
+                "5b001e08ceb346051382356aab3c9585d315358ad4c42286caabe5e65f1e2dbc",
             ]
+        );
+        assert_eq!(
+            keys::workdir("/w", "0"),
+            serde_json::json!({ "workdir": "/w" })
         );
     }
 }

@@ -48,9 +48,15 @@ pub fn link_parent() -> Digest {
     Digest::of(b"link")
 }
 
-/// WORKDIR's filesystem step (it creates the directory).
-pub fn workdir(path: &str) -> Value {
-    json!({ "workdir": path })
+/// WORKDIR's filesystem step: it creates the missing directories, owned
+/// by the current USER. The user enters the key only when it is not the
+/// default root, so root's keys stayed what they were before WORKDIR
+/// followed USER.
+pub fn workdir(path: &str, user: &str) -> Value {
+    match user {
+        "0" => json!({ "workdir": path }),
+        user => json!({ "workdir": path, "owner": user }),
+    }
 }
 
 /// What a RUN step reads.

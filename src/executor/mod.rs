@@ -22,13 +22,14 @@ mod copy;
 mod image_state;
 pub mod keys;
 mod run;
+mod schedule;
 pub mod source;
 mod stage;
 mod step;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
-use std::sync::{mpsc, Mutex};
+use std::sync::Mutex;
 
 use oci_spec::image::{Descriptor, ImageManifest};
 
@@ -96,10 +97,35 @@ pub enum BuildError {
         expected: Digest,
         actual: Digest,
     },
+    #[error("{location}: {instruction} needs root: an uncached {instruction} step runs over an overlayfs mount in new mount and pid namespaces")]
+    NeedsRoot {
+        location: String,
+        instruction: String,
+    },
     #[error("interrupted")]
     Interrupted,
+    #[error("stage {stage} stopped on an internal error (a bug in kbuild): {message}")]
+    Panicked { stage: String, message: String },
     #[error("{0}")]
     Context(String),
+}
+
+impl BuildError {
+    /// What the user can do about it (the CLI prints it on a `hint:` line).
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            BuildError::NeedsRoot { .. } => Some(
+                "run kbuild as root (e.g. `sudo -E kbuild build ...`); steps already in the step cache need no privilege",
+            ),
+            BuildError::Panicked { .. } => {
+                Some("this is a bug in kbuild: please report it with the spec that triggers it")
+            }
+            BuildError::DiffIdMismatch { .. } => {
+                Some("run `kbuild cache fsck` to quarantine the corrupt blob, then build again")
+            }
+            _ => None,
+        }
+    }
 }
 
 fn tail_text(tail: &[String]) -> String {
@@ -225,51 +251,26 @@ impl Executor<'_> {
     /// Runs every planned stage, each once its dependencies are done, up
     /// to `jobs` at once; the first failure stops the others.
     fn run_stages(&self) -> Result<(), BuildError> {
-        let mut pending: Vec<usize> = self.plan.order.clone();
-        let mut done: BTreeSet<usize> = BTreeSet::new();
-        let mut failure: Option<BuildError> = None;
-        let jobs = self.options.jobs.max(1);
-        std::thread::scope(|scope| {
-            let (tx, rx) = mpsc::channel::<(usize, Result<(), BuildError>)>();
-            let mut running = 0;
-            loop {
-                while failure.is_none() && running < jobs {
-                    let Some(at) = pending
-                        .iter()
-                        .position(|s| self.dependencies(*s).is_subset(&done))
-                    else {
-                        break;
-                    };
-                    let stage = pending.remove(at);
-                    let tx = tx.clone();
-                    running += 1;
-                    scope.spawn(move || {
-                        let _ = tx.send((stage, self.run_stage(stage)));
-                    });
-                }
-                if running == 0 {
-                    break;
-                }
-                let (stage, result) = rx.recv().expect("a stage thread reports");
-                running -= 1;
-                match result {
-                    Ok(()) => {
-                        done.insert(stage);
-                    }
-                    Err(e) => {
-                        if failure.is_none() {
-                            failure = Some(e);
-                            // Stop the stages still running.
-                            self.cancel.cancel();
-                        }
-                    }
-                }
-            }
-        });
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
+        let stages: Vec<(usize, BTreeSet<usize>)> = self
+            .plan
+            .order
+            .iter()
+            .map(|&stage| (stage, self.dependencies(stage)))
+            .collect();
+        schedule::run(&stages, self.options.jobs, self.cancel, |stage| {
+            self.run_stage(stage)
+        })
+        .map_err(|e| match e {
+            BuildError::Panicked { stage, message } => BuildError::Panicked {
+                stage: stage
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| self.plan.headers.get(i))
+                    .map_or(stage, |h| h.name.clone()),
+                message,
+            },
+            e => e,
+        })
     }
 
     fn run_stage(&self, index: usize) -> Result<(), BuildError> {

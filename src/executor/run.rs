@@ -65,7 +65,7 @@ fn parse_size(text: &str) -> Option<u64> {
         "g" => 1 << 30,
         _ => return None,
     };
-    Some(n * scale)
+    n.checked_mul(scale)
 }
 
 impl StageRun<'_, '_> {
@@ -449,6 +449,8 @@ mod tests {
         assert_eq!(parse_size("1G"), Some(1 << 30));
         assert_eq!(parse_size("512"), Some(512));
         assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("99999999999999999999g"), None);
+        assert_eq!(parse_size("18446744073709551615g"), None);
         assert!(is_marker_only(" <<EOF ", "EOF"));
         assert!(is_marker_only("<<-'EOT'", "EOT"));
         assert!(!is_marker_only("python3 <<EOF", "EOF"));

@@ -30,6 +30,7 @@ use crate::layer::{self, ExtractLimits, ExtractMode, TreeKind};
 use crate::report::{Event, StepState};
 use crate::sandbox::overlay::{self, Overlay};
 use crate::sandbox::rootfs::Root;
+use crate::sandbox::users;
 use crate::store::cache::{CacheEntry, LayerRecord};
 use crate::store::{remove_tree, Store, StoreError};
 
@@ -221,6 +222,17 @@ impl StageRun<'_, '_> {
             });
             return Ok(());
         }
+        if !rustix::process::geteuid().is_root() {
+            return Err(BuildError::NeedsRoot {
+                location: self.location(ins.pos),
+                instruction: ins
+                    .text
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or("")
+                    .to_uppercase(),
+            });
+        }
         report(StepState::Started);
         let result = (|| {
             exec.ensure_snapshots(&self.state.layers)?;
@@ -251,18 +263,28 @@ impl StageRun<'_, '_> {
         ins: &Instruction,
         path: &str,
     ) -> Result<(), BuildError> {
-        let key = chain(&self.state.key, &keys::workdir(path));
+        let user = self.state.user();
+        let key = chain(&self.state.key, &keys::workdir(path, &user));
         let lowers = self.state.snapshots();
         let path = path.to_string();
+        let location = self.location(ins.pos);
         self.fs_step(id, ins, key, |run, step| {
             run.exec.with_view(
                 step,
                 &lowers,
                 &[],
                 Box::new(move |root, _| {
-                    root.mkdir_all(Path::new(&path), 0o755, None)
+                    let fail = |message: String| BuildError::Step {
+                        location: location.clone(),
+                        message: format!("WORKDIR {path}: {message}"),
+                    };
+                    // Missing directories belong to the current USER, as
+                    // BuildKit and buildah make them.
+                    let owner =
+                        users::resolve(root, &user, false).map_err(|e| fail(e.to_string()))?;
+                    root.mkdir_all(Path::new(&path), 0o755, Some((owner.uid, owner.gid)))
                         .map(|_| ())
-                        .map_err(|e| BuildError::Context(format!("WORKDIR {path}: {e}")))
+                        .map_err(|e| fail(e.to_string()))
                 }),
             )
         })
@@ -477,7 +499,7 @@ impl StageRun<'_, '_> {
             .split(['?', '#'])
             .next()
             .and_then(|u| u.rsplit('/').next())
-            .filter(|n| !n.is_empty())
+            .filter(|n| crate::sandbox::rootfs::is_plain_name(n))
             .unwrap_or("download")
             .to_string();
         let bytes = self
@@ -527,10 +549,9 @@ impl StepInputs {
         &self.0.path
     }
 
+    /// Writes one input file. The name comes from the spec (a heredoc) or
+    /// a URL: it is written inside the inputs directory or not at all.
     fn write(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
-        use std::os::unix::fs::PermissionsExt;
-        let path = self.0.path.join(name);
-        fs::write(&path, bytes)?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+        Root::open(&self.0.path)?.write_file(name, bytes, mode)
     }
 }

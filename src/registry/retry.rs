@@ -83,6 +83,16 @@ fn parse_http_date(value: &str) -> Option<SystemTime> {
     let [h, m, s] = hms.as_slice() else {
         return None;
     };
+    // Bounded fields keep the arithmetic below far from overflow, whatever
+    // a registry sends.
+    let in_range = (1..=31).contains(&day)
+        && (1970..=9999).contains(&year)
+        && (0..24).contains(h)
+        && (0..60).contains(m)
+        && (0..=60).contains(s);
+    if !in_range {
+        return None;
+    }
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + h * 3600 + m * 60 + s;
     let secs = u64::try_from(secs).ok()?;
@@ -146,6 +156,20 @@ mod tests {
             parse_retry_after("Sun, 06 Nov 1994 08:49:47 UTC", now),
             None
         );
+    }
+
+    #[test]
+    fn hostile_dates_are_refused_not_overflowed() {
+        let now = SystemTime::UNIX_EPOCH;
+        for value in [
+            "Sun, 06 Nov 9223372036854775807 08:49:37 GMT",
+            "Sun, 9223372036854775807 Nov 1994 08:49:37 GMT",
+            "Sun, 06 Nov 1994 9223372036854775807:00:00 GMT",
+            "Sun, 06 Nov -5 08:49:37 GMT",
+            "Sun, 06 Nov 1994 08:-1:37 GMT",
+        ] {
+            assert_eq!(parse_retry_after(value, now), None, "{value}");
+        }
     }
 
     #[test]

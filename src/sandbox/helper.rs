@@ -86,6 +86,7 @@ fn run(spec: &Spec) -> Result<u8, String> {
         .collect();
     record_stubs(spec)?;
     let identity = users::resolve(&root, &spec.user, true).map_err(|e| e.to_string())?;
+    let spec = &with_home(spec, &identity);
     let cwd = clean(&spec.cwd);
     ctx(
         &format!("create the working directory /{}", cwd.display()),
@@ -170,6 +171,16 @@ fn run(spec: &Spec) -> Result<u8, String> {
         .code()
         .map(|c| c as u8)
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0) as u8))
+}
+
+/// HOME from the user's passwd entry unless the image's ENV sets it, as
+/// Docker, BuildKit and buildah do.
+fn with_home(spec: &Spec, identity: &Identity) -> Spec {
+    let mut spec = spec.clone();
+    if !spec.env.iter().any(|pair| pair.starts_with("HOME=")) {
+        spec.env.push(format!("HOME={}", identity.home));
+    }
+    spec
 }
 
 fn oci_mount((mount, prepared): (&Mount, &Prepared)) -> super::oci::OciMount {

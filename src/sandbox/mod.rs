@@ -29,7 +29,6 @@ pub mod users;
 use std::collections::VecDeque;
 use std::fs;
 use std::io::{self, BufRead, BufReader};
-use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -314,7 +313,9 @@ fn enter_namespaces(network: Network) -> io::Result<()> {
 
 /// Removes the helper's stubs from the upper dir, deepest first, where the
 /// command left them as they were: an empty dir or file with the same
-/// mode and owner.
+/// mode and owner. The command had the upper dir in its hands, so every
+/// path is opened without following symlinks: a stub whose parent became
+/// a link is left alone, and nothing outside the upper dir is touched.
 fn remove_stubs(spec: &Spec) -> Result<(), SandboxError> {
     let list = spec.step_dir.join("stubs.json");
     let stubs: Vec<Stub> = match fs::read(&list) {
@@ -323,23 +324,35 @@ fn remove_stubs(spec: &Spec) -> Result<(), SandboxError> {
         Err(e) => return Err(io_at(&list)(e)),
     };
     let upper = spec.upper();
+    let root = rootfs::Root::open(&upper).map_err(io_at(&upper))?;
     for stub in stubs.iter().rev() {
-        let path = upper.join(&stub.path);
-        let Ok(meta) = fs::symlink_metadata(&path) else {
-            continue;
-        };
-        let unchanged = meta.mode() & 0o7777 == stub.mode & 0o7777
-            && meta.uid() == stub.uid
-            && meta.gid() == stub.gid;
-        if !unchanged {
-            continue;
-        }
-        if stub.is_dir && meta.is_dir() {
-            // Fails, as it should, when the command left something inside.
-            let _ = fs::remove_dir(&path);
-        } else if !stub.is_dir && meta.is_file() && meta.len() == 0 {
-            let _ = fs::remove_file(&path);
-        }
+        remove_stub(&root, stub);
     }
     Ok(())
+}
+
+fn remove_stub(root: &rootfs::Root, stub: &Stub) {
+    use rustix::fs::{AtFlags, FileType};
+    let (Some(parent), Some(name)) = (stub.path.parent(), stub.path.file_name()) else {
+        return;
+    };
+    let Ok(dir) = root.open_dir_no_follow(parent) else {
+        return;
+    };
+    let Ok(stat) = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) else {
+        return;
+    };
+    let unchanged = stat.st_mode & 0o7777 == stub.mode & 0o7777
+        && stat.st_uid == stub.uid
+        && stat.st_gid == stub.gid;
+    if !unchanged {
+        return;
+    }
+    let kind = FileType::from_raw_mode(stat.st_mode);
+    if stub.is_dir && kind == FileType::Directory {
+        // Fails, as it should, when the command left something inside.
+        let _ = rustix::fs::unlinkat(&dir, name, AtFlags::REMOVEDIR);
+    } else if !stub.is_dir && kind == FileType::RegularFile && stat.st_size == 0 {
+        let _ = rustix::fs::unlinkat(&dir, name, AtFlags::empty());
+    }
 }

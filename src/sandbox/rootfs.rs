@@ -35,6 +35,11 @@ pub fn clean(path: &str) -> PathBuf {
     out
 }
 
+/// One plain path component: not empty, `.` or `..`, no `/` or NUL.
+pub fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
 impl Root {
     pub fn open(path: &Path) -> io::Result<Root> {
         let fd = rustix::fs::open(
@@ -65,6 +70,24 @@ impl Root {
             flags | OFlags::CLOEXEC,
             Mode::empty(),
             ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+        )?)
+    }
+
+    /// Opens the directory `rel` below the root without following any
+    /// symlink: a symlink anywhere in `rel` is an error, so what is opened
+    /// is exactly the directory at that path, never one a link points to.
+    pub fn open_dir_no_follow(&self, rel: &Path) -> io::Result<OwnedFd> {
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
+        Ok(rustix::fs::openat2(
+            self.fd.as_fd(),
+            rel,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
         )?)
     }
 
@@ -134,6 +157,26 @@ impl Root {
         Ok((dir, created))
     }
 
+    /// Creates (or truncates) the file `name` directly in the root and
+    /// writes `bytes`. `name` must be one plain component; a symlink there
+    /// is refused, never followed.
+    pub fn write_file(&self, name: &str, bytes: &[u8], mode: u32) -> io::Result<()> {
+        if !is_plain_name(name) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("\"{name}\" is not a plain file name"),
+            ));
+        }
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::CREATE | OFlags::TRUNC | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+        io::Write::write_all(&mut std::fs::File::from(fd), bytes)
+    }
+
     /// Creates an empty file at `rel` if nothing is there (parents too).
     /// Returns the root-relative paths created.
     pub fn touch(&self, rel: &Path) -> io::Result<Vec<PathBuf>> {
@@ -169,8 +212,25 @@ fn fd_path(fd: &OwnedFd) -> io::Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    use super::clean;
-    use std::path::PathBuf;
+    use super::{clean, Root};
+    use std::path::{Path, PathBuf};
+
+    #[test]
+    fn write_file_takes_plain_names_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("root");
+        std::fs::create_dir(&inner).unwrap();
+        let root = Root::open(&inner).unwrap();
+        for bad in ["/tmp/x", "../x", "a/b", "..", ".", ""] {
+            assert!(root.write_file(bad, b"x", 0o644).is_err(), "{bad}");
+        }
+        assert!(!dir.path().join("x").exists());
+        std::os::unix::fs::symlink(dir.path().join("outside"), inner.join("link")).unwrap();
+        assert!(root.write_file("link", b"x", 0o644).is_err());
+        assert!(!dir.path().join("outside").exists());
+        root.write_file("ok.txt", b"hello", 0o600).unwrap();
+        assert_eq!(root.read(Path::new("ok.txt")).unwrap(), b"hello");
+    }
 
     #[test]
     fn clean_clamps_at_the_root() {

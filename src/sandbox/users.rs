@@ -14,6 +14,9 @@ pub struct Identity {
     pub gid: u32,
     /// Supplementary groups (only for `USER`, never for `--chown`).
     pub groups: Vec<u32>,
+    /// The home directory from passwd; `/` for a user passwd lacks, as
+    /// runc and BuildKit give it.
+    pub home: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,7 @@ struct PasswdEntry {
     name: String,
     uid: u32,
     gid: u32,
+    home: String,
 }
 
 struct GroupEntry {
@@ -53,6 +57,11 @@ fn passwd(root: &Root) -> Vec<PasswdEntry> {
                 name: f.first()?.clone(),
                 uid: f.get(2)?.parse().ok()?,
                 gid: f.get(3)?.parse().ok()?,
+                home: f
+                    .get(5)
+                    .filter(|h| !h.is_empty())
+                    .cloned()
+                    .unwrap_or_else(|| "/".into()),
             })
         })
         .collect()
@@ -87,23 +96,19 @@ pub fn resolve(root: &Root, spec: &str, supplementary: bool) -> Result<Identity,
         None => (spec, None),
     };
     let users = passwd(root);
-    let (uid, primary, name) = match user.parse::<u32>() {
-        Ok(uid) => {
-            let entry = users.iter().find(|e| e.uid == uid);
-            (
-                uid,
-                entry.map_or(0, |e| e.gid),
-                entry.map(|e| e.name.clone()),
-            )
-        }
+    let (uid, entry) = match user.parse::<u32>() {
+        Ok(uid) => (uid, users.iter().find(|e| e.uid == uid)),
         Err(_) => {
             let entry = users
                 .iter()
                 .find(|e| e.name == user)
                 .ok_or_else(|| UserError::NoUser(user.to_string()))?;
-            (entry.uid, entry.gid, Some(entry.name.clone()))
+            (entry.uid, Some(entry))
         }
     };
+    let primary = entry.map_or(0, |e| e.gid);
+    let name = entry.map(|e| e.name.clone());
+    let home = entry.map_or_else(|| "/".to_string(), |e| e.home.clone());
     let all_groups = groups(root);
     let gid = match group {
         None | Some("") => primary,
@@ -132,6 +137,7 @@ pub fn resolve(root: &Root, spec: &str, supplementary: bool) -> Result<Identity,
         uid,
         gid,
         groups: extra,
+        home,
     })
 }
 
@@ -158,8 +164,13 @@ mod tests {
         assert_eq!((alice.uid, alice.gid, alice.groups), (1000, 1000, vec![50]));
         let pair = resolve(&root, "alice:staff", true).unwrap();
         assert_eq!((pair.uid, pair.gid, pair.groups.len()), (1000, 50, 0));
+        assert_eq!(alice.home, "/home/alice");
+        assert_eq!(resolve(&root, "0", true).unwrap().home, "/root");
         let number = resolve(&root, "4242", true).unwrap();
-        assert_eq!((number.uid, number.gid), (4242, 0));
+        assert_eq!(
+            (number.uid, number.gid, number.home.as_str()),
+            (4242, 0, "/")
+        );
         assert_eq!(resolve(&root, "1000:7", false).unwrap().gid, 7);
         assert!(matches!(
             resolve(&root, "mallory", true),
