@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::harness::Needs;
+
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -16,17 +18,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::registry::Registry;
-use common::{debian_tarball, disk_tree, is_root, kbuild, ok, require, Tree};
+use common::{debian_tarball, disk_tree, kbuild, ok, require, Tree};
 
 const SECRET: &str = "kbuild-test-secret-9f2c41";
-
-fn skip_unless_root() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root (CI runs as root)");
-        return true;
-    }
-    false
-}
 
 /// A store with the Debian base imported as `debian:bookworm`.
 fn store_with_base(work: &Path) -> PathBuf {
@@ -45,18 +39,14 @@ fn store_with_base(work: &Path) -> PathBuf {
     store
 }
 
-/// A work dir, a store with the base and a context holding `dockerfile`;
-/// `None` (the test is skipped) unless root.
-fn setup(dockerfile: &str, tools: &[&str]) -> Option<(tempfile::TempDir, PathBuf, PathBuf)> {
-    if skip_unless_root() {
-        return None;
-    }
+/// A work dir, a store with the base and a context holding `dockerfile`.
+fn setup(dockerfile: &str, tools: &[&str]) -> (tempfile::TempDir, PathBuf, PathBuf) {
     require(tools);
     let work = tempfile::tempdir().unwrap();
     let store = store_with_base(work.path());
     let context = work.path().join("context");
     write(&context.join("Dockerfile"), dockerfile);
-    Some((work, store, context))
+    (work, store, context)
 }
 
 fn build(store: &Path, context: &Path, extra: &[&str]) -> Output {
@@ -211,11 +201,7 @@ fn assert_absent_from_blobs(store: &Path, needle: &str) {
     }
 }
 
-#[test]
 fn debian_build_runs_apt_multistage_heredocs_mounts_and_caches() {
-    if skip_unless_root() {
-        return;
-    }
     require(&["umoci", "findmnt"]);
     let work = tempfile::tempdir().unwrap();
     let store = store_with_base(work.path());
@@ -350,12 +336,9 @@ fn debian_build_runs_apt_multistage_heredocs_mounts_and_caches() {
     assert_clean(&store);
 }
 
-#[test]
 fn a_failing_run_reports_location_code_and_output_and_leaves_nothing() {
     let spec = "FROM debian:bookworm\nRUN echo prepared > /prepared\nRUN for i in $(seq 1 30); do echo line $i; done; echo oops >&2; exit 3\n";
-    let Some((_work, store, context)) = setup(spec, &["findmnt"]) else {
-        return;
-    };
+    let (_work, store, context) = setup(spec, &["findmnt"]);
     let out = build(&store, &context, &["-t", "broken"]);
     let log = stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
@@ -382,15 +365,12 @@ fn a_failing_run_reports_location_code_and_output_and_leaves_nothing() {
     assert!(stderr(&again).contains("CACHED RUN echo prepared"));
 }
 
-#[test]
 fn sigint_during_a_long_run_kills_the_sandbox_and_cleans_up() {
     // A duration no other process uses, so pgrep finds only this test's.
     let sleeper = format!("sleep {}", 100_000 + std::process::id());
     let spec =
         format!("FROM debian:bookworm\nRUN echo started; {sleeper} & {sleeper}; echo finished\n");
-    let Some((_work, store, context)) = setup(&spec, &["findmnt", "pgrep"]) else {
-        return;
-    };
+    let (_work, store, context) = setup(&spec, &["findmnt", "pgrep"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_kbuild"))
         .args([
             "build",
@@ -501,11 +481,7 @@ fn comparable(tree: Tree) -> Tree {
         .collect()
 }
 
-#[test]
 fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
-    if skip_unless_root() {
-        return;
-    }
     require(&["buildah", "umoci", "skopeo"]);
     let work = tempfile::tempdir().unwrap();
     let store = store_with_base(work.path());
@@ -621,12 +597,9 @@ fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
     assert!(ours.contains_key("usr/bin/rsync"));
 }
 
-#[test]
 fn runc_isolation_gives_the_same_layers() {
     let spec = "FROM debian:bookworm\nRUN useradd -u 2000 worker && mkdir /data && echo \"$(id -u) $(hostname)\" > /data/who && rm /etc/motd\nUSER worker\nRUN id -u > /tmp/me\n";
-    let Some((work, store, context)) = setup(spec, &["runc", "umoci"]) else {
-        return;
-    };
+    let (work, store, context) = setup(spec, &["runc", "umoci"]);
     let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
     let run = |tag: &str, isolation: &str| {
         let out = kbuild(
@@ -677,11 +650,7 @@ fn runc_isolation_gives_the_same_layers() {
     assert_clean(&store);
 }
 
-#[test]
 fn the_step_cache_travels_through_a_registry() {
-    if skip_unless_root() {
-        return;
-    }
     let registry = Registry::start(None);
     let work = tempfile::tempdir().unwrap();
     let first = store_with_base(work.path());
@@ -774,7 +743,6 @@ fn serve(body: &'static [u8]) -> u16 {
     port
 }
 
-#[test]
 fn add_fetches_urls_unpacks_archives_and_copy_sets_owners_and_modes() {
     let body: &'static [u8] = b"downloaded payload\n";
     let port = serve(body);
@@ -788,9 +756,7 @@ fn add_fetches_urls_unpacks_archives_and_copy_sets_owners_and_modes() {
          COPY --link data/ /data/\n\
          COPY data/*.txt /globbed/\n"
     );
-    let Some((work, store, context)) = setup(&spec, &["umoci", "tar"]) else {
-        return;
-    };
+    let (work, store, context) = setup(&spec, &["umoci", "tar"]);
     write(&context.join("tool.sh"), "#!/bin/sh\n");
     write(&context.join("data/one.txt"), "1\n");
     write(&context.join("data/two.txt"), "2\n");
@@ -848,3 +814,13 @@ fn add_fetches_urls_unpacks_archives_and_copy_sets_owners_and_modes() {
     );
     assert_clean(&store);
 }
+
+tests!(
+    debian_build_runs_apt_multistage_heredocs_mounts_and_caches: Needs::root_and(&["mmdebstrap", "umoci", "findmnt"]),
+    a_failing_run_reports_location_code_and_output_and_leaves_nothing: Needs::root_and(&["mmdebstrap", "findmnt"]),
+    sigint_during_a_long_run_kills_the_sandbox_and_cleans_up: Needs::root_and(&["mmdebstrap", "findmnt", "pgrep"]),
+    the_tree_equals_what_buildah_builds_from_the_same_spec: Needs::root_and(&["mmdebstrap", "buildah", "umoci", "skopeo"]),
+    runc_isolation_gives_the_same_layers: Needs::root_and(&["mmdebstrap", "runc", "umoci"]),
+    the_step_cache_travels_through_a_registry: Needs::root_and(&["mmdebstrap", "docker-registry"]),
+    add_fetches_urls_unpacks_archives_and_copy_sets_owners_and_modes: Needs::root_and(&["mmdebstrap", "umoci", "tar"]),
+);

@@ -10,6 +10,8 @@
 
 mod common;
 
+use common::harness::ROOT;
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -645,12 +647,7 @@ fn cases() -> Vec<Case> {
     ]
 }
 
-#[test]
 fn hostile_layers_never_touch_anything_outside_the_root() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: needs root (CI runs it as root)");
-        return;
-    }
     let all = cases();
     assert!(all.len() >= 40, "only {} cases", all.len());
     let mut failures = Vec::new();
@@ -686,3 +683,7 @@ fn hostile_layers_never_touch_anything_outside_the_root() {
         failures.join("\n")
     );
 }
+
+tests!(
+    hostile_layers_never_touch_anything_outside_the_root: ROOT,
+);

@@ -5,6 +5,8 @@
 
 mod common;
 
+use common::harness::ROOT;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -74,19 +76,7 @@ fn entry_names(layer: &[u8]) -> Vec<String> {
         .collect()
 }
 
-fn root_only() -> bool {
-    let root = rustix::process::geteuid().is_root();
-    if !root {
-        eprintln!("skipped: needs root (CI runs as root)");
-    }
-    root
-}
-
-#[test]
 fn every_kind_of_file_survives_a_round_trip() {
-    if !root_only() {
-        return;
-    }
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     std::fs::create_dir_all(src.join("usr/bin")).unwrap();
@@ -191,11 +181,7 @@ fn every_kind_of_file_survives_a_round_trip() {
     }
 }
 
-#[test]
 fn overlay_upper_dirs_become_oci_whiteouts_that_delete_lower_content() {
-    if !root_only() {
-        return;
-    }
     let work = tempfile::tempdir().unwrap();
     let upper = work.path().join("upper");
     std::fs::create_dir_all(upper.join("opq")).unwrap();
@@ -255,3 +241,8 @@ fn overlay_upper_dirs_become_oci_whiteouts_that_delete_lower_content() {
         "{xattrs:?}"
     );
 }
+
+tests!(
+    every_kind_of_file_survives_a_round_trip: ROOT,
+    overlay_upper_dirs_become_oci_whiteouts_that_delete_lower_content: ROOT,
+);

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::harness::Needs;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -100,19 +102,7 @@ fn blob_files(store: &Path) -> Vec<String> {
     names
 }
 
-fn is_root() -> bool {
-    if !common::is_root() {
-        eprintln!("skipped: needs root to build the Debian fixture (CI runs it as root)");
-        return false;
-    }
-    true
-}
-
-#[test]
 fn debian_push_pull_round_trip_is_judged_equal_by_skopeo() {
-    if !is_root() {
-        return;
-    }
     require(&["skopeo"]);
     let registry = Registry::start(None);
     let host = registry.host();
@@ -213,7 +203,6 @@ fn login(host: &str, user: &str, password: &str, config: &Path) -> Output {
     child.wait_with_output().unwrap()
 }
 
-#[test]
 fn basic_auth_rejects_wrong_passwords_clearly_and_accepts_the_right_one() {
     let registry = Registry::start(Some(("kbuilder", "s3cret-pass")));
     let host = registry.host();
@@ -345,7 +334,6 @@ fn rule(method: &'static str, path: &str, times: usize, fault: Fault) -> Rule {
     }
 }
 
-#[test]
 fn a_corrupted_blob_is_refused_and_leaves_no_trace() {
     let setup = fault_setup(|layer| {
         vec![rule(
@@ -389,7 +377,6 @@ fn a_corrupted_blob_is_refused_and_leaves_no_trace() {
     ));
 }
 
-#[test]
 fn two_503s_then_success_is_retried() {
     let setup = fault_setup(|layer| {
         vec![rule(
@@ -415,7 +402,6 @@ fn two_503s_then_success_is_retried() {
     assert_eq!(injected, 2);
 }
 
-#[test]
 fn a_429_with_retry_after_is_honored() {
     let setup = fault_setup(|layer| {
         vec![rule(
@@ -436,7 +422,6 @@ fn a_429_with_retry_after_is_honored() {
     assert!(started.elapsed().as_secs_f64() >= 2.0);
 }
 
-#[test]
 fn a_connection_cut_mid_blob_resumes_with_a_range_request() {
     let setup = fault_setup(|layer| {
         vec![rule(
@@ -465,7 +450,6 @@ fn a_connection_cut_mid_blob_resumes_with_a_range_request() {
     ));
 }
 
-#[test]
 fn a_push_survives_a_cut_chunk_and_an_expired_token() {
     let registry = Registry::start(None);
     let store = tempfile::tempdir().unwrap();
@@ -565,7 +549,6 @@ fn manifest_size(store: &Path, digest: &str) -> u64 {
     .len()
 }
 
-#[test]
 fn a_multi_platform_index_is_pushed_whole_and_pulled_per_platform() {
     use oci_spec::image::{Descriptor, MediaType};
     let registry = Registry::start(None);
@@ -670,7 +653,6 @@ fn a_multi_platform_index_is_pushed_whole_and_pulled_per_platform() {
     );
 }
 
-#[test]
 fn the_step_cache_travels_between_stores_as_an_ignorable_artifact() {
     use kbuild::digest::Digest;
     use kbuild::store::cache::{CacheEntry, LayerRecord};
@@ -757,3 +739,19 @@ fn the_step_cache_travels_between_stores_as_an_ignorable_artifact() {
         stderr(&refused)
     );
 }
+
+tests!(
+    debian_push_pull_round_trip_is_judged_equal_by_skopeo: REGISTRY,
+    basic_auth_rejects_wrong_passwords_clearly_and_accepts_the_right_one: REGISTRY,
+    a_corrupted_blob_is_refused_and_leaves_no_trace: REGISTRY,
+    two_503s_then_success_is_retried: REGISTRY,
+    a_429_with_retry_after_is_honored: REGISTRY,
+    a_connection_cut_mid_blob_resumes_with_a_range_request: REGISTRY,
+    a_push_survives_a_cut_chunk_and_an_expired_token: REGISTRY,
+    a_multi_platform_index_is_pushed_whole_and_pulled_per_platform: REGISTRY,
+    the_step_cache_travels_between_stores_as_an_ignorable_artifact: REGISTRY,
+);
+
+/// Each test starts the reference registry (with htpasswd for auth) and
+/// imports an image built from the Debian fixture (mmdebstrap needs root).
+const REGISTRY: Needs = Needs::root_and(&["mmdebstrap", "docker-registry", "htpasswd", "skopeo"]);

@@ -5,11 +5,13 @@
 
 mod common;
 
+use common::harness::Needs;
+
 use std::io::Read;
 use std::path::Path;
 use std::process::Command;
 
-use common::{debian_tarball, is_root, kbuild, ok, require};
+use common::{debian_tarball, kbuild, ok, require};
 use serde_json::Value;
 
 use common::{disk_tree, Tree};
@@ -131,19 +133,7 @@ fn export_and_inspect(store: &Path, dest: &str) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-fn skip_unless_root() -> bool {
-    if !is_root() {
-        eprintln!("skipped: needs root (CI runs as root)");
-        return true;
-    }
-    false
-}
-
-#[test]
 fn import_export_round_trip_is_judged_equal_by_skopeo_and_umoci() {
-    if skip_unless_root() {
-        return;
-    }
     require(&["skopeo", "umoci"]);
     let tarball = debian_tarball();
     let work = tempfile::tempdir().unwrap();
@@ -301,11 +291,7 @@ fn strip_ids(v: &mut Value) {
     }
 }
 
-#[test]
 fn imports_are_reproducible_with_gzip_and_zstd() {
-    if skip_unless_root() {
-        return;
-    }
     let tarball = debian_tarball();
     let work = tempfile::tempdir().unwrap();
     for compression in ["gzip", "zstd"] {
@@ -325,11 +311,7 @@ fn imports_are_reproducible_with_gzip_and_zstd() {
     }
 }
 
-#[test]
 fn fsck_finds_and_quarantines_corruption() {
-    if skip_unless_root() {
-        return;
-    }
     let tarball = debian_tarball();
     let work = tempfile::tempdir().unwrap();
     let store = work.path().join("store");
@@ -365,11 +347,7 @@ fn fsck_finds_and_quarantines_corruption() {
     ok(&kbuild(&["cache", "fsck", "--store", s], &[]));
 }
 
-#[test]
 fn sigkill_at_any_point_leaves_a_consistent_store() {
-    if skip_unless_root() {
-        return;
-    }
     let tarball = debian_tarball();
     let work = tempfile::tempdir().unwrap();
     let store = work.path().join("store");
@@ -418,11 +396,7 @@ fn sigkill_at_any_point_leaves_a_consistent_store() {
     assert_eq!(std::fs::read_dir(store.join("tmp")).unwrap().count(), 0);
 }
 
-#[test]
 fn concurrent_imports_into_one_store_both_succeed() {
-    if skip_unless_root() {
-        return;
-    }
     let tarball = debian_tarball();
     let work = tempfile::tempdir().unwrap();
     let store = work.path().join("store");
@@ -452,7 +426,6 @@ fn concurrent_imports_into_one_store_both_succeed() {
     ok(&kbuild(&["cache", "fsck", "--store", &s], &[]));
 }
 
-#[test]
 fn unknown_images_and_bad_destinations_are_usage_errors() {
     let work = tempfile::tempdir().unwrap();
     let s = work.path().to_str().unwrap();
@@ -468,3 +441,12 @@ fn unknown_images_and_bad_destinations_are_usage_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.tar"));
 }
+
+tests!(
+    import_export_round_trip_is_judged_equal_by_skopeo_and_umoci: Needs::root_and(&["mmdebstrap", "skopeo", "umoci"]),
+    imports_are_reproducible_with_gzip_and_zstd: Needs::root_and(&["mmdebstrap"]),
+    fsck_finds_and_quarantines_corruption: Needs::root_and(&["mmdebstrap"]),
+    sigkill_at_any_point_leaves_a_consistent_store: Needs::root_and(&["mmdebstrap"]),
+    concurrent_imports_into_one_store_both_succeed: Needs::root_and(&["mmdebstrap"]),
+    unknown_images_and_bad_destinations_are_usage_errors: Needs { root: false, tools: &[] },
+);
