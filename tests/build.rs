@@ -14,30 +14,16 @@ use common::harness::Needs;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::builds::{
+    assert_absent_from_blobs, assert_clean, build, stderr, store_with_base, write,
+};
 use common::registry::Registry;
 use common::{debian_tarball, disk_tree, kbuild, ok, require, Tree};
 
 const SECRET: &str = "kbuild-test-secret-9f2c41";
-
-/// A store with the Debian base imported as `debian:bookworm`.
-fn store_with_base(work: &Path) -> PathBuf {
-    let store = work.join("store");
-    ok(&kbuild(
-        &[
-            "import",
-            debian_tarball().to_str().unwrap(),
-            "-t",
-            "debian:bookworm",
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-    ));
-    store
-}
 
 /// A work dir, a store with the base and a context holding `dockerfile`.
 fn setup(dockerfile: &str, tools: &[&str]) -> (tempfile::TempDir, PathBuf, PathBuf) {
@@ -47,46 +33,6 @@ fn setup(dockerfile: &str, tools: &[&str]) -> (tempfile::TempDir, PathBuf, PathB
     let context = work.path().join("context");
     write(&context.join("Dockerfile"), dockerfile);
     (work, store, context)
-}
-
-fn build(store: &Path, context: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "build",
-        "--store",
-        store.to_str().unwrap(),
-        context.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    kbuild(&args, &[])
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// Nothing of the store is mounted, its tmp/ is empty, fsck is clean.
-fn assert_clean(store: &Path) {
-    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    let needle = store.to_str().unwrap();
-    let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(needle)).collect();
-    assert!(leaked.is_empty(), "leaked mounts: {leaked:#?}");
-    let findmnt = Command::new("findmnt")
-        .args(["-rn", "-o", "TARGET"])
-        .output()
-        .unwrap();
-    assert!(
-        !String::from_utf8_lossy(&findmnt.stdout).contains(needle),
-        "findmnt shows a store mount"
-    );
-    let temps: Vec<_> = fs::read_dir(store.join("tmp")).unwrap().collect();
-    assert!(temps.is_empty(), "leftover temp dirs: {temps:?}");
-    let fsck = kbuild(&["cache", "fsck", "--store", store.to_str().unwrap()], &[]);
-    assert!(fsck.status.success(), "fsck: {}", stderr(&fsck));
-}
-
-fn write(path: &Path, text: &str) {
-    fs::create_dir_all(path.parent().unwrap()).unwrap();
-    fs::write(path, text).unwrap();
 }
 
 /// Unpacks `name` from the store with umoci; returns the rootfs path.
@@ -178,27 +124,6 @@ fn step_counts(log: &str) -> (usize, usize) {
         .filter_map(|n| n.parse().ok())
         .collect();
     (numbers[0], numbers[1])
-}
-
-/// Every layer blob of the store, decompressed, must not contain `needle`.
-fn assert_absent_from_blobs(store: &Path, needle: &str) {
-    for entry in fs::read_dir(store.join("blobs/sha256")).unwrap() {
-        let path = entry.unwrap().path();
-        let raw = fs::read(&path).unwrap();
-        let mut text = raw.clone();
-        if raw.starts_with(&[0x1f, 0x8b]) {
-            text.clear();
-            use std::io::Read;
-            flate2::read::MultiGzDecoder::new(&raw[..])
-                .read_to_end(&mut text)
-                .unwrap();
-        }
-        assert!(
-            !text.windows(needle.len()).any(|w| w == needle.as_bytes()),
-            "{} contains the secret",
-            path.display()
-        );
-    }
 }
 
 fn debian_build_runs_apt_multistage_heredocs_mounts_and_caches() {
@@ -450,6 +375,10 @@ COPY --chown=app:app --chmod=640 config.ini /srv/data/config.ini
 COPY --from=builder /out /opt/out
 USER app
 RUN echo done > /srv/data/done
+WORKDIR /work
+RUN touch /work/f && echo "$HOME" > /work/home
+USER root
+RUN echo "$HOME" > /root-home
 "#;
 
 /// Paths whose content differs between any two runs of the same steps.
@@ -594,6 +523,24 @@ fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
         differ.join("\n")
     );
     assert!(ours.len() > 5000, "only {} entries compared", ours.len());
+    // WORKDIR after USER gives the new directory to that user, and HOME
+    // comes from passwd (both checked against buildah above, and here).
+    assert!(
+        ours["work"].contains("uid=1500 gid=1500"),
+        "{}",
+        ours["work"]
+    );
+    let home = |text: &str| format!("file {} ", common::sha256_hex(text.as_bytes()));
+    assert!(
+        ours["work/home"].starts_with(&home("/home/app\n")),
+        "{}",
+        ours["work/home"]
+    );
+    assert!(
+        ours["root-home"].starts_with(&home("/root\n")),
+        "{}",
+        ours["root-home"]
+    );
     assert!(ours.contains_key("usr/bin/rsync"));
 }
 

@@ -510,6 +510,8 @@ fn enter_root(merged: &Path, cwd: &Path, identity: &Identity) -> io::Result<()> 
     rustix::mount::unmount(".", UnmountFlags::DETACH)?;
     rustix::process::chdir("/")?;
     pid1_with_proc()?;
+    super::confine::mask_proc()?;
+    super::confine::drop_capabilities()?;
     rustix::process::chdir(cwd)?;
     let groups: Vec<Gid> = identity.groups.iter().map(|g| Gid::from_raw(*g)).collect();
     rustix::thread::set_thread_groups(&groups)?;

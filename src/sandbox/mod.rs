@@ -20,6 +20,7 @@
 //!   command runs and removed from the upper dir after, unless the command
 //!   put something there: a secret's mount point never reaches a layer.
 
+mod confine;
 pub mod helper;
 mod oci;
 pub mod overlay;

@@ -29,13 +29,14 @@ pub enum OciMount {
     },
 }
 
-/// Docker's default capability set for build steps.
-const CAPABILITIES: [Capability; 14] = [
+/// Docker's default capability set for build steps, less `CAP_MKNOD`
+/// (no device cgroup guards the nodes a step could make); the built-in
+/// isolation keeps the same set (`confine::KEPT_CAPABILITIES`).
+pub(super) const CAPABILITIES: [Capability; 13] = [
     Capability::Chown,
     Capability::DacOverride,
     Capability::Fsetid,
     Capability::Fowner,
-    Capability::Mknod,
     Capability::NetRaw,
     Capability::Setgid,
     Capability::Setuid,

@@ -111,29 +111,56 @@ impl Root {
     }
 
     /// `mkdir -p` of `rel`: missing directories are created with `mode`
-    /// and `owner`. Returns a descriptor of the directory and the
-    /// root-relative paths created, parents first.
+    /// and `owner`. A dangling symlink on the way is followed inside the
+    /// root and its target created, as BuildKit and buildah do. Returns a
+    /// descriptor of the directory and the root-relative paths created,
+    /// parents first.
     pub fn mkdir_all(
         &self,
         rel: &Path,
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> io::Result<(OwnedFd, Vec<PathBuf>)> {
+        let mut rel = clean(&rel.to_string_lossy());
+        let mut created = Vec::new();
+        // Each dangling link restarts the walk at its target; a bound on
+        // restarts ends link cycles, as the kernel's ELOOP does.
+        for _ in 0..MAX_LINK_HOPS {
+            match self.mkdir_walk(&rel, mode, owner, &mut created)? {
+                Walk::Done(fd) => return Ok((fd, created)),
+                Walk::Retarget(next) => rel = next,
+            }
+        }
+        Err(Errno::LOOP.into())
+    }
+
+    fn mkdir_walk(
+        &self,
+        rel: &Path,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+        created: &mut Vec<PathBuf>,
+    ) -> io::Result<Walk> {
         let mut dir = self.open_at(Path::new("."), OFlags::PATH | OFlags::DIRECTORY)?;
         let mut prefix = PathBuf::new();
-        let mut created = Vec::new();
-        for name in clean(&rel.to_string_lossy()).iter() {
+        let names: Vec<_> = rel.iter().collect();
+        for (i, name) in names.iter().enumerate() {
+            let parent = prefix.clone();
             prefix.push(name);
             dir = match self.open_at(&prefix, OFlags::PATH | OFlags::DIRECTORY) {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
-                    match rustix::fs::mkdirat(&dir, name, Mode::from_raw_mode(mode)) {
+                    if let Some(target) = dangling_link_target(&dir, &parent, name)? {
+                        let rest: PathBuf = names[i + 1..].iter().collect();
+                        return Ok(Walk::Retarget(target.join(rest)));
+                    }
+                    match rustix::fs::mkdirat(&dir, *name, Mode::from_raw_mode(mode)) {
                         Ok(()) | Err(Errno::EXIST) => {}
                         Err(e) => return Err(e.into()),
                     }
                     let fd = rustix::fs::openat(
                         &dir,
-                        name,
+                        *name,
                         OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                         Mode::empty(),
                     )?;
@@ -154,7 +181,7 @@ impl Root {
                 Err(e) => return Err(e),
             };
         }
-        Ok((dir, created))
+        Ok(Walk::Done(dir))
     }
 
     /// Creates (or truncates) the file `name` directly in the root and
@@ -199,6 +226,36 @@ impl Root {
     }
 }
 
+/// How many dangling links `mkdir_all` follows before giving up.
+const MAX_LINK_HOPS: usize = 40;
+
+enum Walk {
+    Done(OwnedFd),
+    /// A dangling link: start again at this root-relative path.
+    Retarget(PathBuf),
+}
+
+/// If `name` in `dir` (at root-relative `parent`) is a symlink, where it
+/// points as a root-relative path: absolute targets start at the root,
+/// relative ones at `parent`, `..` clamped at the root.
+fn dangling_link_target(
+    dir: &OwnedFd,
+    parent: &Path,
+    name: &std::ffi::OsStr,
+) -> io::Result<Option<PathBuf>> {
+    let target = match rustix::fs::readlinkat(dir, name, Vec::new()) {
+        Ok(target) => target,
+        Err(Errno::INVAL) | Err(Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let target = target.to_string_lossy().into_owned();
+    let joined = match target.starts_with('/') {
+        true => target,
+        false => format!("{}/{target}", parent.display()),
+    };
+    Ok(Some(clean(&joined)))
+}
+
 pub fn chown_fd(fd: &OwnedFd, uid: u32, gid: u32) -> io::Result<()> {
     rustix::fs::fchown(fd, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)))?;
     Ok(())
@@ -214,6 +271,27 @@ fn fd_path(fd: &OwnedFd) -> io::Result<PathBuf> {
 mod tests {
     use super::{clean, Root};
     use std::path::{Path, PathBuf};
+
+    #[test]
+    fn mkdir_all_follows_dangling_links_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = dir.path().join("root");
+        std::fs::create_dir(&inner).unwrap();
+        let host = dir.path().join("host-target");
+        std::os::unix::fs::symlink(&host, inner.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../../up/x", inner.join("rel")).unwrap();
+        std::os::unix::fs::symlink("loop", inner.join("loop")).unwrap();
+        let root = Root::open(&inner).unwrap();
+        root.mkdir_all(Path::new("abs/sub"), 0o755, None).unwrap();
+        assert!(inner
+            .join(host.strip_prefix("/").unwrap())
+            .join("sub")
+            .is_dir());
+        assert!(!host.exists());
+        root.mkdir_all(Path::new("rel/y"), 0o755, None).unwrap();
+        assert!(inner.join("up/x/y").is_dir());
+        assert!(root.mkdir_all(Path::new("loop/z"), 0o755, None).is_err());
+    }
 
     #[test]
     fn write_file_takes_plain_names_only() {

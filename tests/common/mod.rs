@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod builds;
+pub mod evil_tar;
 pub mod harness;
 pub mod registry;
 

@@ -1,0 +1,85 @@
+//! Helpers of the suites that run `kbuild build` on the Debian fixture.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use super::{debian_tarball, kbuild, ok};
+
+/// A store with the Debian base imported as `debian:bookworm`.
+pub fn store_with_base(work: &Path) -> PathBuf {
+    let store = work.join("store");
+    ok(&kbuild(
+        &[
+            "import",
+            debian_tarball().to_str().unwrap(),
+            "-t",
+            "debian:bookworm",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    store
+}
+
+pub fn build(store: &Path, context: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "build",
+        "--store",
+        store.to_str().unwrap(),
+        context.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    kbuild(&args, &[])
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Nothing of the store is mounted, its tmp/ is empty, fsck is clean.
+pub fn assert_clean(store: &Path) {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let needle = store.to_str().unwrap();
+    let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(needle)).collect();
+    assert!(leaked.is_empty(), "leaked mounts: {leaked:#?}");
+    let findmnt = Command::new("findmnt")
+        .args(["-rn", "-o", "TARGET"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&findmnt.stdout).contains(needle),
+        "findmnt shows a store mount"
+    );
+    let temps: Vec<_> = fs::read_dir(store.join("tmp")).unwrap().collect();
+    assert!(temps.is_empty(), "leftover temp dirs: {temps:?}");
+    let fsck = kbuild(&["cache", "fsck", "--store", store.to_str().unwrap()], &[]);
+    assert!(fsck.status.success(), "fsck: {}", stderr(&fsck));
+}
+
+pub fn write(path: &Path, text: &str) {
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    fs::write(path, text).unwrap();
+}
+
+/// Every layer blob of the store, decompressed, must not contain `needle`.
+pub fn assert_absent_from_blobs(store: &Path, needle: &str) {
+    for entry in fs::read_dir(store.join("blobs/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        let raw = fs::read(&path).unwrap();
+        let mut text = raw.clone();
+        if raw.starts_with(&[0x1f, 0x8b]) {
+            text.clear();
+            use std::io::Read;
+            flate2::read::MultiGzDecoder::new(&raw[..])
+                .read_to_end(&mut text)
+                .unwrap();
+        }
+        assert!(
+            !text.windows(needle.len()).any(|w| w == needle.as_bytes()),
+            "{} contains the secret",
+            path.display()
+        );
+    }
+}
