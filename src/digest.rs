@@ -61,6 +61,23 @@ impl FromStr for Digest {
     }
 }
 
+/// The OCI types carry digests as their own type: converting is checked
+/// one way (ours accepts sha256 only) and total the other.
+impl TryFrom<&oci_spec::image::Digest> for Digest {
+    type Error = DigestError;
+
+    fn try_from(digest: &oci_spec::image::Digest) -> Result<Digest, DigestError> {
+        digest.to_string().parse()
+    }
+}
+
+impl From<&Digest> for oci_spec::image::Digest {
+    fn from(digest: &Digest) -> oci_spec::image::Digest {
+        oci_spec::image::Digest::try_from(digest.to_string())
+            .expect("a sha256 digest is a valid OCI digest")
+    }
+}
+
 impl serde::Serialize for Digest {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.collect_str(self)

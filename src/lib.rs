@@ -4,16 +4,20 @@
 //! `cli/` only turns command lines into calls of these modules.
 
 pub mod cli;
+pub mod compose;
 pub mod digest;
 pub mod dockerfile;
 pub mod executor;
 pub mod export;
 pub mod layer;
+pub mod media;
+pub mod pipeline;
 pub mod plan;
 pub mod platform;
 pub mod project;
 pub mod reference;
 pub mod registry;
 pub mod report;
+pub mod rootfs;
 pub mod sandbox;
 pub mod store;

@@ -2,7 +2,8 @@
 //! error, never panic, and every error renders.
 #![no_main]
 
-use kbuild::plan::{self, Platform, PlanRequest};
+use kbuild::plan::{self, PlanRequest};
+use kbuild::platform::Platform;
 use kbuild::dockerfile;
 use libfuzzer_sys::fuzz_target;
 

@@ -2,20 +2,21 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
-use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use super::progress::CliReporter;
-use super::registry::{describe, parse_reference, runtime, RegistryArgs};
-use super::{key_value, open_store, LayerArgs, StoreArgs, UsageError};
-use crate::dockerfile;
-use crate::executor::{build, BuildOptions};
-use crate::export::{export_image, Destination};
+use super::registry::{describe_transfer, parse_reference, RegistryArgs};
+use super::{
+    cancel_on_signals, key_value, open_store, sandbox_helper, write_report, LayerArgs, StoreArgs,
+    UsageError,
+};
+use crate::executor::BuildOptions;
+use crate::export::Destination;
+use crate::pipeline::{self, BuildReport, BuildRequest};
 use crate::plan::PlanRequest;
 use crate::platform::Platform;
-use crate::sandbox::{Cancel, Isolation, Network};
+use crate::sandbox::{Isolation, Network};
 
 /// Build an image from a spec, daemonless: RUN steps in a namespace
 /// sandbox over overlayfs snapshots, a step cache in the store.
@@ -65,6 +66,10 @@ pub struct BuildArgs {
     /// The network of RUN steps that do not set --network.
     #[arg(long, value_enum, default_value_t = NetworkArg::Host)]
     network: NetworkArg,
+    /// Write a JSON report (digest, tags, per-step times and cache hits,
+    /// transfers) to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
     #[command(flatten)]
     layer: LayerArgs,
     #[command(flatten)]
@@ -109,33 +114,20 @@ fn parse_secret(text: &str) -> anyhow::Result<(String, PathBuf)> {
 }
 
 fn parse_output(text: &str) -> anyhow::Result<Destination> {
-    if let Some(rest) = text.strip_prefix("oci-archive:") {
-        return Ok(Destination::OciArchive(PathBuf::from(rest)));
+    match text.parse::<Destination>() {
+        Ok(dest @ (Destination::OciDir { .. } | Destination::OciArchive(_))) => Ok(dest),
+        _ => Err(UsageError(format!(
+            "--output {text}: use oci:DIR[:TAG] or oci-archive:FILE"
+        ))
+        .into()),
     }
-    if let Some(rest) = text.strip_prefix("oci:") {
-        return Ok(match rest.rsplit_once(':') {
-            Some((dir, tag)) if !tag.contains('/') => Destination::OciDir {
-                path: PathBuf::from(dir),
-                tag: Some(tag.to_string()),
-            },
-            _ => Destination::OciDir {
-                path: PathBuf::from(rest),
-                tag: None,
-            },
-        });
-    }
-    Err(UsageError(format!(
-        "--output {text}: use oci:DIR[:TAG] or oci-archive:FILE"
-    ))
-    .into())
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<()> {
-    let file_path = args
+    let spec = args
         .file
         .clone()
         .unwrap_or_else(|| args.context.join("Dockerfile"));
-    let file = dockerfile::parse_file(&file_path)?;
     let platform = args
         .platform
         .as_deref()
@@ -147,117 +139,67 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .iter()
         .map(|s| parse_secret(s))
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
-    let output = args.output.as_deref().map(parse_output).transpose()?;
-    let push = args.push.as_deref().map(parse_reference).transpose()?;
-    let cache_from = args
-        .cache_from
-        .as_deref()
-        .map(parse_reference)
-        .transpose()?;
-    let cache_to = args.cache_to.as_deref().map(parse_reference).transpose()?;
     let registry = args.registry.options()?;
-    let options = BuildOptions {
-        context: args.context.clone(),
-        plan: PlanRequest {
-            build_args: args.build_args.into_iter().collect(),
-            target: args.target.clone(),
-            platform,
-        },
-        no_cache: args.no_cache,
-        secrets,
-        isolation: match args.isolation {
-            IsolationArg::Builtin => Isolation::Builtin,
-            IsolationArg::Oci => Isolation::Oci {
-                runtime: args.runtime.clone(),
+    let request = BuildRequest {
+        spec,
+        options: BuildOptions {
+            context: args.context.clone(),
+            plan: PlanRequest {
+                build_args: args.build_args.into_iter().collect(),
+                target: args.target.clone(),
+                platform,
             },
+            no_cache: args.no_cache,
+            secrets,
+            isolation: match args.isolation {
+                IsolationArg::Builtin => Isolation::Builtin,
+                IsolationArg::Oci => Isolation::Oci {
+                    runtime: args.runtime.clone(),
+                },
+            },
+            network: match args.network {
+                NetworkArg::Host => Network::Host,
+                NetworkArg::None => Network::None,
+            },
+            jobs: registry.jobs,
+            layer: args.layer.options()?,
+            registry,
+            helper: sandbox_helper()?,
         },
-        network: match args.network {
-            NetworkArg::Host => Network::Host,
-            NetworkArg::None => Network::None,
-        },
-        jobs: registry.jobs,
-        layer: args.layer.options()?,
-        registry: registry.clone(),
+        tags: args.tags.clone(),
+        output: args.output.as_deref().map(parse_output).transpose()?,
+        push: args.push.as_deref().map(parse_reference).transpose()?,
+        cache_from: args
+            .cache_from
+            .as_deref()
+            .map(parse_reference)
+            .transpose()?,
+        cache_to: args.cache_to.as_deref().map(parse_reference).transpose()?,
     };
     let store = open_store(&args.store)?;
     let reporter = CliReporter::new();
-    let runtime = runtime()?;
-    if let Some(source) = &cache_from {
-        let done = runtime
-            .block_on(crate::registry::cache::import(
-                &store, source, &registry, &reporter,
-            ))
-            .with_context(|| format!("cannot import the step cache from {source}"))?;
-        eprintln!(
-            "cache-from {source}: {} entries, {}",
-            done.entries,
-            describe(&done.totals)
-        );
+    let cancel = cancel_on_signals()?;
+    let report = pipeline::build(&store, &request, &reporter, &cancel)?;
+    render(&report);
+    if let Some(path) = &args.report {
+        write_report(path, &report)?;
     }
-    let cancel = Arc::new(Cancel::default());
-    let on_signal = Arc::clone(&cancel);
-    runtime.spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return;
-        };
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
-        }
-        on_signal.cancel();
-    });
-    let started = std::time::Instant::now();
-    let built = build(&store, &file, &options, &reporter, &cancel)
-        .with_context(|| format!("cannot build {}", file_path.display()))?;
-    let mut names = args.tags.clone();
-    if let Some(target) = &push {
-        names.push(target.to_string());
-    }
-    for name in &names {
-        store.tag(name, built.descriptor.clone())?;
+    println!("{}", report.digest);
+    Ok(())
+}
+
+fn render(report: &BuildReport) {
+    if let Some(done) = &report.cache_from {
+        eprintln!("cache-from {}: {}", done.reference, describe_transfer(done));
     }
     eprintln!(
         "build: {} steps, {} cached, {:.1}s",
-        built.steps,
-        built.cached,
-        started.elapsed().as_secs_f64()
+        report.steps, report.cached, report.seconds
     );
-    if let Some(dest) = &output {
-        let name = names
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "kbuild-build".into());
-        export_image(&store, &built.descriptor, &built.manifest, &name, dest)
-            .with_context(|| format!("cannot write {}", args.output.as_deref().unwrap_or("")))?;
+    if let Some(pushed) = &report.pushed {
+        eprintln!("push: {}", describe_transfer(pushed));
     }
-    if let Some(target) = &push {
-        let pushed = runtime
-            .block_on(crate::registry::push::push(
-                &store,
-                &target.to_string(),
-                target,
-                &registry,
-                &reporter,
-            ))
-            .with_context(|| format!("cannot push to {target}"))?;
-        eprintln!("push: {}", describe(&pushed.totals));
+    if let Some(done) = &report.cache_to {
+        eprintln!("cache-to {}: {}", done.reference, describe_transfer(done));
     }
-    if let Some(target) = &cache_to {
-        let done = runtime
-            .block_on(crate::registry::cache::export(
-                &store, target, &registry, &reporter,
-            ))
-            .with_context(|| format!("cannot export the step cache to {target}"))?;
-        eprintln!(
-            "cache-to {target}: {} entries, {}",
-            done.entries,
-            describe(&done.totals)
-        );
-    }
-    println!("{}", built.descriptor.digest());
-    Ok(())
 }

@@ -35,7 +35,7 @@ pub struct ImagesArgs {
 pub fn run(args: InspectArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store)?;
     let (descriptor, manifest) = store.resolve(&args.name)?;
-    let config_digest: Digest = manifest.config().digest().to_string().parse()?;
+    let config_digest: Digest = Digest::try_from(manifest.config().digest())?;
     let config: ImageConfiguration = store
         .read_json(&config_digest)
         .context("cannot read the image config")?;

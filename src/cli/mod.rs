@@ -91,6 +91,11 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || cause.is::<ProjectError>()
             || cause.is::<ParseFileError>()
             || cause.is::<UsageError>()
+            || cause.is::<crate::compose::ComposeError>()
+            || matches!(
+                cause.downcast_ref(),
+                Some(crate::pipeline::PipelineError::Parse(_))
+            )
             || matches!(
                 cause.downcast_ref(),
                 Some(crate::store::StoreError::UnknownImage(_))
@@ -116,10 +121,19 @@ fn print_error(err: &anyhow::Error) {
 /// The first hint any error in the chain carries.
 fn hint(err: &anyhow::Error) -> Option<&'static str> {
     err.chain().find_map(|cause| {
-        cause
-            .downcast_ref::<crate::executor::BuildError>()
+        as_error::<crate::executor::BuildError>(cause)
             .and_then(|e| e.hint())
+            .or_else(|| as_error::<crate::sandbox::SandboxError>(cause).and_then(|e| e.hint()))
     })
+}
+
+/// `cause` as an `E`, also when a variant keeps it boxed.
+fn as_error<'a, E: std::error::Error + 'static>(
+    cause: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a E> {
+    cause
+        .downcast_ref::<E>()
+        .or_else(|| cause.downcast_ref::<Box<E>>().map(|b| b.as_ref()))
 }
 
 /// The job ran and found a problem (exit 1), e.g. fsck found corruption.
@@ -184,6 +198,47 @@ impl LayerArgs {
             source_date_epoch: image::source_date_epoch(),
         })
     }
+}
+
+/// The program the sandbox runs as its helper: this binary, which
+/// dispatches `__sandbox` before clap (see `main.rs`).
+fn sandbox_helper() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("cannot find the kbuild executable for the sandbox helper")
+}
+
+/// A [`Cancel`] set by SIGINT or SIGTERM (Ctrl-C stops the job cleanly).
+fn cancel_on_signals() -> anyhow::Result<std::sync::Arc<crate::sandbox::Cancel>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let cancel = std::sync::Arc::new(crate::sandbox::Cancel::default());
+    let on_signal = std::sync::Arc::clone(&cancel);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .context("cannot start the signal handler")?;
+    // Installed here, before the job starts, so no early Ctrl-C is lost.
+    let (mut int, mut term) = runtime.block_on(async {
+        Ok::<_, std::io::Error>((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    std::thread::spawn(move || {
+        runtime.block_on(async {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        });
+        on_signal.cancel();
+    });
+    Ok(cancel)
+}
+
+/// Writes a `--report FILE` as pretty JSON.
+fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> anyhow::Result<()> {
+    let json = serde_json::to_vec_pretty(report)?;
+    std::fs::write(path, json)
+        .with_context(|| format!("cannot write the report to {}", path.display()))
 }
 
 /// A command line that parses but asks for something impossible.

@@ -6,12 +6,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use serde::Serialize;
 
+use crate::compose;
 use crate::dockerfile;
-use crate::plan::{self, Origin, Plan, PlanRequest, PlanSummary};
+use crate::plan::{self, Origin, Plan, PlanRequest};
 use crate::platform::Platform;
-use crate::project::{self, Arch, K8sDistribution, Project, Selection, SelectionRequest, Variant};
+use crate::project::{Arch, K8sDistribution, Project, SelectionRequest, Variant};
 
 use super::{key_value, UsageError};
 
@@ -169,53 +169,10 @@ fn render_text(plan: &Plan) -> String {
     out
 }
 
-/// One composed layer on top of the flavor base.
-#[derive(Debug, Serialize)]
-struct LayerPlan {
-    layer: &'static str,
-    packages: Vec<PackagePlan>,
-}
-
-#[derive(Debug, Serialize)]
-struct PackagePlan {
-    name: String,
-    version: String,
-    source: project::package::ArtifactSource,
-    files: Vec<project::package::FileMapping>,
-}
-
-#[derive(Debug, Serialize)]
-struct K8sPlan {
-    distribution: K8sDistribution,
-    version: String,
-}
-
-#[derive(Debug, Serialize)]
-struct Artifacts {
-    iso: String,
-    image: String,
-}
-
-#[derive(Debug, Serialize)]
-struct FlavorPlan {
-    #[serde(flatten)]
-    stages: PlanSummary,
-    flavor: String,
-    flavor_release: String,
-    variant: Variant,
-    arch: Arch,
-    platform: String,
-    k8s: Option<K8sPlan>,
-    dockerfile: PathBuf,
-    build_args: BTreeMap<String, String>,
-    layers: Vec<LayerPlan>,
-    artifacts: Artifacts,
-}
-
-fn plan_flavor(args: &PlanArgs, flavor: &str, mut request: PlanRequest) -> anyhow::Result<()> {
+fn plan_flavor(args: &PlanArgs, flavor: &str, request: PlanRequest) -> anyhow::Result<()> {
     let project = Project::load(&args.project)
         .with_context(|| format!("cannot load the project in {}", args.project.display()))?;
-    let selection = project.select(&SelectionRequest {
+    let selection = SelectionRequest {
         flavor: Some(flavor.to_string()),
         release: args.release.clone(),
         variant: args.variant.map(|v| match v {
@@ -231,18 +188,20 @@ fn plan_flavor(args: &PlanArgs, flavor: &str, mut request: PlanRequest) -> anyho
             K8sArg::K0s => K8sDistribution::K0s,
         }),
         k8s_version: args.k8s_version.clone(),
-    })?;
-    request.build_args = project.build_args(&selection);
-    request.build_args.extend(args.build_args.iter().cloned());
-    if request.platform.is_none() {
-        request.platform = Some(Platform::parse(&format!("linux/{}", selection.id.arch))?);
-    }
-    let plan = plan_file(&selection.dockerfile, &request)?;
-    let flavor_plan = compose_plan(&project, &selection, &plan, request.build_args)?;
+    };
+    let extra: BTreeMap<String, String> = args.build_args.iter().cloned().collect();
+    let planned = compose::plan_flavor(
+        &project,
+        &selection,
+        &extra,
+        request.target,
+        request.platform,
+    )?;
+    let flavor_plan = &planned.flavor;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&flavor_plan)?),
+        Format::Json => println!("{}", serde_json::to_string_pretty(flavor_plan)?),
         Format::Text => {
-            print!("{}", render_text(&plan));
+            print!("{}", render_text(&planned.plan));
             println!("layers:");
             println!("  - base        {}", flavor_plan.dockerfile.display());
             for layer in &flavor_plan.layers {
@@ -260,65 +219,4 @@ fn plan_flavor(args: &PlanArgs, flavor: &str, mut request: PlanRequest) -> anyho
         }
     }
     Ok(())
-}
-
-fn compose_plan(
-    project: &Project,
-    selection: &Selection,
-    plan: &Plan,
-    build_args: BTreeMap<String, String>,
-) -> anyhow::Result<FlavorPlan> {
-    let id = &selection.id;
-    let package = |name: &str| -> anyhow::Result<PackagePlan> {
-        let pkg = &project.packages[name];
-        let source = pkg.sources.get(id.arch.as_str()).cloned().ok_or_else(|| {
-            UsageError(format!(
-                "packages/{name}.yaml has no source for {}",
-                id.arch
-            ))
-        })?;
-        Ok(PackagePlan {
-            name: pkg.name.clone(),
-            version: pkg.version.clone(),
-            source,
-            files: pkg.files.clone(),
-        })
-    };
-    let mut layers = vec![LayerPlan {
-        layer: "framework",
-        packages: vec![package(project::FRAMEWORK_PACKAGE)?],
-    }];
-    if let Some((distro, _)) = &id.k8s {
-        layers.push(LayerPlan {
-            layer: "provider",
-            packages: vec![
-                package(project::PROVIDER_PACKAGE)?,
-                package(distro.as_str())?,
-            ],
-        });
-    }
-    let dockerfile = selection
-        .dockerfile
-        .strip_prefix(&project.root)
-        .unwrap_or(&selection.dockerfile)
-        .to_path_buf();
-    Ok(FlavorPlan {
-        stages: plan.summary(),
-        flavor: id.flavor.clone(),
-        flavor_release: id.flavor_release.clone(),
-        variant: id.variant,
-        arch: id.arch,
-        platform: plan.platform.to_string(),
-        k8s: id.k8s.clone().map(|(distribution, version)| K8sPlan {
-            distribution,
-            version,
-        }),
-        dockerfile,
-        build_args,
-        layers,
-        artifacts: Artifacts {
-            iso: format!("{}.iso", id.iso_name()),
-            image: id.image_ref(&project.config.registry),
-        },
-    })
 }

@@ -36,16 +36,19 @@ pub struct RegistryArgs {
     /// Upload chunk size in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     chunk_size: usize,
-    /// The project whose kbuild.yaml lists insecure registries (if it has one).
-    #[arg(long, value_name = "DIR", default_value = ".")]
-    project: PathBuf,
+    /// Also trust the insecure_registries of this project's kbuild.yaml
+    /// (never read unless asked for: a plain pull or push does not depend
+    /// on the working directory).
+    #[arg(long, value_name = "DIR")]
+    project: Option<PathBuf>,
 }
 
 impl RegistryArgs {
     pub fn options(&self) -> anyhow::Result<RegistryOptions> {
         let mut insecure = self.insecure.clone();
-        if self.project.join("kbuild.yaml").is_file() {
-            let project = Project::load(&self.project)?;
+        if let Some(dir) = &self.project {
+            let project = Project::load(dir)
+                .with_context(|| format!("cannot load the project in {}", dir.display()))?;
             insecure.extend(project.config.insecure_registries.iter().cloned());
         }
         if self.jobs == 0 || self.retries == 0 || self.chunk_size == 0 {
@@ -87,6 +90,19 @@ pub fn describe(totals: &Totals) -> String {
         indicatif::HumanBytes(totals.bytes),
         totals.skipped
     )
+}
+
+/// One line about a pipeline transfer (push, cache-from, cache-to).
+pub fn describe_transfer(transfer: &crate::pipeline::TransferReport) -> String {
+    let totals = Totals {
+        blobs: transfer.blobs,
+        bytes: transfer.bytes,
+        skipped: transfer.skipped,
+    };
+    match transfer.entries {
+        Some(entries) => format!("{entries} entries, {}", describe(&totals)),
+        None => describe(&totals),
+    }
 }
 
 /// Pull an image from a registry into the store.

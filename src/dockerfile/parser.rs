@@ -7,7 +7,7 @@ use super::ast::*;
 use super::diagnostic::{ErrorKind, Pos, Source, SpecError};
 use super::lexer::{Lines, LogicalLine};
 use super::words::{split_words, unquote, RawWord};
-use crate::sandbox::rootfs::is_plain_name;
+use crate::rootfs::is_plain_name;
 
 /// Parses a whole spec.
 pub fn parse(source: &Source) -> Result<Dockerfile, SpecError> {

@@ -23,7 +23,7 @@ use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 
 use super::source::{Source, SourceTree};
 use crate::layer::{decompressing_reader, extract_layer, ExtractLimits, ExtractMode};
-use crate::sandbox::rootfs::{chown_fd, clean, Root};
+use crate::rootfs::{chown_fd, clean, Root};
 use crate::sandbox::users;
 
 #[derive(Debug, thiserror::Error)]

@@ -23,7 +23,7 @@ use crate::digest::Digest;
 use crate::dockerfile::{Command, Copy, Instruction, InstructionKind, Run, Word};
 use crate::plan::StageScope;
 use crate::platform::Platform;
-use crate::sandbox::rootfs::clean;
+use crate::rootfs::clean;
 use crate::store::cache::LayerRecord;
 use crate::store::image::history_entry;
 

@@ -41,7 +41,7 @@ use crate::layer::WriteOptions;
 use crate::plan::{Plan, PlanError, PlanRequest};
 use crate::registry::{RegistryError, RegistryOptions};
 use crate::report::Reporter;
-use crate::sandbox::rootfs::Root;
+use crate::rootfs::Root;
 use crate::sandbox::{Cancel, Isolation, Network, SandboxError};
 use crate::store::image::{commit_image, created_timestamp, NewImage};
 use crate::store::{Store, StoreError};
@@ -61,6 +61,9 @@ pub struct BuildOptions {
     pub jobs: usize,
     pub layer: WriteOptions,
     pub registry: RegistryOptions,
+    /// The kbuild executable RUN steps start as their sandbox helper
+    /// (`kbuild __sandbox SPEC`); a test binary is not one.
+    pub helper: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,21 +76,49 @@ pub enum BuildError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// A step refused its input; the message is the whole story.
     #[error("{location}: {message}")]
-    Step { location: String, message: String },
+    Step { location: Location, message: String },
+    #[error("{location}: {what}")]
+    StepIo {
+        location: Location,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{location}: cannot copy")]
+    Copy {
+        location: Location,
+        #[source]
+        source: copy::CopyError,
+    },
+    #[error("{location}: {user}")]
+    User {
+        location: Location,
+        user: String,
+        #[source]
+        source: crate::sandbox::users::UserError,
+    },
+    #[error("{location}: cannot fetch {url}")]
+    Download {
+        location: Location,
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
     #[error(
         "{location}: {text}: the command exited with code {code}{}",
         tail_text(tail)
     )]
     RunFailed {
-        location: String,
+        location: Location,
         text: String,
         code: i32,
         tail: Vec<String>,
     },
-    #[error("{location}: {source}")]
+    #[error("{location}: cannot run the step")]
     Sandbox {
-        location: String,
+        location: Location,
         #[source]
         source: SandboxError,
     },
@@ -99,15 +130,37 @@ pub enum BuildError {
     },
     #[error("{location}: {instruction} needs root: an uncached {instruction} step runs over an overlayfs mount in new mount and pid namespaces")]
     NeedsRoot {
-        location: String,
+        location: Location,
         instruction: String,
     },
     #[error("interrupted")]
     Interrupted,
     #[error("stage {stage} stopped on an internal error (a bug in kbuild): {message}")]
     Panicked { stage: String, message: String },
-    #[error("{0}")]
-    Context(String),
+    #[error("cannot read the build context {}", path.display())]
+    ContextDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Ignore(#[from] source::IgnoreError),
+    #[error("cannot start the async runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("\"{name}\" is not an image reference")]
+    Reference {
+        name: String,
+        #[source]
+        source: crate::reference::ReferenceError,
+    },
+    #[error("{name} has no image for {platform}")]
+    NoPlatform { name: String, platform: String },
+    #[error("cannot {what} for a COPY, ADD or WORKDIR step")]
+    Mount {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl BuildError {
@@ -125,6 +178,19 @@ impl BuildError {
             }
             _ => None,
         }
+    }
+}
+
+/// Where in which spec: `file:line:column`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    pub pos: crate::dockerfile::Pos,
+}
+
+impl std::fmt::Display for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.pos.line, self.pos.column)
     }
 }
 
@@ -184,15 +250,16 @@ pub fn build(
     cancel: &Cancel,
 ) -> Result<Built, BuildError> {
     let plan = crate::plan::plan(file, &options.plan)?;
-    let context = Root::open(&options.context).map_err(|e| {
-        BuildError::Context(format!("build context {}: {e}", options.context.display()))
+    let context = Root::open(&options.context).map_err(|source| BuildError::ContextDir {
+        path: options.context.clone(),
+        source,
     })?;
-    let ignore = source::Ignore::load(&options.context).map_err(BuildError::Context)?;
+    let ignore = source::Ignore::load(&options.context)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| BuildError::Context(format!("cannot start the async runtime: {e}")))?;
+        .map_err(BuildError::Runtime)?;
     let executor = Executor {
         store,
         file,

@@ -20,11 +20,11 @@ use super::keys::{self, chain};
 use super::source::SourceTree;
 use super::stage::StageRun;
 use super::step::{heredoc_name, StepDir};
-use super::BuildError;
+use super::{BuildError, Location};
 use crate::digest::Digest;
 use crate::dockerfile::{self, CacheSharing, Command, Instruction, MountType, Run};
 use crate::report::Event;
-use crate::sandbox::rootfs::clean;
+use crate::rootfs::clean;
 use crate::sandbox::{self, Mount, MountSource, Network, SandboxError};
 use crate::store::image::DEFAULT_PATH;
 use crate::store::StoreError;
@@ -148,13 +148,15 @@ impl StageRun<'_, '_> {
                     line: line.to_string(),
                 })
             };
-            let outcome = sandbox::run(&spec, &mut output, exec.cancel).map_err(|e| match e {
-                SandboxError::Interrupted => BuildError::Interrupted,
-                source => BuildError::Sandbox {
-                    location: location.clone(),
-                    source,
-                },
-            })?;
+            let helper = &exec.options.helper;
+            let outcome =
+                sandbox::run(&spec, helper, &mut output, exec.cancel).map_err(|e| match e {
+                    SandboxError::Interrupted => BuildError::Interrupted,
+                    source => BuildError::Sandbox {
+                        location: location.clone(),
+                        source,
+                    },
+                })?;
             if outcome.code != 0 {
                 return Err(BuildError::RunFailed {
                     location: location.clone(),
@@ -199,10 +201,10 @@ impl StageRun<'_, '_> {
         }
     }
 
-    fn mounts(&self, run: &Run, location: &str) -> Result<Mounts, BuildError> {
+    fn mounts(&self, run: &Run, location: &Location) -> Result<Mounts, BuildError> {
         let exec = self.exec;
         let fail = |message: String| BuildError::Step {
-            location: location.to_string(),
+            location: location.clone(),
             message,
         };
         let expand = |text: &Option<String>, pos| -> Result<Option<String>, BuildError> {
@@ -268,15 +270,22 @@ impl StageRun<'_, '_> {
                             };
                             let found = tree
                                 .resolve(&clean(&subpath))
-                                .map_err(|e| fail(format!("bind source {subpath}: {e}")))?
+                                .map_err(|source| BuildError::StepIo {
+                                    location: location.clone(),
+                                    what: format!("bind source {subpath}"),
+                                    source,
+                                })?
                                 .ok_or_else(|| {
                                     fail(format!(
                                         "bind source {subpath} is not in the build context"
                                     ))
                                 })?;
-                            let digest = tree
-                                .digest(&found)
-                                .map_err(|e| fail(format!("bind source {subpath}: {e}")))?;
+                            let digest =
+                                tree.digest(&found).map_err(|source| BuildError::StepIo {
+                                    location: location.clone(),
+                                    what: format!("bind source {subpath}"),
+                                    source,
+                                })?;
                             (
                                 MountSource::Path(found.host),
                                 keys::context_bind_source(&subpath, &digest),
@@ -332,8 +341,12 @@ impl StageRun<'_, '_> {
                         mount.env.as_deref(),
                     ));
                     if let Some(var) = &mount.env {
-                        let value = fs::read_to_string(file)
-                            .map_err(|e| fail(format!("secret {id}: {}: {e}", file.display())))?;
+                        let value =
+                            fs::read_to_string(file).map_err(|source| BuildError::StepIo {
+                                location: location.clone(),
+                                what: format!("secret {id}: cannot read {}", file.display()),
+                                source,
+                            })?;
                         out.env
                             .push(format!("{var}={}", value.trim_end_matches('\n')));
                         if target.is_none() {

@@ -21,13 +21,31 @@ use std::path::{Path, PathBuf};
 use glob::{MatchOptions, Pattern};
 
 use crate::digest::{hash_reader, Digest, Hasher};
-use crate::sandbox::rootfs::{clean, Root};
+use crate::rootfs::{clean, Root};
 
 const MATCH: MatchOptions = MatchOptions {
     case_sensitive: true,
     require_literal_separator: true,
     require_literal_leading_dot: false,
 };
+
+#[derive(Debug, thiserror::Error)]
+pub enum IgnoreError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{}:{line}: bad pattern \"{pattern}\"", path.display())]
+    Pattern {
+        path: PathBuf,
+        line: usize,
+        pattern: String,
+        #[source]
+        source: glob::PatternError,
+    },
+}
 
 /// `.dockerignore` rules: later rules win, `!` re-includes.
 #[derive(Debug, Default)]
@@ -37,16 +55,25 @@ pub struct Ignore {
 
 impl Ignore {
     /// The context's `.dockerignore`, or no rules.
-    pub fn load(context: &Path) -> Result<Ignore, String> {
+    pub fn load(context: &Path) -> Result<Ignore, IgnoreError> {
         let path = context.join(".dockerignore");
         match fs::read_to_string(&path) {
-            Ok(text) => Ignore::parse(&text).map_err(|e| format!("{}: {e}", path.display())),
+            Ok(text) => {
+                Ignore::parse(&text).map_err(|(line, pattern, source)| IgnoreError::Pattern {
+                    path,
+                    line,
+                    pattern,
+                    source,
+                })
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Ignore::default()),
-            Err(e) => Err(format!("{}: {e}", path.display())),
+            Err(source) => Err(IgnoreError::Read { path, source }),
         }
     }
 
-    pub fn parse(text: &str) -> Result<Ignore, String> {
+    /// The rules of a `.dockerignore` text; a bad pattern comes back with
+    /// its 1-based line.
+    pub fn parse(text: &str) -> Result<Ignore, (usize, String, glob::PatternError)> {
         let mut rules = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -59,7 +86,7 @@ impl Ignore {
             };
             let cleaned = clean(text);
             let pattern = Pattern::new(&cleaned.to_string_lossy())
-                .map_err(|e| format!("line {}: bad pattern \"{text}\": {e}", n + 1))?;
+                .map_err(|e| (n + 1, text.to_string(), e))?;
             rules.push((pattern, keep));
         }
         Ok(Ignore { rules })

@@ -6,7 +6,7 @@ use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use super::image_state::{default_shell, FsWork, ImageState};
 use super::keys;
-use super::{BuildError, Executor};
+use super::{BuildError, Executor, Location};
 use crate::digest::Digest;
 use crate::dockerfile::{Instruction, Pos, Word};
 use crate::plan::{Origin, StageScope};
@@ -50,13 +50,11 @@ impl<'e, 'a> StageRun<'e, 'a> {
         })
     }
 
-    pub fn location(&self, pos: Pos) -> String {
-        format!(
-            "{}:{}:{}",
-            self.exec.file.source.name(),
-            pos.line,
-            pos.column
-        )
+    pub fn location(&self, pos: Pos) -> Location {
+        Location {
+            file: self.exec.file.source.name().to_string(),
+            pos,
+        }
     }
 
     pub fn expand(&self, word: &Word) -> Result<String, BuildError> {
@@ -97,8 +95,10 @@ impl Executor<'_> {
         let descriptor = match self.store.descriptor(name) {
             Ok(d) => d,
             Err(StoreError::UnknownImage(_)) => {
-                let reference = ImageRef::parse(name)
-                    .map_err(|e| BuildError::Context(format!("{name}: {e}")))?;
+                let reference = ImageRef::parse(name).map_err(|source| BuildError::Reference {
+                    name: name.to_string(),
+                    source,
+                })?;
                 let request = PullRequest {
                     reference,
                     platform: PlatformChoice::One(platform.clone()),
@@ -115,30 +115,22 @@ impl Executor<'_> {
             Err(e) => return Err(e.into()),
         };
         let descriptor = if is_index(descriptor.media_type()) {
-            let digest: Digest = descriptor
-                .digest()
-                .to_string()
-                .parse()
-                .map_err(StoreError::from)?;
+            let digest: Digest = Digest::try_from(descriptor.digest()).map_err(StoreError::from)?;
             let index: ImageIndex = self.store.read_json(&digest)?;
             select_platform(&index, platform)
                 .cloned()
-                .ok_or_else(|| BuildError::Context(format!("{name} has no image for {platform}")))?
+                .ok_or_else(|| BuildError::NoPlatform {
+                    name: name.to_string(),
+                    platform: platform.to_string(),
+                })?
         } else {
             descriptor
         };
-        let manifest_digest: Digest = descriptor
-            .digest()
-            .to_string()
-            .parse()
-            .map_err(StoreError::from)?;
+        let manifest_digest: Digest =
+            Digest::try_from(descriptor.digest()).map_err(StoreError::from)?;
         let manifest: ImageManifest = self.store.read_json(&manifest_digest)?;
-        let config_digest: Digest = manifest
-            .config()
-            .digest()
-            .to_string()
-            .parse()
-            .map_err(StoreError::from)?;
+        let config_digest: Digest =
+            Digest::try_from(manifest.config().digest()).map_err(StoreError::from)?;
         let configuration: ImageConfiguration = self.store.read_json(&config_digest)?;
         let diff_ids = configuration.rootfs().diff_ids();
         if diff_ids.len() != manifest.layers().len() {
@@ -155,7 +147,7 @@ impl Executor<'_> {
             .zip(diff_ids)
             .map(|(layer, diff_id)| {
                 Ok(LayerRecord {
-                    digest: layer.digest().to_string().parse()?,
+                    digest: Digest::try_from(layer.digest())?,
                     diff_id: diff_id.parse()?,
                     size: layer.size(),
                     media_type: layer.media_type().to_string(),

@@ -23,13 +23,13 @@ use super::copy::{self, CopyRequest};
 use super::keys::{self, chain};
 use super::source::SourceTree;
 use super::stage::StageRun;
-use super::{BuildError, Executor};
+use super::{BuildError, Executor, Location};
 use crate::digest::{Digest, HashingReader};
 use crate::dockerfile::{Copy, Instruction, Word};
 use crate::layer::{self, ExtractLimits, ExtractMode, TreeKind};
 use crate::report::{Event, StepState};
+use crate::rootfs::Root;
 use crate::sandbox::overlay::{self, Overlay};
-use crate::sandbox::rootfs::Root;
 use crate::sandbox::users;
 use crate::store::cache::{CacheEntry, LayerRecord};
 use crate::store::{remove_tree, Store, StoreError};
@@ -91,7 +91,10 @@ impl Executor<'_> {
             ExtractMode::OverlayLower,
             ExtractLimits::default(),
         )
-        .map_err(|e| StoreError::Invalid(format!("layer {}: {e}", layer.digest)))?;
+        .map_err(|source| StoreError::Extract {
+            what: format!("layer {}", layer.digest),
+            source,
+        })?;
         // The tar's end-of-archive blocks count in the diff_id too.
         io::copy(&mut hashing, &mut io::sink()).map_err(io_err(&blob_path))?;
         let actual = hashing.finish();
@@ -120,8 +123,12 @@ impl Executor<'_> {
         }
         let blob = self.store.blob_writer()?;
         let (blob, info) =
-            layer::write_layer(upper, TreeKind::OverlayUpper, &self.options.layer, blob)
-                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            layer::write_layer(upper, TreeKind::OverlayUpper, &self.options.layer, blob).map_err(
+                |source| StoreError::WriteLayer {
+                    path: upper.to_path_buf(),
+                    source,
+                },
+            )?;
         blob.commit(Some(&info.digest))?;
         self.store.commit_snapshot(upper, &info.diff_id)?;
         Ok(CacheEntry {
@@ -144,7 +151,7 @@ impl Executor<'_> {
             let path = step.path.join(dir);
             fs::create_dir_all(&path).map_err(|source| StoreError::Io { path, source })?;
         }
-        let setup = |what: &str, e: io::Error| BuildError::Context(format!("{what}: {e}"));
+        let setup = |what: &'static str, source: io::Error| BuildError::Mount { what, source };
         std::thread::scope(|scope| {
             scope
                 .spawn(|| {
@@ -182,7 +189,12 @@ impl Executor<'_> {
                     work(&root, &roots)
                 })
                 .join()
-                .unwrap_or_else(|_| Err(BuildError::Context("a copy thread panicked".into())))
+                .unwrap_or_else(|_| {
+                    Err(BuildError::Panicked {
+                        stage: "a COPY, ADD or WORKDIR step".into(),
+                        message: "its file thread panicked".into(),
+                    })
+                })
         })
     }
 }
@@ -274,17 +286,21 @@ impl StageRun<'_, '_> {
                 &lowers,
                 &[],
                 Box::new(move |root, _| {
-                    let fail = |message: String| BuildError::Step {
-                        location: location.clone(),
-                        message: format!("WORKDIR {path}: {message}"),
-                    };
                     // Missing directories belong to the current USER, as
                     // BuildKit and buildah make them.
                     let owner =
-                        users::resolve(root, &user, false).map_err(|e| fail(e.to_string()))?;
+                        users::resolve(root, &user, false).map_err(|source| BuildError::User {
+                            location: location.clone(),
+                            user: user.clone(),
+                            source,
+                        })?;
                     root.mkdir_all(Path::new(&path), 0o755, Some((owner.uid, owner.gid)))
                         .map(|_| ())
-                        .map_err(|e| fail(e.to_string()))
+                        .map_err(|source| BuildError::StepIo {
+                            location: location.clone(),
+                            what: format!("WORKDIR {path}"),
+                            source,
+                        })
                 }),
             )
         })
@@ -351,7 +367,11 @@ impl StageRun<'_, '_> {
                 };
                 inputs
                     .write(&doc.name, content.as_bytes(), 0o644)
-                    .map_err(|e| step_err(e.to_string()))?;
+                    .map_err(|source| BuildError::StepIo {
+                        location: location.clone(),
+                        what: format!("cannot write heredoc {}", doc.name),
+                        source,
+                    })?;
                 digests.push(keys::heredoc_source(&doc.name, content.as_bytes()));
                 sources.push((1, doc.name.clone()));
                 continue;
@@ -362,9 +382,8 @@ impl StageRun<'_, '_> {
                     return Err(step_err("ADD --from cannot fetch URLs".into()));
                 }
                 let checksum = copy.checksum.as_ref().map(|w| self.expand(w)).transpose()?;
-                let (name, digest) = self
-                    .download(&text, checksum.as_deref(), &inputs)
-                    .map_err(step_err)?;
+                let (name, digest) =
+                    self.download(&location, &text, checksum.as_deref(), &inputs)?;
                 digests.push(keys::url_source(&text, &digest));
                 sources.push((1, name));
                 continue;
@@ -375,9 +394,11 @@ impl StageRun<'_, '_> {
                     ignore: Some(&exec.ignore),
                     keep_owners: false,
                 };
-                let found = tree
-                    .expand(&text)
-                    .map_err(|e| step_err(format!("{text}: {e}")))?;
+                let found = tree.expand(&text).map_err(|source| BuildError::StepIo {
+                    location: location.clone(),
+                    what: text.clone(),
+                    source,
+                })?;
                 if found.is_empty() {
                     return Err(step_err(format!(
                         "\"{text}\" not found in the build context {} (or excluded by .dockerignore)",
@@ -385,9 +406,11 @@ impl StageRun<'_, '_> {
                     )));
                 }
                 for source in &found {
-                    let digest = tree
-                        .digest(source)
-                        .map_err(|e| step_err(format!("{text}: {e}")))?;
+                    let digest = tree.digest(source).map_err(|source| BuildError::StepIo {
+                        location: location.clone(),
+                        what: text.clone(),
+                        source,
+                    })?;
                     digests.push(keys::context_source(&source.rel, &digest));
                 }
             }
@@ -437,8 +460,11 @@ impl StageRun<'_, '_> {
                 &lowers,
                 &source_views,
                 Box::new(move |root, views| {
-                    let inputs_root = Root::open(&inputs_path)
-                        .map_err(|e| BuildError::Context(format!("step inputs: {e}")))?;
+                    let inputs_root =
+                        Root::open(&inputs_path).map_err(|source| BuildError::Mount {
+                            what: "open the step's inputs",
+                            source,
+                        })?;
                     let first = match views.first() {
                         Some(view) => SourceTree {
                             root: view,
@@ -459,9 +485,9 @@ impl StageRun<'_, '_> {
                             keep_owners: false,
                         },
                     ];
-                    copy::copy(&trees, &request, root).map_err(|e| BuildError::Step {
+                    copy::copy(&trees, &request, root).map_err(|source| BuildError::Copy {
                         location: location.clone(),
-                        message: e.to_string(),
+                        source,
                     })
                 }),
             )
@@ -491,15 +517,16 @@ impl StageRun<'_, '_> {
     /// `--checksum` when given. Returns the file name and its digest.
     fn download(
         &self,
+        location: &Location,
         url: &str,
         checksum: Option<&str>,
         inputs: &StepInputs,
-    ) -> Result<(String, Digest), String> {
+    ) -> Result<(String, Digest), BuildError> {
         let name = url
             .split(['?', '#'])
             .next()
             .and_then(|u| u.rsplit('/').next())
-            .filter(|n| crate::sandbox::rootfs::is_plain_name(n))
+            .filter(|n| crate::rootfs::is_plain_name(n))
             .unwrap_or("download")
             .to_string();
         let bytes = self
@@ -514,18 +541,29 @@ impl StageRun<'_, '_> {
                 let response = client.get(url).send().await?.error_for_status()?;
                 response.bytes().await
             })
-            .map_err(|e| format!("ADD {url}: {e}"))?;
+            .map_err(|source| BuildError::Download {
+                location: location.clone(),
+                url: url.to_string(),
+                source,
+            })?;
         let digest = Digest::of(&bytes);
         if let Some(expected) = checksum {
             if expected != digest.to_string() {
-                return Err(format!(
-                    "ADD {url}: checksum mismatch: expected {expected}, got {digest}"
-                ));
+                return Err(BuildError::Step {
+                    location: location.clone(),
+                    message: format!(
+                        "ADD {url}: checksum mismatch: expected {expected}, got {digest}"
+                    ),
+                });
             }
         }
         inputs
             .write(&name, &bytes, 0o600)
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| BuildError::StepIo {
+                location: location.clone(),
+                what: format!("cannot write the download of {url}"),
+                source,
+            })?;
         Ok((name, digest))
     }
 }

@@ -79,6 +79,20 @@ impl FromStr for Destination {
     }
 }
 
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::OciDir { path, tag: None } => write!(f, "oci:{}", path.display()),
+            Destination::OciDir {
+                path,
+                tag: Some(tag),
+            } => write!(f, "oci:{}:{tag}", path.display()),
+            Destination::OciArchive(path) => write!(f, "oci-archive:{}", path.display()),
+            Destination::DockerArchive(path) => write!(f, "docker-archive:{}", path.display()),
+        }
+    }
+}
+
 /// The tag part of a stored name (`debian:bookworm` -> `bookworm`), or `latest`.
 fn tag_of(name: &str) -> String {
     let last_slash = name.rfind('/').map_or(0, |i| i + 1);
@@ -93,8 +107,7 @@ fn blobs_of(
     manifest_descriptor: &Descriptor,
     manifest: &ImageManifest,
 ) -> Result<Vec<Digest>, ExportError> {
-    let parse =
-        |d: &oci_spec::image::Digest| d.to_string().parse::<Digest>().map_err(StoreError::from);
+    let parse = |d: &oci_spec::image::Digest| Digest::try_from(d).map_err(StoreError::from);
     let mut out = vec![
         parse(manifest_descriptor.digest())?,
         parse(manifest.config().digest())?,

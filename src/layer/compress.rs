@@ -28,9 +28,9 @@ impl Default for Compression {
 impl Compression {
     pub fn media_type(self) -> &'static str {
         match self {
-            Compression::Gzip { .. } => "application/vnd.oci.image.layer.v1.tar+gzip",
-            Compression::Zstd { .. } => "application/vnd.oci.image.layer.v1.tar+zstd",
-            Compression::None => "application/vnd.oci.image.layer.v1.tar",
+            Compression::Gzip { .. } => crate::media::LAYER_GZIP,
+            Compression::Zstd { .. } => crate::media::LAYER_ZSTD,
+            Compression::None => crate::media::LAYER_TAR,
         }
     }
 }

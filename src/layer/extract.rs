@@ -24,7 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{
-    AtFlags, Dev, FileType, Gid, Mode, OFlags, ResolveFlags, Timespec, Timestamps, Uid, XattrFlags,
+    AtFlags, Dev, FileType, Gid, Mode, OFlags, Timespec, Timestamps, Uid, XattrFlags,
 };
 use rustix::io::Errno;
 use tar::EntryType;
@@ -252,7 +252,7 @@ fn os(bytes: &[u8]) -> &OsStr {
     OsStr::from_bytes(bytes)
 }
 
-const RESOLVE: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
+use crate::rootfs::{list_dir, remove_at, IN_ROOT as RESOLVE};
 
 struct Extractor {
     root: OwnedFd,
@@ -699,43 +699,4 @@ fn timestamps(mtime: i64) -> Timestamps {
         last_access: t,
         last_modification: t,
     }
-}
-
-fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
-    let fd = rustix::fs::openat(
-        dir,
-        ".",
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    let mut names = Vec::new();
-    for entry in rustix::fs::Dir::read_from(&fd)? {
-        let entry = entry?;
-        let name = entry.file_name().to_bytes();
-        if name != b"." && name != b".." {
-            names.push(name.to_vec());
-        }
-    }
-    Ok(names)
-}
-
-/// Removes `name` in `parent` (recursively for a directory) without ever
-/// following a symlink.
-fn remove_at(parent: BorrowedFd, name: &[u8]) -> io::Result<()> {
-    match rustix::fs::unlinkat(parent, os(name), AtFlags::empty()) {
-        Ok(()) => return Ok(()),
-        Err(Errno::ISDIR) => {}
-        Err(e) => return Err(e.into()),
-    }
-    let dir = rustix::fs::openat(
-        parent,
-        os(name),
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
-    for child in list_dir(dir.as_fd())? {
-        remove_at(dir.as_fd(), &child)?;
-    }
-    rustix::fs::unlinkat(parent, os(name), AtFlags::REMOVEDIR)?;
-    Ok(())
 }

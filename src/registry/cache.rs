@@ -22,15 +22,11 @@ use super::pull::fetch_blobs;
 use super::push::push_blobs;
 use super::{session_for, RegistryError, RegistryOptions, Result, Totals};
 use crate::digest::Digest;
+use crate::media::{CACHE_ARTIFACT, CACHE_CONFIG, EMPTY};
 use crate::reference::ImageRef;
 use crate::report::Reporter;
 use crate::store::cache::CacheEntry;
 use crate::store::{canonical_json, Store};
-
-pub const ARTIFACT_TYPE: &str = "application/vnd.kbuild.cache.v1+json";
-pub const CONFIG_MEDIA_TYPE: &str = "application/vnd.kbuild.cache.config.v1+json";
-/// The OCI 1.1 empty descriptor, the single layer of an empty cache.
-const EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct CacheConfig {
@@ -70,13 +66,13 @@ pub async fn export(
     if layers.is_empty() {
         let empty = store.put_blob(b"{}")?;
         blobs.insert(empty.clone(), 2);
-        layers.push(descriptor(EMPTY_MEDIA_TYPE, &empty, 2));
+        layers.push(descriptor(EMPTY, &empty, 2));
     }
     let document = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": MediaType::ImageManifest.to_string(),
-        "artifactType": ARTIFACT_TYPE,
-        "config": descriptor(CONFIG_MEDIA_TYPE, &config, config_bytes.len() as u64),
+        "artifactType": CACHE_ARTIFACT,
+        "config": descriptor(CACHE_CONFIG, &config, config_bytes.len() as u64),
         "layers": layers,
     });
     let manifest = RawManifest::from_bytes(canonical_json(&document), MediaType::ImageManifest);
@@ -112,21 +108,17 @@ pub async fn import(
     let what = format!("cache {source}");
     let parsed: ImageManifest = serde_json::from_slice(&raw.bytes)
         .map_err(|e| session.protocol(&what, &format!("not an image manifest: {e}")))?;
-    if parsed.config().media_type().to_string() != CONFIG_MEDIA_TYPE {
+    if parsed.config().media_type().to_string() != CACHE_CONFIG {
         return Err(RegistryError::Protocol {
             registry: session.registry.clone(),
             what,
             reason: format!(
-                "not a kbuild cache: its config is {}, not {CONFIG_MEDIA_TYPE}",
+                "not a kbuild cache: its config is {}, not {CACHE_CONFIG}",
                 parsed.config().media_type()
             ),
         });
     }
-    let config_digest: Digest = parsed
-        .config()
-        .digest()
-        .to_string()
-        .parse()
+    let config_digest: Digest = Digest::try_from(parsed.config().digest())
         .map_err(|e: crate::digest::DigestError| session.protocol(&what, &e.to_string()))?;
     let mut blobs = BTreeMap::from([(config_digest.clone(), parsed.config().size())]);
     let mut totals = fetch_blobs(&session, store, &blobs, 1, reporter).await?;

@@ -9,7 +9,7 @@ use reqwest::Method;
 use super::transport::Session;
 use super::{RegistryError, Result};
 use crate::digest::Digest;
-use crate::store::image::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
+use crate::media::{DOCKER_MANIFEST, DOCKER_MANIFEST_LIST};
 
 /// Larger manifests are refused (the distribution reference registry
 /// itself caps them at 4 MiB).
@@ -142,8 +142,7 @@ fn media_type_of(bytes: &[u8], content_type: Option<&str>) -> Result<MediaType, 
         None if head.manifests.is_some() => MediaType::ImageIndex,
         None => MediaType::ImageManifest,
     };
-    let known =
-        crate::store::image::is_index(&media_type) || crate::store::image::is_manifest(&media_type);
+    let known = crate::media::is_index(&media_type) || crate::media::is_manifest(&media_type);
     if known {
         Ok(media_type)
     } else {
@@ -200,7 +199,7 @@ mod tests {
         let bare_index = br#"{"schemaVersion":2,"manifests":[]}"#;
         assert_eq!(media_type_of(bare_index, None), Ok(MediaType::ImageIndex));
         let docker = br#"{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.list.v2+json","manifests":[]}"#;
-        assert!(crate::store::image::is_index(
+        assert!(crate::media::is_index(
             &media_type_of(docker, None).unwrap()
         ));
         let from_header = br#"{"schemaVersion":2,"config":{}}"#;

@@ -100,7 +100,7 @@ pub async fn pull(
     let descriptor = Descriptor::new(
         target.media_type.clone(),
         target.bytes.len() as u64,
-        oci_spec::image::Digest::try_from(target.digest.to_string()).expect("valid digest"),
+        oci_spec::image::Digest::from(&target.digest),
     );
     store.tag(&name, descriptor)?;
     for digest in blobs.keys().chain(documents.iter().map(|d| &d.digest)) {
@@ -123,10 +123,7 @@ fn parse<T: serde::de::DeserializeOwned>(session: &Session, raw: &RawManifest) -
 }
 
 fn digest_of(session: &Session, descriptor: &Descriptor) -> Result<Digest> {
-    descriptor
-        .digest()
-        .to_string()
-        .parse()
+    Digest::try_from(descriptor.digest())
         .map_err(|e: crate::digest::DigestError| session.protocol("manifest", &e.to_string()))
 }
 

@@ -45,11 +45,7 @@ pub async fn push(
     reporter: &dyn Reporter,
 ) -> Result<Pushed> {
     let descriptor = store.descriptor(name)?;
-    let top_digest: Digest = descriptor
-        .digest()
-        .to_string()
-        .parse()
-        .map_err(StoreError::from)?;
+    let top_digest: Digest = Digest::try_from(descriptor.digest()).map_err(StoreError::from)?;
     let top = RawManifest::from_bytes(
         store.read_blob(&top_digest)?,
         descriptor.media_type().clone(),
@@ -58,11 +54,7 @@ pub async fn push(
     if is_index(&top.media_type) {
         let index: ImageIndex = store.read_json(&top_digest)?;
         for entry in index.manifests() {
-            let digest: Digest = entry
-                .digest()
-                .to_string()
-                .parse()
-                .map_err(StoreError::from)?;
+            let digest: Digest = Digest::try_from(entry.digest()).map_err(StoreError::from)?;
             documents.push(RawManifest::from_bytes(
                 store.read_blob(&digest)?,
                 entry.media_type().clone(),
@@ -74,10 +66,13 @@ pub async fn push(
         if is_index(&image.media_type) {
             continue;
         }
-        let parsed: ImageManifest = serde_json::from_slice(&image.bytes)
-            .map_err(|e| StoreError::Invalid(format!("manifest {}: {e}", image.digest)))?;
+        let parsed: ImageManifest =
+            serde_json::from_slice(&image.bytes).map_err(|source| StoreError::Document {
+                what: format!("manifest {}", image.digest),
+                source,
+            })?;
         for d in std::iter::once(parsed.config()).chain(parsed.layers()) {
-            let digest: Digest = d.digest().to_string().parse().map_err(StoreError::from)?;
+            let digest: Digest = Digest::try_from(d.digest()).map_err(StoreError::from)?;
             blobs.insert(digest, d.size());
         }
     }

@@ -15,9 +15,9 @@ use rustix::fs::{FileType, Mode, OFlags};
 use rustix::mount::{MountFlags, UnmountFlags};
 
 use super::overlay::{self, Overlay};
-use super::rootfs::{clean, Root};
 use super::users::{self, Identity};
-use super::{Isolation, Mount, MountSource, Network, Spec, Stub, SETUP_FAILED};
+use super::{Isolation, Mount, MountSource, Network, SetupFailure, Spec, Stub, SETUP_FAILED};
+use crate::rootfs::{clean, Root};
 
 /// Runs the helper for the spec at `spec_path`; the exit code is the
 /// command's, or [`SETUP_FAILED`] with the reason in `<step_dir>/error`.
@@ -34,15 +34,16 @@ pub fn main(spec_path: &Path) -> ExitCode {
     };
     match run(&spec) {
         Ok(code) => ExitCode::from(code),
-        Err(message) => {
-            let _ = fs::write(spec.step_dir.join("error"), &message);
+        Err(failure) => {
+            let json = serde_json::to_vec(&failure).unwrap_or_default();
+            let _ = fs::write(spec.step_dir.join("error"), json);
             ExitCode::from(SETUP_FAILED as u8)
         }
     }
 }
 
-fn ctx<T>(what: &str, result: io::Result<T>) -> Result<T, String> {
-    result.map_err(|e| format!("{what}: {e}"))
+fn ctx<T>(what: &str, result: io::Result<T>) -> Result<T, SetupFailure> {
+    result.map_err(|e| SetupFailure::io(what, e))
 }
 
 /// Where a mount's source ends up on the helper's side.
@@ -51,7 +52,7 @@ enum Prepared {
     Tmpfs { size: Option<u64> },
 }
 
-fn run(spec: &Spec) -> Result<u8, String> {
+fn run(spec: &Spec) -> Result<u8, SetupFailure> {
     ctx("make mounts private", overlay::private_namespace())?;
     let merged = spec.step_dir.join("merged");
     let empty = spec.step_dir.join("empty");
@@ -85,7 +86,8 @@ fn run(spec: &Spec) -> Result<u8, String> {
         .filter(|f| Path::new("/").join(f).is_file() && root.touch(Path::new(f)).is_ok())
         .collect();
     record_stubs(spec)?;
-    let identity = users::resolve(&root, &spec.user, true).map_err(|e| e.to_string())?;
+    let identity =
+        users::resolve(&root, &spec.user, true).map_err(|e| SetupFailure::other("USER", e))?;
     let spec = &with_home(spec, &identity);
     let cwd = clean(&spec.cwd);
     ctx(
@@ -205,7 +207,7 @@ fn is_dir_mount(mount: &Mount) -> bool {
     }
 }
 
-fn ensure_target(root: &Root, target: &Path, is_dir: bool) -> Result<(), String> {
+fn ensure_target(root: &Root, target: &Path, is_dir: bool) -> Result<(), SetupFailure> {
     let what = format!("create mount point /{}", target.display());
     if is_dir {
         ctx(&what, root.mkdir_all(target, 0o755, None).map(|_| ()))
@@ -216,7 +218,7 @@ fn ensure_target(root: &Root, target: &Path, is_dir: bool) -> Result<(), String>
 
 /// Everything in the upper dir now is there for the mounts: record it so
 /// it can be taken out again after the command.
-fn record_stubs(spec: &Spec) -> Result<(), String> {
+fn record_stubs(spec: &Spec) -> Result<(), SetupFailure> {
     let upper = spec.upper();
     let mut stubs = Vec::new();
     let mut stack = vec![PathBuf::new()];
@@ -240,7 +242,7 @@ fn record_stubs(spec: &Spec) -> Result<(), String> {
     }
     // Parents before children, so removal can go in reverse.
     stubs.sort_by(|a, b| a.path.cmp(&b.path));
-    let json = serde_json::to_vec(&stubs).map_err(|e| e.to_string())?;
+    let json = serde_json::to_vec(&stubs).map_err(|e| SetupFailure::other("stubs.json", e))?;
     ctx(
         "write stubs.json",
         fs::write(spec.step_dir.join("stubs.json"), json),
@@ -253,31 +255,32 @@ fn prepare_source(
     index: usize,
     mount: &Mount,
     empty: &Path,
-) -> Result<Prepared, String> {
+) -> Result<Prepared, SetupFailure> {
     let scratch = spec.step_dir.join(format!("mount-{index}"));
-    let view = |lowers: Vec<String>, snapshots: &Path, writable: bool| -> Result<PathBuf, String> {
-        let merged = scratch.join("merged");
-        ctx("create mount scratch", fs::create_dir_all(&merged))?;
-        let upper = if writable {
-            let (upper, work) = (scratch.join("upper"), scratch.join("work"));
-            ctx("create mount scratch", fs::create_dir_all(&upper))?;
-            ctx("create mount scratch", fs::create_dir_all(&work))?;
-            Some((upper, work))
-        } else {
-            None
+    let view =
+        |lowers: Vec<String>, snapshots: &Path, writable: bool| -> Result<PathBuf, SetupFailure> {
+            let merged = scratch.join("merged");
+            ctx("create mount scratch", fs::create_dir_all(&merged))?;
+            let upper = if writable {
+                let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+                ctx("create mount scratch", fs::create_dir_all(&upper))?;
+                ctx("create mount scratch", fs::create_dir_all(&work))?;
+                Some((upper, work))
+            } else {
+                None
+            };
+            let overlay = Overlay {
+                snapshots,
+                lowers: &lowers,
+                upper,
+                empty,
+            };
+            ctx(
+                &format!("mount the source of {}", mount.target),
+                overlay::mount(&overlay, &merged),
+            )?;
+            Ok(merged)
         };
-        let overlay = Overlay {
-            snapshots,
-            lowers: &lowers,
-            upper,
-            empty,
-        };
-        ctx(
-            &format!("mount the source of {}", mount.target),
-            overlay::mount(&overlay, &merged),
-        )?;
-        Ok(merged)
-    };
     match &mount.source {
         MountSource::Tmpfs { size } => Ok(Prepared::Tmpfs { size: *size }),
         MountSource::Path(path) if mount.read_only || mount.persistent || path.is_file() => {
@@ -313,7 +316,7 @@ fn prepare_source(
     }
 }
 
-fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), String> {
+fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), SetupFailure> {
     let what = format!("bind {} on {}", source.display(), target.display());
     ctx(
         &what,
@@ -329,7 +332,7 @@ fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn tmpfs(target: &Path, size: Option<u64>, mode: u32) -> Result<(), String> {
+fn tmpfs(target: &Path, size: Option<u64>, mode: u32) -> Result<(), SetupFailure> {
     mount_tmpfs(target, size, mode, MountFlags::NOSUID | MountFlags::NODEV)
 }
 
@@ -339,12 +342,12 @@ fn mount_tmpfs(
     size: Option<u64>,
     mode: u32,
     flags: MountFlags,
-) -> Result<(), String> {
+) -> Result<(), SetupFailure> {
     let mut data = format!("mode={mode:o}");
     if let Some(size) = size {
         data.push_str(&format!(",size={size}"));
     }
-    let data = CString::new(data).map_err(|e| e.to_string())?;
+    let data = CString::new(data).map_err(|e| SetupFailure::other("tmpfs options", e))?;
     ctx(
         &format!("mount a tmpfs on {}", target.display()),
         rustix::mount::mount("tmpfs", target, "tmpfs", flags, data.as_c_str())
@@ -353,7 +356,7 @@ fn mount_tmpfs(
 }
 
 /// `/dev` (a tmpfs with the usual nodes, devpts, shm) and read-only `/sys`.
-fn mount_system(root: &Root, network: Network) -> Result<(), String> {
+fn mount_system(root: &Root, network: Network) -> Result<(), SetupFailure> {
     let dev = ctx("/dev", root.resolve(Path::new("dev")))?;
     mount_tmpfs(
         &dev,
@@ -443,11 +446,11 @@ fn run_builtin(
     merged: &Path,
     cwd: &Path,
     identity: &Identity,
-) -> Result<std::process::ExitStatus, String> {
+) -> Result<std::process::ExitStatus, SetupFailure> {
     let (program, args) = spec
         .argv
         .split_first()
-        .ok_or_else(|| "empty command".to_string())?;
+        .ok_or_else(|| SetupFailure::other("RUN", "empty command"))?;
     let mut command = Command::new(program);
     command.args(args).env_clear();
     for pair in &spec.env {
@@ -465,7 +468,7 @@ fn run_builtin(
     let pid1 = open_pid1(spec)?;
     let mut child = command
         .spawn()
-        .map_err(|e| format!("cannot run {program}: {e}"))?;
+        .map_err(|e| SetupFailure::io(&format!("cannot run {program}"), e))?;
     record_pid1(pid1, &child)?;
     ctx("wait for the command", child.wait())
 }
@@ -473,7 +476,7 @@ fn run_builtin(
 /// Opened before the command starts: its `pivot_root` moves the root of
 /// the whole mount namespace, the helper's included, so host paths are
 /// out of reach afterwards.
-fn open_pid1(spec: &Spec) -> Result<fs::File, String> {
+fn open_pid1(spec: &Spec) -> Result<fs::File, SetupFailure> {
     ctx(
         "create pid1",
         fs::File::create(spec.step_dir.join(super::PID1_FILE)),
@@ -482,7 +485,7 @@ fn open_pid1(spec: &Spec) -> Result<fs::File, String> {
 
 /// Tells kbuild which host pid is the namespace's PID 1: once it is gone,
 /// every process of the step is.
-fn record_pid1(mut file: fs::File, child: &std::process::Child) -> Result<(), String> {
+fn record_pid1(mut file: fs::File, child: &std::process::Child) -> Result<(), SetupFailure> {
     ctx(
         "write pid1",
         io::Write::write_all(&mut file, child.id().to_string().as_bytes()),

@@ -24,7 +24,6 @@ mod confine;
 pub mod helper;
 mod oci;
 pub mod overlay;
-pub mod rootfs;
 pub mod users;
 
 use std::collections::VecDeque;
@@ -122,8 +121,12 @@ impl Spec {
 pub enum SandboxError {
     #[error("cannot start the sandbox helper: {0}")]
     Spawn(#[source] io::Error),
-    #[error("cannot set up the sandbox: {0}")]
-    Setup(String),
+    #[error("cannot set up the sandbox: {what}")]
+    Setup {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -132,6 +135,65 @@ pub enum SandboxError {
     },
     #[error("interrupted")]
     Interrupted,
+}
+
+/// Why the helper could not set a step up. It crosses from the helper
+/// process to kbuild as JSON, so it keeps the errno rather than the error.
+#[derive(Debug, Clone, Serialize, Deserialize, thiserror::Error)]
+#[error("{what}: {detail}")]
+pub struct SetupFailure {
+    /// What the helper was doing.
+    pub what: String,
+    pub errno: Option<i32>,
+    pub detail: String,
+}
+
+impl SetupFailure {
+    pub fn io(what: &str, error: io::Error) -> Self {
+        SetupFailure {
+            what: what.to_string(),
+            errno: error.raw_os_error(),
+            detail: error.to_string(),
+        }
+    }
+
+    pub fn other(what: &str, detail: impl std::fmt::Display) -> Self {
+        SetupFailure {
+            what: what.to_string(),
+            errno: None,
+            detail: detail.to_string(),
+        }
+    }
+}
+
+impl From<SetupFailure> for SandboxError {
+    fn from(failure: SetupFailure) -> Self {
+        let source = match failure.errno {
+            Some(errno) => io::Error::from_raw_os_error(errno),
+            None => io::Error::other(failure.detail),
+        };
+        SandboxError::Setup {
+            what: failure.what,
+            source,
+        }
+    }
+}
+
+impl SandboxError {
+    /// What the user can do about it (the CLI prints it on a `hint:` line).
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            SandboxError::Setup { source, .. }
+                if source.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) =>
+            {
+                Some("the sandbox needs root (overlayfs, namespaces): run kbuild as root")
+            }
+            SandboxError::Setup { .. } => Some(
+                "the kernel needs overlayfs and mount, pid, uts and ipc namespaces; `--isolation oci` uses runc instead",
+            ),
+            _ => None,
+        }
+    }
 }
 
 /// How the command ended.
@@ -175,11 +237,13 @@ fn io_at(path: &Path) -> impl FnOnce(io::Error) -> SandboxError + '_ {
     }
 }
 
-/// Runs the step described by `spec`; every output line goes to `output`.
-/// Returns once every process of the step is gone and the stubs are
-/// removed from the upper dir.
+/// Runs the step described by `spec` through `helper` (the kbuild
+/// executable); every output line goes to `output`. Returns once every
+/// process of the step is gone and the stubs are removed from the upper
+/// dir.
 pub fn run(
     spec: &Spec,
+    helper: &Path,
     output: &mut dyn FnMut(&str),
     cancel: &Cancel,
 ) -> Result<Outcome, SandboxError> {
@@ -190,9 +254,8 @@ pub fn run(
     let spec_path = spec.step_dir.join("spec.json");
     let json = serde_json::to_vec(spec).expect("a spec serializes");
     fs::write(&spec_path, json).map_err(io_at(&spec_path))?;
-    let exe = std::env::current_exe().map_err(SandboxError::Spawn)?;
     let (reader, writer) = io::pipe().map_err(SandboxError::Spawn)?;
-    let mut command = Command::new(exe);
+    let mut command = Command::new(helper);
     command
         .arg(HELPER_ARG)
         .arg(&spec_path)
@@ -261,8 +324,10 @@ pub fn run(
         .code()
         .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
     if code == SETUP_FAILED {
-        if let Ok(message) = fs::read_to_string(spec.step_dir.join("error")) {
-            return Err(SandboxError::Setup(message));
+        if let Ok(json) = fs::read(spec.step_dir.join("error")) {
+            if let Ok(failure) = serde_json::from_slice::<SetupFailure>(&json) {
+                return Err(failure.into());
+            }
         }
     }
     Ok(Outcome {
@@ -325,14 +390,14 @@ fn remove_stubs(spec: &Spec) -> Result<(), SandboxError> {
         Err(e) => return Err(io_at(&list)(e)),
     };
     let upper = spec.upper();
-    let root = rootfs::Root::open(&upper).map_err(io_at(&upper))?;
+    let root = crate::rootfs::Root::open(&upper).map_err(io_at(&upper))?;
     for stub in stubs.iter().rev() {
         remove_stub(&root, stub);
     }
     Ok(())
 }
 
-fn remove_stub(root: &rootfs::Root, stub: &Stub) {
+fn remove_stub(root: &crate::rootfs::Root, stub: &Stub) {
     use rustix::fs::{AtFlags, FileType};
     let (Some(parent), Some(name)) = (stub.path.parent(), stub.path.file_name()) else {
         return;

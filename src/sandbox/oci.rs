@@ -14,6 +14,7 @@ use oci_spec::runtime::{
 };
 
 use super::users::Identity;
+use super::SetupFailure;
 use super::{Network, Spec};
 
 /// A mount as the runtime sees it: sources are paths in the helper's view.
@@ -53,14 +54,14 @@ fn mount(
     typ: &str,
     source: &Path,
     options: &[&str],
-) -> Result<oci_spec::runtime::Mount, String> {
+) -> Result<oci_spec::runtime::Mount, SetupFailure> {
     MountBuilder::default()
         .destination(target)
         .typ(typ)
         .source(source)
         .options(options.iter().map(|o| o.to_string()).collect::<Vec<_>>())
         .build()
-        .map_err(|e| e.to_string())
+        .map_err(|e| SetupFailure::other("the runtime config", e))
 }
 
 /// The JSON of the runtime config for `spec`, rooted at `rootfs`.
@@ -70,31 +71,31 @@ pub fn runtime_config(
     identity: &Identity,
     host_files: &[&str],
     mounts: &[OciMount],
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, SetupFailure> {
     let caps: HashSet<Capability> = CAPABILITIES.into_iter().collect();
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
         .permitted(caps)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| SetupFailure::other("the runtime config", e))?;
     let user = UserBuilder::default()
         .uid(identity.uid)
         .gid(identity.gid)
         .additional_gids(identity.groups.clone())
         .umask(0o022u32)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| SetupFailure::other("the runtime config", e))?;
     let process = ProcessBuilder::default()
         .terminal(false)
         .args(spec.argv.clone())
         .env(spec.env.clone())
-        .cwd(Path::new("/").join(super::rootfs::clean(&spec.cwd)))
+        .cwd(Path::new("/").join(crate::rootfs::clean(&spec.cwd)))
         .user(user)
         .capabilities(capabilities)
         .no_new_privileges(false)
         .build()
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| SetupFailure::other("the runtime config", e))?;
     let mut config = oci_spec::runtime::Spec::default();
     config.set_process(Some(process));
     config.set_root(Some(
@@ -102,7 +103,7 @@ pub fn runtime_config(
             .path(rootfs)
             .readonly(false)
             .build()
-            .map_err(|e| e.to_string())?,
+            .map_err(|e| SetupFailure::other("the runtime config", e))?,
     ));
     config.set_hostname(Some(spec.hostname.clone()));
     let mut all = config.mounts().clone().unwrap_or_default();
@@ -151,5 +152,5 @@ pub fn runtime_config(
         .collect();
     linux.set_namespaces(Some(namespaces));
     config.set_linux(Some(linux));
-    serde_json::to_vec_pretty(&config).map_err(|e| e.to_string())
+    serde_json::to_vec_pretty(&config).map_err(|e| SetupFailure::other("the runtime config", e))
 }

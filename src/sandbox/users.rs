@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use super::rootfs::Root;
+use crate::rootfs::Root;
 
 /// A resolved identity.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -150,7 +150,7 @@ mod tests {
             digest: blob.clone(),
             diff_id: Digest::of(b"diff"),
             size: 11,
-            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+            media_type: crate::media::LAYER_GZIP.into(),
         };
         let with_layer = CacheEntry { layer: Some(layer) };
         let empty = CacheEntry { layer: None };

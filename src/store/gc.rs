@@ -36,7 +36,7 @@ impl FsckReport {
 }
 
 fn parse(d: &oci_spec::image::Digest) -> Result<Digest> {
-    Ok(d.to_string().parse()?)
+    Ok(Digest::try_from(d)?)
 }
 
 impl Store {

@@ -9,32 +9,11 @@ use oci_spec::image::{
 };
 
 use super::cache::LayerRecord;
-use super::{canonical_json, Result, Store, StoreError, REF_NAME};
+use super::{canonical_json, Result, Store, REF_NAME};
 use crate::digest::Digest;
 use crate::platform::Platform;
 
-/// Docker's names for a manifest list and an image manifest (schema 2),
-/// which registries still serve and the store keeps byte for byte.
-pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
-pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
-
-/// An OCI image index or a Docker manifest list.
-pub fn is_index(media_type: &MediaType) -> bool {
-    match media_type {
-        MediaType::ImageIndex => true,
-        MediaType::Other(other) => other == DOCKER_MANIFEST_LIST,
-        _ => false,
-    }
-}
-
-/// An OCI image manifest or a Docker schema 2 manifest.
-pub fn is_manifest(media_type: &MediaType) -> bool {
-    match media_type {
-        MediaType::ImageManifest => true,
-        MediaType::Other(other) => other == DOCKER_MANIFEST,
-        _ => false,
-    }
-}
+pub use crate::media::{is_index, is_manifest};
 
 /// The `os/arch[/variant]` of an index entry, when it says.
 fn entry_platform(entry: &Descriptor) -> Option<Platform> {
@@ -175,10 +154,7 @@ pub struct NewImage<'a> {
 fn descriptor(media_type: MediaType, digest: &Digest, size: u64) -> Descriptor {
     DescriptorBuilder::default()
         .media_type(media_type)
-        .digest(
-            oci_spec::image::Digest::try_from(digest.to_string())
-                .expect("our digests are valid OCI digests"),
-        )
+        .digest(oci_spec::image::Digest::from(digest))
         .size(size)
         .build()
         .expect("descriptor fields are set")
@@ -217,8 +193,7 @@ pub fn commit_image(store: &Store, image: &NewImage) -> Result<(Descriptor, Imag
                 .expect("rootfs fields are set"),
         )
         .history(image.history.clone())
-        .build()
-        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        .build()?;
     let config_bytes = canonical_json(&configuration);
     let config_digest = store.put_blob(&config_bytes)?;
     let layers = image
@@ -235,8 +210,7 @@ pub fn commit_image(store: &Store, image: &NewImage) -> Result<(Descriptor, Imag
             config_bytes.len() as u64,
         ))
         .layers(layers)
-        .build()
-        .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        .build()?;
     let manifest_bytes = canonical_json(&manifest);
     let manifest_digest = store.put_blob(&manifest_bytes)?;
     Ok((

@@ -65,7 +65,10 @@ fn import_into(
                 ExtractMode::Flatten,
                 ExtractLimits::default(),
             )
-            .map_err(|e| StoreError::Invalid(format!("{}: {e}", tarball.display())))
+            .map_err(|source| StoreError::Extract {
+                what: tarball.display().to_string(),
+                source,
+            })
         },
         |s| format!("{} entries", s.entries),
     )?;
@@ -74,8 +77,12 @@ fn import_into(
         reporter,
         "write layer",
         || {
-            layer::write_layer(&rootfs, TreeKind::Full, &options.layer, blob)
-                .map_err(|e| StoreError::Invalid(e.to_string()))
+            layer::write_layer(&rootfs, TreeKind::Full, &options.layer, blob).map_err(|source| {
+                StoreError::WriteLayer {
+                    path: rootfs.clone(),
+                    source,
+                }
+            })
         },
         |(_, info)| format!("{} ({} bytes)", info.digest, info.size),
     )?;
@@ -98,8 +105,7 @@ fn import_into(
             architecture: &options.architecture,
             config: ConfigBuilder::default()
                 .env(vec![format!("PATH={}", super::image::DEFAULT_PATH)])
-                .build()
-                .map_err(|e| StoreError::Invalid(e.to_string()))?,
+                .build()?,
             created,
         },
     )?;

@@ -65,8 +65,36 @@ pub enum StoreError {
     MissingBlob(Digest),
     #[error("no image named \"{0}\" in the store (see `kbuild images`)")]
     UnknownImage(String),
+    /// Data that is well-formed but does not hold together (e.g. more
+    /// layers than diff_ids); what is wrong is the whole message.
     #[error("{0}")]
     Invalid(String),
+    #[error("cannot extract {what}")]
+    Extract {
+        what: String,
+        #[source]
+        source: crate::layer::ExtractError,
+    },
+    #[error("cannot write a layer from {}", path.display())]
+    WriteLayer {
+        path: PathBuf,
+        #[source]
+        source: crate::layer::LayerError,
+    },
+    #[error("cannot parse {what}")]
+    Document {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot build an OCI document")]
+    Oci(#[from] oci_spec::OciSpecError),
+    #[error("\"{name}\" has no manifest for {platform} (it has {available})")]
+    NoPlatform {
+        name: String,
+        platform: String,
+        available: String,
+    },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -293,20 +321,19 @@ impl Store {
     pub fn resolve(&self, name: &str) -> Result<(Descriptor, ImageManifest)> {
         let descriptor = self.descriptor(name)?;
         let descriptor = if image::is_index(descriptor.media_type()) {
-            let index: ImageIndex = self.read_json(&descriptor.digest().to_string().parse()?)?;
+            let index: ImageIndex = self.read_json(&Digest::try_from(descriptor.digest())?)?;
             let host = crate::platform::Platform::host();
             image::select_platform(&index, &host)
                 .cloned()
-                .ok_or_else(|| {
-                    StoreError::Invalid(format!(
-                        "\"{name}\" has no manifest for {host} (it has {})",
-                        image::platforms(&index)
-                    ))
+                .ok_or_else(|| StoreError::NoPlatform {
+                    name: name.to_string(),
+                    platform: host.to_string(),
+                    available: image::platforms(&index),
                 })?
         } else {
             descriptor
         };
-        let digest: Digest = descriptor.digest().to_string().parse()?;
+        let digest: Digest = Digest::try_from(descriptor.digest())?;
         let manifest = self.read_json(&digest)?;
         Ok((descriptor, manifest))
     }

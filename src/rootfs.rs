@@ -1,4 +1,6 @@
-//! Paths inside a container root, resolved as the container would see them.
+//! Paths inside a root (an image root, a build context, a step's inputs,
+//! an extraction target), resolved as a container would see them. The
+//! extractor, COPY/ADD, WORKDIR and the sandbox all go through here.
 //!
 //! Invariant: every lookup is `openat2(RESOLVE_IN_ROOT)` from a descriptor
 //! of the root, and every creation is `*at` relative to a descriptor of a
@@ -6,12 +8,18 @@
 //! name. So `..`, absolute and relative symlinks never reach outside the
 //! root, whatever the image holds.
 
+use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{Gid, Mode, OFlags, ResolveFlags, Uid};
+use rustix::fs::{AtFlags, Gid, Mode, OFlags, ResolveFlags, Uid};
 use rustix::io::Errno;
+
+/// How every lookup in a root resolves: `..`, absolute and relative
+/// symlinks stay inside it; `/proc` magic links are refused.
+pub const IN_ROOT: ResolveFlags = ResolveFlags::IN_ROOT.union(ResolveFlags::NO_MAGICLINKS);
 
 /// An open container root.
 pub struct Root {
@@ -69,7 +77,7 @@ impl Root {
             rel,
             flags | OFlags::CLOEXEC,
             Mode::empty(),
-            ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS,
+            IN_ROOT,
         )?)
     }
 
@@ -224,6 +232,46 @@ impl Root {
         created.push(rel.to_path_buf());
         Ok(created)
     }
+}
+
+/// The names in `dir` (`.` and `..` left out), as bytes.
+pub fn list_dir(dir: BorrowedFd) -> io::Result<Vec<Vec<u8>>> {
+    let fd = rustix::fs::openat(
+        dir,
+        ".",
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&fd)? {
+        let entry = entry?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(name.to_vec());
+        }
+    }
+    Ok(names)
+}
+
+/// Removes `name` in `parent` (recursively for a directory) without ever
+/// following a symlink.
+pub fn remove_at(parent: BorrowedFd, name: &[u8]) -> io::Result<()> {
+    match rustix::fs::unlinkat(parent, OsStr::from_bytes(name), AtFlags::empty()) {
+        Ok(()) => return Ok(()),
+        Err(Errno::ISDIR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let dir = rustix::fs::openat(
+        parent,
+        OsStr::from_bytes(name),
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    for child in list_dir(dir.as_fd())? {
+        remove_at(dir.as_fd(), &child)?;
+    }
+    rustix::fs::unlinkat(parent, OsStr::from_bytes(name), AtFlags::REMOVEDIR)?;
+    Ok(())
 }
 
 /// How many dangling links `mkdir_all` follows before giving up.

@@ -1,0 +1,189 @@
+//! Composition of a project flavor: the stage graph of the flavor's spec
+//! with the project's build args, and the layers composed on top of it
+//! (framework for core; provider-kairos with k3s or k0s for standard).
+//!
+//! `kbuild plan --flavor` renders a [`FlavorPlan`]; `kbuild image`, `iso`
+//! and `release` build from the same one, so what plan shows is what they
+//! build.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use crate::dockerfile::{self, ParseFileError};
+use crate::plan::{self, Plan, PlanError, PlanRequest, PlanSummary};
+use crate::platform::{Platform, PlatformError};
+use crate::project::package::{ArtifactSource, FileMapping};
+use crate::project::{
+    self, Arch, K8sDistribution, Project, ProjectError, Selection, SelectionRequest, Variant,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error(transparent)]
+    Project(#[from] ProjectError),
+    #[error(transparent)]
+    Parse(#[from] ParseFileError),
+    #[error("cannot plan {}", spec.display())]
+    Plan {
+        spec: PathBuf,
+        #[source]
+        source: PlanError,
+    },
+    #[error(transparent)]
+    Platform(#[from] PlatformError),
+    #[error("packages/{package}.yaml has no source for {arch}")]
+    NoSource { package: String, arch: Arch },
+}
+
+/// One composed layer on top of the flavor base.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerPlan {
+    pub layer: &'static str,
+    pub packages: Vec<PackagePlan>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PackagePlan {
+    pub name: String,
+    pub version: String,
+    pub source: ArtifactSource,
+    pub files: Vec<FileMapping>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct K8sPlan {
+    pub distribution: K8sDistribution,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Artifacts {
+    pub iso: String,
+    pub image: String,
+}
+
+/// Everything a flavor build will do, without doing any of it. Its JSON is
+/// the `kbuild plan --flavor --format json` contract.
+#[derive(Debug, Clone, Serialize)]
+pub struct FlavorPlan {
+    #[serde(flatten)]
+    pub stages: PlanSummary,
+    pub flavor: String,
+    pub flavor_release: String,
+    pub variant: Variant,
+    pub arch: Arch,
+    pub platform: String,
+    pub k8s: Option<K8sPlan>,
+    /// The spec, relative to the project.
+    pub dockerfile: PathBuf,
+    pub build_args: BTreeMap<String, String>,
+    pub layers: Vec<LayerPlan>,
+    pub artifacts: Artifacts,
+}
+
+/// A flavor plan with the resolved stage graph behind it.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    pub selection: Selection,
+    pub plan: Plan,
+    pub flavor: FlavorPlan,
+}
+
+/// Selects a cell of the project's matrix and plans it. `extra_args`
+/// override the project's build args; `target` and `platform` default to
+/// the spec's last stage and `linux/<arch>`.
+pub fn plan_flavor(
+    project: &Project,
+    request: &SelectionRequest,
+    extra_args: &BTreeMap<String, String>,
+    target: Option<String>,
+    platform: Option<Platform>,
+) -> Result<Planned, ComposeError> {
+    let selection = project.select(request)?;
+    let mut build_args = project.build_args(&selection);
+    build_args.extend(extra_args.clone());
+    let platform = match platform {
+        Some(platform) => platform,
+        None => Platform::parse(&format!("linux/{}", selection.id.arch))?,
+    };
+    let plan_request = PlanRequest {
+        build_args: build_args.clone(),
+        target,
+        platform: Some(platform),
+    };
+    let file = dockerfile::parse_file(&selection.dockerfile)?;
+    let plan = plan::plan(&file, &plan_request).map_err(|source| ComposeError::Plan {
+        spec: selection.dockerfile.clone(),
+        source,
+    })?;
+    let flavor = compose(project, &selection, &plan, build_args)?;
+    Ok(Planned {
+        selection,
+        plan,
+        flavor,
+    })
+}
+
+fn compose(
+    project: &Project,
+    selection: &Selection,
+    plan: &Plan,
+    build_args: BTreeMap<String, String>,
+) -> Result<FlavorPlan, ComposeError> {
+    let id = &selection.id;
+    let package =
+        |name: &str| -> Result<PackagePlan, ComposeError> {
+            let pkg = &project.packages[name];
+            let source = pkg.sources.get(id.arch.as_str()).cloned().ok_or_else(|| {
+                ComposeError::NoSource {
+                    package: name.to_string(),
+                    arch: id.arch,
+                }
+            })?;
+            Ok(PackagePlan {
+                name: pkg.name.clone(),
+                version: pkg.version.clone(),
+                source,
+                files: pkg.files.clone(),
+            })
+        };
+    let mut layers = vec![LayerPlan {
+        layer: "framework",
+        packages: vec![package(project::FRAMEWORK_PACKAGE)?],
+    }];
+    if let Some((distro, _)) = &id.k8s {
+        layers.push(LayerPlan {
+            layer: "provider",
+            packages: vec![
+                package(project::PROVIDER_PACKAGE)?,
+                package(distro.as_str())?,
+            ],
+        });
+    }
+    let dockerfile = selection
+        .dockerfile
+        .strip_prefix(&project.root)
+        .unwrap_or(&selection.dockerfile)
+        .to_path_buf();
+    Ok(FlavorPlan {
+        stages: plan.summary(),
+        flavor: id.flavor.clone(),
+        flavor_release: id.flavor_release.clone(),
+        variant: id.variant,
+        arch: id.arch,
+        platform: plan.platform.to_string(),
+        k8s: id.k8s.clone().map(|(distribution, version)| K8sPlan {
+            distribution,
+            version,
+        }),
+        dockerfile,
+        build_args,
+        layers,
+        artifacts: Artifacts {
+            iso: format!("{}.iso", id.iso_name()),
+            image: id.image_ref(&project.config.registry),
+        },
+    })
+}
