@@ -762,6 +762,80 @@ fn add_fetches_urls_unpacks_archives_and_copy_sets_owners_and_modes() {
     assert_clean(&store);
 }
 
+/// The library API `kbuild build` is a thin shell over: one call builds,
+/// tags, writes the OCI dir, pushes and exports the step cache, and the
+/// report says what each part did.
+fn the_library_pipeline_builds_outputs_pushes_and_exports_the_cache() {
+    use kbuild::executor::BuildOptions;
+    use kbuild::export::Destination;
+    use kbuild::pipeline::{self, BuildRequest};
+    use kbuild::reference::ImageRef;
+
+    let registry = Registry::start(None);
+    let work = tempfile::tempdir().unwrap();
+    let store_dir = store_with_base(work.path());
+    let context = work.path().join("context");
+    write(
+        &context.join("Dockerfile"),
+        "FROM debian:bookworm\nCOPY data.txt /data.txt\nRUN sha256sum /data.txt > /data.sha\n",
+    );
+    write(&context.join("data.txt"), "through the library\n");
+    let out_dir = work.path().join("out-oci");
+    let push = ImageRef::parse(&format!("{}/kbuild/lib:v1", registry.host())).unwrap();
+    let cache = ImageRef::parse(&format!("{}/kbuild/lib-cache:main", registry.host())).unwrap();
+    let mut registry_options = kbuild::registry::RegistryOptions::default();
+    registry_options.jobs = 2;
+    let request = BuildRequest {
+        spec: context.join("Dockerfile"),
+        options: BuildOptions {
+            context: context.clone(),
+            plan: kbuild::plan::PlanRequest::default(),
+            no_cache: false,
+            secrets: Default::default(),
+            isolation: kbuild::sandbox::Isolation::Builtin,
+            network: kbuild::sandbox::Network::Host,
+            jobs: 2,
+            layer: kbuild::layer::WriteOptions::default(),
+            registry: registry_options,
+            helper: PathBuf::from(env!("CARGO_BIN_EXE_kbuild")),
+        },
+        tags: vec!["lib:dev".into()],
+        output: Some(Destination::OciDir {
+            path: out_dir.clone(),
+            tag: Some("img".into()),
+        }),
+        push: Some(push.clone()),
+        cache_from: None,
+        cache_to: Some(cache.clone()),
+    };
+    let store = kbuild::store::Store::open(&store_dir).unwrap();
+    let cancel = kbuild::sandbox::Cancel::default();
+    let report = pipeline::build(&store, &request, &kbuild::report::Silent, &cancel)
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(report.digest.starts_with("sha256:"), "{report:?}");
+    assert_eq!(report.tags, ["lib:dev".to_string(), push.to_string()]);
+    assert_eq!((report.steps, report.cached), (2, 0));
+    assert_eq!(report.steps_run.len(), 2, "{report:?}");
+    assert!(report.steps_run.iter().all(|s| s.result == "done"));
+    assert_eq!(
+        report.output.as_deref(),
+        Some(&*format!("oci:{}:img", out_dir.display()))
+    );
+    let index = fs::read_to_string(out_dir.join("index.json")).unwrap();
+    assert!(index.contains(&report.digest), "{index}");
+    let pushed = report.pushed.as_ref().expect("pushed");
+    assert_eq!(pushed.digest, report.digest);
+    assert!(pushed.blobs >= 3, "{pushed:?}");
+    let exported = report.cache_to.as_ref().expect("cache exported");
+    assert_eq!(exported.entries, Some(2));
+    assert_eq!(
+        store.descriptor("lib:dev").unwrap().digest().to_string(),
+        report.digest
+    );
+    drop(store);
+    assert_clean(&store_dir);
+}
+
 tests!(
     debian_build_runs_apt_multistage_heredocs_mounts_and_caches: Needs::root_and(&["mmdebstrap", "umoci", "findmnt"]),
     a_failing_run_reports_location_code_and_output_and_leaves_nothing: Needs::root_and(&["mmdebstrap", "findmnt"]),
@@ -770,4 +844,5 @@ tests!(
     runc_isolation_gives_the_same_layers: Needs::root_and(&["mmdebstrap", "runc", "umoci"]),
     the_step_cache_travels_through_a_registry: Needs::root_and(&["mmdebstrap", "docker-registry"]),
     add_fetches_urls_unpacks_archives_and_copy_sets_owners_and_modes: Needs::root_and(&["mmdebstrap", "umoci", "tar"]),
+    the_library_pipeline_builds_outputs_pushes_and_exports_the_cache: Needs::root_and(&["mmdebstrap", "docker-registry", "findmnt"]),
 );

@@ -123,7 +123,16 @@ fn debian_push_pull_round_trip_is_judged_equal_by_skopeo() {
     let pushed = ok(&kbuild(&["push", "debian:bookworm", &target], &env_a));
     assert_eq!(printed_digest(&pushed), imported);
 
-    let pulled = kbuild(&["pull", &target], &env_b);
+    // Pulled from a directory whose kbuild.yaml is broken: a plain pull
+    // never reads the project.
+    let broken = tempfile::tempdir().unwrap();
+    std::fs::write(broken.path().join("kbuild.yaml"), "flavors: [unclosed\n").unwrap();
+    let mut pull = std::process::Command::new(env!("CARGO_BIN_EXE_kbuild"));
+    pull.args(["pull", &target]).current_dir(broken.path());
+    for (k, v) in &env_b {
+        pull.env(k, v);
+    }
+    let pulled = pull.output().unwrap();
     assert_eq!(printed_digest(&ok(&pulled)), imported);
     assert!(stderr(&pulled).contains("3 blobs") || stderr(&pulled).contains("2 blobs"));
     assert!(ok(&kbuild(&["images"], &env_b)).contains(&target));
