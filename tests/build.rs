@@ -783,8 +783,10 @@ fn the_library_pipeline_builds_outputs_pushes_and_exports_the_cache() {
     let out_dir = work.path().join("out-oci");
     let push = ImageRef::parse(&format!("{}/kbuild/lib:v1", registry.host())).unwrap();
     let cache = ImageRef::parse(&format!("{}/kbuild/lib-cache:main", registry.host())).unwrap();
-    let mut registry_options = kbuild::registry::RegistryOptions::default();
-    registry_options.jobs = 2;
+    let registry_options = kbuild::registry::RegistryOptions {
+        jobs: 2,
+        ..Default::default()
+    };
     let request = BuildRequest {
         spec: context.join("Dockerfile"),
         options: BuildOptions {
