@@ -21,3 +21,4 @@ pub mod report;
 pub mod rootfs;
 pub mod sandbox;
 pub mod store;
+pub mod tools;

@@ -154,7 +154,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             isolation: match args.isolation {
                 IsolationArg::Builtin => Isolation::Builtin,
                 IsolationArg::Oci => Isolation::Oci {
-                    runtime: args.runtime.clone(),
+                    runtime: oci_runtime(&args.runtime)?,
                 },
             },
             network: match args.network {
@@ -186,6 +186,15 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
     }
     println!("{}", report.digest);
     Ok(())
+}
+
+/// `--runtime`: a path is taken as given; the default name is located on
+/// PATH and version-checked, so a missing runc fails before any work.
+fn oci_runtime(runtime: &std::path::Path) -> anyhow::Result<PathBuf> {
+    if runtime.as_os_str() == crate::tools::RUNC.name {
+        return Ok(crate::tools::locate(&crate::tools::RUNC)?.path);
+    }
+    Ok(runtime.to_path_buf())
 }
 
 fn render(report: &BuildReport) {

@@ -119,11 +119,15 @@ fn print_error(err: &anyhow::Error) {
 }
 
 /// The first hint any error in the chain carries.
-fn hint(err: &anyhow::Error) -> Option<&'static str> {
+fn hint(err: &anyhow::Error) -> Option<String> {
     err.chain().find_map(|cause| {
-        as_error::<crate::executor::BuildError>(cause)
+        let hint = as_error::<crate::executor::BuildError>(cause)
             .and_then(|e| e.hint())
             .or_else(|| as_error::<crate::sandbox::SandboxError>(cause).and_then(|e| e.hint()))
+            .map(str::to_string);
+        hint.or_else(|| {
+            as_error::<crate::tools::ToolError>(cause).and_then(|e| e.hint().map(str::to_string))
+        })
     })
 }
 

@@ -1,0 +1,414 @@
+//! Host programs kbuild runs (xorriso, mksquashfs, mtools, qemu, runc):
+//! located on `PATH`, version-checked before any work starts, run with an
+//! argument vector (never a shell string), and failing with a typed error
+//! that carries the tail of their stderr and an install hint for the host's
+//! distribution.
+//!
+//! Invariants:
+//! * A [`Tool`] is only run through [`Located`], which exists only for a
+//!   program that was found and whose version was accepted.
+//! * Arguments are passed as they are; nothing is ever interpreted by a
+//!   shell.
+
+mod hint;
+
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+pub use hint::Distribution;
+
+/// Lines of stderr kept for an error.
+const STDERR_TAIL: usize = 12;
+
+/// A host program kbuild may need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tool {
+    /// What the user calls it (also the program's name on `PATH`).
+    pub name: &'static str,
+    /// What kbuild needs it for, shown by `kbuild doctor`.
+    pub purpose: &'static str,
+    /// The arguments that make it print its version.
+    pub version_args: &'static [&'static str],
+    /// The oldest version known to work, as (major, minor).
+    pub minimum: Option<(u32, u32)>,
+    /// The package that provides it: Debian/Ubuntu, Fedora/RHEL, Alpine,
+    /// openSUSE.
+    pub packages: Packages,
+}
+
+/// Package names per distribution family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Packages {
+    pub debian: &'static str,
+    pub fedora: &'static str,
+    pub alpine: &'static str,
+    pub suse: &'static str,
+}
+
+pub const XORRISO: Tool = Tool {
+    name: "xorriso",
+    purpose: "assembles hybrid BIOS/UEFI ISOs",
+    version_args: &["-version"],
+    minimum: Some((1, 5)),
+    packages: Packages {
+        debian: "xorriso",
+        fedora: "xorriso",
+        alpine: "xorriso",
+        suse: "xorriso",
+    },
+};
+
+pub const MKSQUASHFS: Tool = Tool {
+    name: "mksquashfs",
+    purpose: "writes the live root filesystem of an ISO (4.5+ is reproducible by default)",
+    version_args: &["-version"],
+    minimum: Some((4, 5)),
+    packages: Packages {
+        debian: "squashfs-tools",
+        fedora: "squashfs-tools",
+        alpine: "squashfs-tools",
+        suse: "squashfs",
+    },
+};
+
+pub const MKFS_FAT: Tool = Tool {
+    name: "mkfs.fat",
+    purpose: "formats the EFI system partition of an ISO",
+    version_args: &["--help"],
+    minimum: Some((4, 1)),
+    packages: Packages {
+        debian: "dosfstools",
+        fedora: "dosfstools",
+        alpine: "dosfstools",
+        suse: "dosfstools",
+    },
+};
+
+pub const MCOPY: Tool = Tool {
+    name: "mcopy",
+    purpose: "copies the EFI boot files into the EFI system partition",
+    version_args: &["--version"],
+    minimum: Some((4, 0)),
+    packages: Packages {
+        debian: "mtools",
+        fedora: "mtools",
+        alpine: "mtools",
+        suse: "mtools",
+    },
+};
+
+pub const QEMU_X86_64: Tool = Tool {
+    name: "qemu-system-x86_64",
+    purpose: "boots ISOs for `kbuild boot`",
+    version_args: &["--version"],
+    minimum: Some((7, 0)),
+    packages: Packages {
+        debian: "qemu-system-x86",
+        fedora: "qemu-system-x86-core",
+        alpine: "qemu-system-x86_64",
+        suse: "qemu-x86",
+    },
+};
+
+pub const RUNC: Tool = Tool {
+    name: "runc",
+    purpose: "runs RUN steps with `--isolation oci`",
+    version_args: &["--version"],
+    minimum: Some((1, 0)),
+    packages: Packages {
+        debian: "runc",
+        fedora: "runc",
+        alpine: "runc",
+        suse: "runc",
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("{} is not installed (kbuild needs it: {})", tool.name, tool.purpose)]
+    Missing { tool: &'static Tool, hint: String },
+    #[error("{} {found} is too old: kbuild needs {}.{} or newer", tool.name, needed.0, needed.1)]
+    TooOld {
+        tool: &'static Tool,
+        found: String,
+        needed: (u32, u32),
+        hint: String,
+    },
+    #[error("{} at {} printed no version we could read", tool.name, path.display())]
+    NoVersion { tool: &'static Tool, path: PathBuf },
+    #[error("cannot run {}", path.display())]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} {} failed ({status}){}", tool.name, args, tail_text(stderr_tail))]
+    Failed {
+        tool: &'static Tool,
+        /// The arguments, for the message only (quoted for reading).
+        args: String,
+        status: String,
+        stderr_tail: Vec<String>,
+    },
+}
+
+impl ToolError {
+    /// The install command for the host's distribution.
+    pub fn hint(&self) -> Option<&str> {
+        match self {
+            ToolError::Missing { hint, .. } | ToolError::TooOld { hint, .. } => Some(hint),
+            _ => None,
+        }
+    }
+}
+
+fn tail_text(tail: &[String]) -> String {
+    match tail.is_empty() {
+        true => String::new(),
+        false => format!(":\n  {}", tail.join("\n  ")),
+    }
+}
+
+/// A tool found on this host, with the version it reported.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub tool: &'static Tool,
+    pub path: PathBuf,
+    pub version: String,
+}
+
+/// Finds `tool` on `PATH` and checks its version.
+pub fn locate(tool: &'static Tool) -> Result<Located, ToolError> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    locate_in(tool, &path)
+}
+
+/// Finds `tool` in the directories of `search` (a `PATH`-style list).
+pub fn locate_in(tool: &'static Tool, search: &OsStr) -> Result<Located, ToolError> {
+    let hint = || hint::install_command(tool, Distribution::of_host());
+    let path = std::env::split_paths(search)
+        .map(|dir| dir.join(tool.name))
+        .find(|candidate| is_executable(candidate))
+        .ok_or_else(|| ToolError::Missing { tool, hint: hint() })?;
+    let version = read_version(tool, &path)?;
+    if let Some(needed) = tool.minimum {
+        if parse_version(&version).is_some_and(|found| found < needed) {
+            return Err(ToolError::TooOld {
+                tool,
+                found: version,
+                needed,
+                hint: hint(),
+            });
+        }
+    }
+    Ok(Located {
+        tool,
+        path,
+        version,
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// The first `N.N[.N]` the program prints about its version.
+fn read_version(tool: &'static Tool, path: &Path) -> Result<String, ToolError> {
+    let output = Command::new(path)
+        .args(tool.version_args)
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|source| ToolError::Spawn {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    let text = [output.stdout, output.stderr].concat();
+    let text = String::from_utf8_lossy(&text);
+    first_version(&text).ok_or_else(|| ToolError::NoVersion {
+        tool,
+        path: path.to_path_buf(),
+    })
+}
+
+fn first_version(text: &str) -> Option<String> {
+    text.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map(|word| word.trim_matches('.'))
+        .find(|word| parse_version(word).is_some())
+        .map(str::to_string)
+}
+
+/// `(major, minor)` of `4.5`, `1.5.6`, `7.2.19`.
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.split('.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+impl Located {
+    /// A command for this program with `args`, for callers that stream
+    /// its output themselves.
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut command = Command::new(&self.path);
+        command.args(args);
+        command
+    }
+
+    /// Runs the program to the end; stdout is returned, stderr kept for
+    /// the error when it fails.
+    pub fn run<I, S>(&self, args: I) -> Result<Vec<u8>, ToolError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        let mut child = self
+            .command(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| ToolError::Spawn {
+                path: self.path.clone(),
+                source,
+            })?;
+        // stderr on its own thread, so a chatty program cannot block on a
+        // full pipe while we read stdout.
+        let mut stderr = child.stderr.take().expect("piped");
+        let errors = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = stderr.read_to_end(&mut text);
+            text
+        });
+        let mut stdout = Vec::new();
+        let read = child.stdout.take().expect("piped").read_to_end(&mut stdout);
+        let status = child.wait().map_err(|source| ToolError::Spawn {
+            path: self.path.clone(),
+            source,
+        })?;
+        let stderr = errors.join().unwrap_or_default();
+        if status.success() && read.is_ok() {
+            return Ok(stdout);
+        }
+        Err(ToolError::Failed {
+            tool: self.tool,
+            args: args
+                .iter()
+                .map(|a| format!("{:?}", a.to_string_lossy()))
+                .collect::<Vec<_>>()
+                .join(" "),
+            status: status.to_string(),
+            stderr_tail: tail(&stderr),
+        })
+    }
+}
+
+fn tail(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(STDERR_TAIL)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A fake program: prints `version_text` for its version, and for a
+    /// real run echoes its arguments one per line, complains on stderr and
+    /// exits with `code`.
+    fn fake(dir: &Path, name: &str, version_text: &str, code: i32) {
+        let script = format!(
+            "#!/bin/sh\ncase \"$1\" in -version|--version|--help) echo '{version_text}'; exit 0;; esac\nfor a in \"$@\"; do echo \"$a\"; done\necho 'line one' >&2\necho 'it went wrong' >&2\nexit {code}\n"
+        );
+        let path = dir.join(name);
+        std::fs::write(&path, script).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+
+    #[test]
+    fn finds_checks_and_runs_with_arguments_not_a_shell() {
+        let dir = tempfile::tempdir().unwrap();
+        fake(
+            dir.path(),
+            "xorriso",
+            "xorriso 1.5.4 : RockRidge filesystem manipulator",
+            0,
+        );
+        let xorriso = locate_in(&XORRISO, dir.path().as_os_str()).unwrap();
+        assert_eq!(xorriso.version, "1.5.4");
+        let out = xorriso
+            .run(["-outdev", "a b.iso", "$(touch /tmp/x)", ";"])
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "-outdev\na b.iso\n$(touch /tmp/x)\n;\n"
+        );
+    }
+
+    #[test]
+    fn a_failure_carries_the_stderr_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        fake(
+            dir.path(),
+            "mksquashfs",
+            "mksquashfs version 4.5.1 (2022/03/17)",
+            3,
+        );
+        let tool = locate_in(&MKSQUASHFS, dir.path().as_os_str()).unwrap();
+        let err = tool.run(["root", "out.sqfs"]).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("mksquashfs \"root\" \"out.sqfs\" failed (exit status: 3)"),
+            "{text}"
+        );
+        assert!(text.contains("line one\n  it went wrong"), "{text}");
+    }
+
+    #[test]
+    fn missing_and_old_tools_say_how_to_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = locate_in(&XORRISO, dir.path().as_os_str()).unwrap_err();
+        assert!(matches!(err, ToolError::Missing { .. }), "{err}");
+        assert!(err.hint().unwrap().contains("xorriso"), "{:?}", err.hint());
+        fake(
+            dir.path(),
+            "mksquashfs",
+            "mksquashfs version 4.4 (2019/08/29)",
+            0,
+        );
+        let err = locate_in(&MKSQUASHFS, dir.path().as_os_str()).unwrap_err();
+        assert!(matches!(err, ToolError::TooOld { .. }), "{err}");
+        assert!(
+            err.to_string().contains("4.4 is too old: kbuild needs 4.5"),
+            "{err}"
+        );
+        assert!(err.hint().unwrap().contains("squashfs"), "{:?}", err.hint());
+    }
+
+    #[test]
+    fn versions_are_read_from_real_banners() {
+        for (banner, version) in [
+            (
+                "QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u16)",
+                "7.2.19",
+            ),
+            ("mkfs.fat 4.2 (2021-01-31)\nUsage: ...", "4.2"),
+            ("mcopy (GNU mtools) 4.0.33\nconfigured with ...", "4.0.33"),
+            ("runc version 1.1.5+ds1\ncommit: ...", "1.1.5"),
+        ] {
+            assert_eq!(first_version(banner).as_deref(), Some(version), "{banner}");
+        }
+        assert_eq!(first_version("no digits here"), None);
+    }
+}
