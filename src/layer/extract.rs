@@ -254,6 +254,45 @@ fn os(bytes: &[u8]) -> &OsStr {
 
 use crate::rootfs::{list_dir, remove_at, IN_ROOT as RESOLVE};
 
+/// Where one entry goes: its name in an already opened parent directory.
+struct At<'a> {
+    parent: BorrowedFd<'a>,
+    name: &'a [u8],
+    /// The cleaned path, for messages and bookkeeping.
+    path: &'a [u8],
+    /// The path as the archive wrote it, for refusals.
+    raw_path: &'a [u8],
+    header: &'a tar::Header,
+    meta: &'a Pending,
+}
+
+impl At<'_> {
+    fn refuse(&self, reason: &str) -> ExtractError {
+        refused(self.raw_path, reason)
+    }
+
+    fn mtime(&self) -> i64 {
+        self.meta
+            .mtime
+            .unwrap_or(self.header.mtime().unwrap_or(0) as i64)
+    }
+
+    fn link_target(&self, missing: &str) -> Result<Vec<u8>, ExtractError> {
+        self.meta
+            .link
+            .clone()
+            .or_else(|| self.header.link_name_bytes().map(|l| l.into_owned()))
+            .ok_or_else(|| self.refuse(missing))
+    }
+}
+
+fn refused(raw_path: &[u8], reason: &str) -> ExtractError {
+    ExtractError::Refused {
+        path: String::from_utf8_lossy(raw_path).into_owned(),
+        reason: reason.to_string(),
+    }
+}
+
 struct Extractor {
     root: OwnedFd,
     mode: ExtractMode,
@@ -282,6 +321,9 @@ impl Extractor {
         Ok(data)
     }
 
+    /// Applies one archive entry: a metadata record is kept in `pending`
+    /// for the next entry; anything else lands at its cleaned path inside
+    /// the root (or, for a whiteout, deletes what it names).
     fn entry<R: Read>(
         &mut self,
         mut entry: tar::Entry<R>,
@@ -289,39 +331,15 @@ impl Extractor {
     ) -> Result<(), ExtractError> {
         let header = entry.header().clone();
         let size = header.entry_size().map_err(malformed)?;
-        let kind = header.entry_type();
-        match kind {
-            EntryType::XHeader => {
-                let data = self.read_record(&mut entry, size)?;
-                return parse_pax(&data, pending);
-            }
-            EntryType::XGlobalHeader => {
-                self.read_record(&mut entry, size)?;
-                return Ok(());
-            }
-            EntryType::GNULongName | EntryType::GNULongLink => {
-                let mut data = self.read_record(&mut entry, size)?;
-                while data.last() == Some(&0) {
-                    data.pop();
-                }
-                if kind == EntryType::GNULongName {
-                    pending.path = Some(data);
-                } else {
-                    pending.link = Some(data);
-                }
-                return Ok(());
-            }
-            _ => {}
+        if self.metadata_record(&mut entry, &header, size, pending)? {
+            return Ok(());
         }
         let meta = std::mem::take(pending);
         let raw_path = meta
             .path
             .clone()
             .unwrap_or_else(|| header.path_bytes().into_owned());
-        let refuse = |reason: &str| ExtractError::Refused {
-            path: String::from_utf8_lossy(&raw_path).into_owned(),
-            reason: reason.to_string(),
-        };
+        let refuse = |reason: &str| refused(&raw_path, reason);
         if let Some(pax_size) = meta.size {
             if pax_size != size {
                 return Err(refuse(&format!(
@@ -330,6 +348,7 @@ impl Extractor {
             }
         }
         let parts = clean(&raw_path).map_err(|r| refuse(&r))?;
+        let kind = header.entry_type();
         let Some((name, parent)) = parts.split_last() else {
             if kind == EntryType::Directory {
                 let fd = self.root.try_clone().map_err(|e| io_err(b".", e))?;
@@ -345,146 +364,197 @@ impl Extractor {
             return self.whiteout(parent, target, &raw_path);
         }
         let parent_fd = self.open_parent(parent, &raw_path)?;
+        let at = At {
+            parent: parent_fd.as_fd(),
+            name,
+            path: &path,
+            raw_path: &raw_path,
+            header: &header,
+            meta: &meta,
+        };
         match kind {
             EntryType::Regular | EntryType::Continuous => {
-                self.remove_existing(parent_fd.as_fd(), name, false, &path)?;
-                let fd = rustix::fs::openat(
-                    &parent_fd,
-                    os(name),
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| io_err(&path, e.into()))?;
-                let mut file = std::fs::File::from(fd);
-                io::copy(&mut (&mut entry).take(size), &mut file).map_err(malformed)?;
-                self.set_meta(file.as_fd(), &header, &meta, &path)?;
+                self.write_file(&at, &mut (&mut entry).take(size))?
             }
-            EntryType::Directory => {
-                let existing_dir = self.remove_existing(parent_fd.as_fd(), name, true, &path)?;
-                if !existing_dir {
-                    rustix::fs::mkdirat(&parent_fd, os(name), Mode::from_raw_mode(0o700))
-                        .map_err(|e| io_err(&path, e.into()))?;
-                }
-                let fd = rustix::fs::openat(
-                    &parent_fd,
-                    os(name),
-                    OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| io_err(&path, e.into()))?;
-                self.set_meta(fd.as_fd(), &header, &meta, &path)?;
-                let mtime = meta.mtime.unwrap_or(header.mtime().unwrap_or(0) as i64);
-                self.dir_times.push((path.clone(), mtime));
-            }
-            EntryType::Symlink => {
-                let target = meta
-                    .link
-                    .clone()
-                    .or_else(|| header.link_name_bytes().map(|l| l.into_owned()))
-                    .ok_or_else(|| refuse("symlink without a target"))?;
-                self.remove_existing(parent_fd.as_fd(), name, false, &path)?;
-                rustix::fs::symlinkat(os(&target), &parent_fd, os(name))
-                    .map_err(|e| io_err(&path, e.into()))?;
-                self.chown_at(parent_fd.as_fd(), name, &header, &meta, &path)?;
-                let mtime = meta.mtime.unwrap_or(header.mtime().unwrap_or(0) as i64);
-                let times = timestamps(mtime);
-                rustix::fs::utimensat(&parent_fd, os(name), &times, AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(|e| io_err(&path, e.into()))?;
-            }
-            EntryType::Link => {
-                let target = meta
-                    .link
-                    .clone()
-                    .or_else(|| header.link_name_bytes().map(|l| l.into_owned()))
-                    .ok_or_else(|| refuse("hardlink without a target"))?;
-                let target_parts = clean(&target).map_err(|r| refuse(&r))?;
-                if target_parts.is_empty() {
-                    return Err(refuse("hardlink to the root directory"));
-                }
-                // O_PATH|O_NOFOLLOW: a link to a symlink links the symlink itself.
-                let source = rustix::fs::openat2(
-                    &self.root,
-                    os(&join(&target_parts)),
-                    OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                    RESOLVE,
-                )
-                .map_err(|e| {
-                    refuse(&format!(
-                        "hardlink target \"{}\" cannot be opened inside the root: {e}",
-                        String::from_utf8_lossy(&target)
-                    ))
-                })?;
-                let stat = rustix::fs::fstat(&source).map_err(|e| io_err(&path, e.into()))?;
-                if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
-                    return Err(refuse("hardlink to a directory"));
-                }
-                self.remove_existing(parent_fd.as_fd(), name, false, &path)?;
-                let proc_path =
-                    format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&source));
-                rustix::fs::linkat(
-                    rustix::fs::CWD,
-                    proc_path.as_str(),
-                    &parent_fd,
-                    os(name),
-                    AtFlags::SYMLINK_FOLLOW,
-                )
-                .map_err(|e| io_err(&path, e.into()))?;
-            }
+            EntryType::Directory => self.make_dir(&at)?,
+            EntryType::Symlink => self.make_symlink(&at)?,
+            EntryType::Link => self.make_hardlink(&at)?,
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                self.remove_existing(parent_fd.as_fd(), name, false, &path)?;
-                let (file_type, dev) = match kind {
-                    EntryType::Fifo => (FileType::Fifo, 0),
-                    _ => {
-                        let major = header.device_major().map_err(malformed)?.unwrap_or(0);
-                        let minor = header.device_minor().map_err(malformed)?.unwrap_or(0);
-                        let ft = if kind == EntryType::Char {
-                            FileType::CharacterDevice
-                        } else {
-                            FileType::BlockDevice
-                        };
-                        (ft, rustix::fs::makedev(major, minor))
-                    }
-                };
-                match rustix::fs::mknodat(
-                    &parent_fd,
-                    os(name),
-                    file_type,
-                    Mode::from_raw_mode(0o600),
-                    dev as Dev,
-                ) {
-                    // Device nodes need root; a rootless extraction leaves them out.
-                    Err(Errno::PERM) if !self.is_root && file_type != FileType::Fifo => {
-                        return Ok(())
-                    }
-                    other => other.map_err(|e| io_err(&path, e.into()))?,
+                if !self.make_node(&at, kind)? {
+                    return Ok(());
                 }
-                self.chown_at(parent_fd.as_fd(), name, &header, &meta, &path)?;
-                let mode = header.mode().map_err(malformed)? & 0o7777;
-                rustix::fs::chmodat(
-                    &parent_fd,
-                    os(name),
-                    Mode::from_raw_mode(mode),
-                    AtFlags::empty(),
-                )
-                .map_err(|e| io_err(&path, e.into()))?;
-                let mtime = meta.mtime.unwrap_or(header.mtime().unwrap_or(0) as i64);
-                rustix::fs::utimensat(
-                    &parent_fd,
-                    os(name),
-                    &timestamps(mtime),
-                    AtFlags::SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| io_err(&path, e.into()))?;
             }
             other => return Err(refuse(&format!("unsupported entry type {other:?}"))),
         }
         self.created.insert(path);
         Ok(())
+    }
+
+    /// PAX and GNU long-name records: read into `pending`. Returns whether
+    /// `entry` was one.
+    fn metadata_record<R: Read>(
+        &self,
+        entry: &mut tar::Entry<R>,
+        header: &tar::Header,
+        size: u64,
+        pending: &mut Pending,
+    ) -> Result<bool, ExtractError> {
+        let kind = header.entry_type();
+        match kind {
+            EntryType::XHeader => {
+                let data = self.read_record(entry, size)?;
+                parse_pax(&data, pending)?;
+            }
+            EntryType::XGlobalHeader => {
+                self.read_record(entry, size)?;
+            }
+            EntryType::GNULongName | EntryType::GNULongLink => {
+                let mut data = self.read_record(entry, size)?;
+                while data.last() == Some(&0) {
+                    data.pop();
+                }
+                if kind == EntryType::GNULongName {
+                    pending.path = Some(data);
+                } else {
+                    pending.link = Some(data);
+                }
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    fn write_file(&self, at: &At, content: &mut impl Read) -> Result<(), ExtractError> {
+        self.remove_existing(at.parent, at.name, false, at.path)?;
+        let fd = rustix::fs::openat(
+            at.parent,
+            os(at.name),
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| io_err(at.path, e.into()))?;
+        let mut file = std::fs::File::from(fd);
+        io::copy(content, &mut file).map_err(malformed)?;
+        self.set_meta(file.as_fd(), at.header, at.meta, at.path)
+    }
+
+    fn make_dir(&mut self, at: &At) -> Result<(), ExtractError> {
+        let existing_dir = self.remove_existing(at.parent, at.name, true, at.path)?;
+        if !existing_dir {
+            rustix::fs::mkdirat(at.parent, os(at.name), Mode::from_raw_mode(0o700))
+                .map_err(|e| io_err(at.path, e.into()))?;
+        }
+        let fd = rustix::fs::openat(
+            at.parent,
+            os(at.name),
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(at.path, e.into()))?;
+        self.set_meta(fd.as_fd(), at.header, at.meta, at.path)?;
+        self.dir_times.push((at.path.to_vec(), at.mtime()));
+        Ok(())
+    }
+
+    fn make_symlink(&self, at: &At) -> Result<(), ExtractError> {
+        let target = at.link_target("symlink without a target")?;
+        self.remove_existing(at.parent, at.name, false, at.path)?;
+        rustix::fs::symlinkat(os(&target), at.parent, os(at.name))
+            .map_err(|e| io_err(at.path, e.into()))?;
+        self.chown_at(at.parent, at.name, at.header, at.meta, at.path)?;
+        rustix::fs::utimensat(
+            at.parent,
+            os(at.name),
+            &timestamps(at.mtime()),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_err(at.path, e.into()))?;
+        Ok(())
+    }
+
+    /// A hardlink to an entry already inside the root, never to a
+    /// directory, never through a link out of it.
+    fn make_hardlink(&self, at: &At) -> Result<(), ExtractError> {
+        let target = at.link_target("hardlink without a target")?;
+        let target_parts = clean(&target).map_err(|r| at.refuse(&r))?;
+        if target_parts.is_empty() {
+            return Err(at.refuse("hardlink to the root directory"));
+        }
+        // O_PATH|O_NOFOLLOW: a link to a symlink links the symlink itself.
+        let source = rustix::fs::openat2(
+            &self.root,
+            os(&join(&target_parts)),
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )
+        .map_err(|e| {
+            at.refuse(&format!(
+                "hardlink target \"{}\" cannot be opened inside the root: {e}",
+                String::from_utf8_lossy(&target)
+            ))
+        })?;
+        let stat = rustix::fs::fstat(&source).map_err(|e| io_err(at.path, e.into()))?;
+        if FileType::from_raw_mode(stat.st_mode) == FileType::Directory {
+            return Err(at.refuse("hardlink to a directory"));
+        }
+        self.remove_existing(at.parent, at.name, false, at.path)?;
+        let proc_path = format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&source));
+        rustix::fs::linkat(
+            rustix::fs::CWD,
+            proc_path.as_str(),
+            at.parent,
+            os(at.name),
+            AtFlags::SYMLINK_FOLLOW,
+        )
+        .map_err(|e| io_err(at.path, e.into()))?;
+        Ok(())
+    }
+
+    /// A device node or fifo. Returns false when it was left out (device
+    /// nodes need root; a rootless extraction skips them).
+    fn make_node(&self, at: &At, kind: EntryType) -> Result<bool, ExtractError> {
+        self.remove_existing(at.parent, at.name, false, at.path)?;
+        let (file_type, dev) = match kind {
+            EntryType::Fifo => (FileType::Fifo, 0),
+            _ => {
+                let major = at.header.device_major().map_err(malformed)?.unwrap_or(0);
+                let minor = at.header.device_minor().map_err(malformed)?.unwrap_or(0);
+                let ft = if kind == EntryType::Char {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
+                (ft, rustix::fs::makedev(major, minor))
+            }
+        };
+        match rustix::fs::mknodat(
+            at.parent,
+            os(at.name),
+            file_type,
+            Mode::from_raw_mode(0o600),
+            dev as Dev,
+        ) {
+            Err(Errno::PERM) if !self.is_root && file_type != FileType::Fifo => return Ok(false),
+            other => other.map_err(|e| io_err(at.path, e.into()))?,
+        }
+        self.chown_at(at.parent, at.name, at.header, at.meta, at.path)?;
+        let mode = at.header.mode().map_err(malformed)? & 0o7777;
+        rustix::fs::chmodat(
+            at.parent,
+            os(at.name),
+            Mode::from_raw_mode(mode),
+            AtFlags::empty(),
+        )
+        .map_err(|e| io_err(at.path, e.into()))?;
+        rustix::fs::utimensat(
+            at.parent,
+            os(at.name),
+            &timestamps(at.mtime()),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_err(at.path, e.into()))?;
+        Ok(true)
     }
 
     /// Opens (creating as needed) the parent directory inside the root.
