@@ -6,6 +6,7 @@
 
 pub mod ast;
 pub mod diagnostic;
+mod flags;
 mod lexer;
 mod parser;
 pub mod words;

@@ -5,6 +5,9 @@
 
 use super::ast::*;
 use super::diagnostic::{ErrorKind, Pos, Source, SpecError};
+use super::flags::{
+    parse_mount, Flag, FlagKind, ADD_FLAGS, COPY_FLAGS, FROM_FLAGS, HEALTHCHECK_FLAGS, RUN_FLAGS,
+};
 use super::lexer::{Lines, LogicalLine};
 use super::words::{split_words, unquote, RawWord};
 use crate::rootfs::is_plain_name;
@@ -80,49 +83,6 @@ fn group_stages(
         stages,
     })
 }
-
-#[derive(Clone, Copy, PartialEq)]
-enum FlagKind {
-    Bool,
-    Value,
-    Repeated,
-}
-
-struct Flag {
-    name: &'static str,
-    value: Option<String>,
-    offset: usize,
-}
-
-const FROM_FLAGS: &[(&str, FlagKind)] = &[("platform", FlagKind::Value)];
-const RUN_FLAGS: &[(&str, FlagKind)] = &[
-    ("mount", FlagKind::Repeated),
-    ("network", FlagKind::Value),
-    ("security", FlagKind::Value),
-];
-const COPY_FLAGS: &[(&str, FlagKind)] = &[
-    ("from", FlagKind::Value),
-    ("chown", FlagKind::Value),
-    ("chmod", FlagKind::Value),
-    ("link", FlagKind::Bool),
-    ("parents", FlagKind::Bool),
-    ("exclude", FlagKind::Repeated),
-];
-const ADD_FLAGS: &[(&str, FlagKind)] = &[
-    ("chown", FlagKind::Value),
-    ("chmod", FlagKind::Value),
-    ("link", FlagKind::Bool),
-    ("checksum", FlagKind::Value),
-    ("keep-git-dir", FlagKind::Bool),
-    ("exclude", FlagKind::Repeated),
-];
-const HEALTHCHECK_FLAGS: &[(&str, FlagKind)] = &[
-    ("interval", FlagKind::Value),
-    ("timeout", FlagKind::Value),
-    ("start-period", FlagKind::Value),
-    ("start-interval", FlagKind::Value),
-    ("retries", FlagKind::Value),
-];
 
 /// Parses one logical line.
 struct LineParser<'a> {
@@ -719,121 +679,8 @@ impl<'a> LineParser<'a> {
 
     fn mount(&self, spec: &str, offset: usize) -> PResult<Mount> {
         let value_at = offset + "--mount=".len();
-        let fail = |msg: String| self.err(ErrorKind::BadFlag(format!("--mount: {msg}")), value_at);
-        let mut mount = Mount {
-            kind: MountType::Bind,
-            target: None,
-            source: None,
-            from: None,
-            id: None,
-            read_only: true,
-            sharing: CacheSharing::Shared,
-            mode: None,
-            uid: None,
-            gid: None,
-            required: false,
-            env: None,
-            size: None,
-            pos: self.line.pos_at(offset),
-        };
-        let mut read_only = None;
-        let fields: Vec<(String, Option<String>)> = spec
-            .split(',')
-            .filter(|f| !f.is_empty())
-            .map(|f| {
-                let f = unquote(f, self.escape).unwrap_or_else(|_| f.to_string());
-                match f.split_once('=') {
-                    Some((k, v)) => (k.to_ascii_lowercase(), Some(v.to_string())),
-                    None => (f.to_ascii_lowercase(), None),
-                }
-            })
-            .collect();
-        if let Some((_, Some(kind))) = fields.iter().find(|(k, _)| k == "type") {
-            mount.kind = match kind.as_str() {
-                "bind" => MountType::Bind,
-                "cache" => MountType::Cache,
-                "tmpfs" => MountType::Tmpfs,
-                "secret" => MountType::Secret,
-                "ssh" => MountType::Ssh,
-                other => {
-                    return Err(fail(format!(
-                        "unknown mount type \"{other}\": use bind, cache, tmpfs, secret or ssh"
-                    )))
-                }
-            };
-        }
-        for (key, value) in fields {
-            let need = |v: Option<String>| {
-                v.ok_or_else(|| fail(format!("{key} needs a value: {key}=VALUE")))
-            };
-            let number = |v: Option<String>, radix: u32| {
-                let v = need(v)?;
-                u32::from_str_radix(&v, radix)
-                    .map_err(|_| fail(format!("{key}=\"{v}\" is not a number")))
-            };
-            match key.as_str() {
-                "type" => {}
-                "target" | "dst" | "destination" => mount.target = Some(need(value)?),
-                "source" | "src" => mount.source = Some(need(value)?),
-                "from" => mount.from = Some(need(value)?),
-                "id" => mount.id = Some(need(value)?),
-                "ro" | "readonly" => {
-                    read_only = Some(
-                        parse_bool(value.as_deref())
-                            .ok_or_else(|| fail(format!("{key} takes true or false")))?,
-                    )
-                }
-                "rw" | "readwrite" => {
-                    read_only = Some(
-                        !parse_bool(value.as_deref())
-                            .ok_or_else(|| fail(format!("{key} takes true or false")))?,
-                    )
-                }
-                "sharing" => {
-                    mount.sharing = match need(value)?.as_str() {
-                        "shared" => CacheSharing::Shared,
-                        "private" => CacheSharing::Private,
-                        "locked" => CacheSharing::Locked,
-                        other => {
-                            return Err(fail(format!(
-                                "sharing=\"{other}\": use shared, private or locked"
-                            )))
-                        }
-                    }
-                }
-                "mode" => mount.mode = Some(number(value, 8)?),
-                "uid" => mount.uid = Some(number(value, 10)?),
-                "gid" => mount.gid = Some(number(value, 10)?),
-                "required" => {
-                    mount.required = parse_bool(value.as_deref())
-                        .ok_or_else(|| fail("required takes true or false".into()))?
-                }
-                "env" => mount.env = Some(need(value)?),
-                "size" => mount.size = Some(need(value)?),
-                other => return Err(fail(format!("unknown option \"{other}\""))),
-            }
-        }
-        let default_read_only = matches!(mount.kind, MountType::Bind);
-        mount.read_only = read_only.unwrap_or(default_read_only);
-        let needs_target = matches!(
-            mount.kind,
-            MountType::Bind | MountType::Cache | MountType::Tmpfs
-        );
-        if needs_target && mount.target.is_none() {
-            return Err(fail("target=PATH is required".into()));
-        }
-        if mount.kind == MountType::Secret && mount.id.is_none() && mount.target.is_none() {
-            return Err(fail("a secret mount needs id=ID or target=PATH".into()));
-        }
-        Ok(mount)
-    }
-}
-
-fn parse_bool(value: Option<&str>) -> Option<bool> {
-    match value {
-        None | Some("true") | Some("1") => Some(true),
-        Some("false") | Some("0") => Some(false),
-        _ => None,
+        parse_mount(spec, self.escape, self.line.pos_at(offset))
+            .map_err(|msg| self.err(ErrorKind::BadFlag(format!("--mount: {msg}")), value_at))
     }
 }
 

@@ -198,35 +198,8 @@ impl ImageState {
                 self.config.set_cmd(Some(argv.clone()));
                 json!({ "cmd": argv })
             }
-            InstructionKind::Expose(ports) => {
-                let mut all = self.config.exposed_ports().clone().unwrap_or_default();
-                for port in ports {
-                    let port = scope.expand(port)?;
-                    let port = if port.contains('/') {
-                        port
-                    } else {
-                        format!("{port}/tcp")
-                    };
-                    if !all.contains(&port) {
-                        all.push(port);
-                    }
-                }
-                let step = json!({ "expose": all });
-                self.config.set_exposed_ports(Some(all));
-                step
-            }
-            InstructionKind::Volume(volumes) => {
-                let mut all = self.config.volumes().clone().unwrap_or_default();
-                for volume in volumes {
-                    let volume = scope.expand(volume)?;
-                    if !all.contains(&volume) {
-                        all.push(volume);
-                    }
-                }
-                let step = json!({ "volumes": all });
-                self.config.set_volumes(Some(all));
-                step
-            }
+            InstructionKind::Expose(ports) => self.expose(scope, ports)?,
+            InstructionKind::Volume(volumes) => self.volumes(scope, volumes)?,
             InstructionKind::StopSignal(word) => {
                 let signal = scope.expand(word)?;
                 self.config.set_stop_signal(Some(signal.clone()));
@@ -239,6 +212,37 @@ impl ImageState {
         };
         self.add_metadata(&step, created, text);
         Ok(FsWork::None)
+    }
+
+    /// EXPOSE: `port` means `port/tcp`; each port once.
+    fn expose(&mut self, scope: &StageScope<'_>, ports: &[Word]) -> Result<Value, BuildError> {
+        let mut all = self.config.exposed_ports().clone().unwrap_or_default();
+        for port in ports {
+            let port = scope.expand(port)?;
+            let port = match port.contains('/') {
+                true => port,
+                false => format!("{port}/tcp"),
+            };
+            if !all.contains(&port) {
+                all.push(port);
+            }
+        }
+        let step = json!({ "expose": all });
+        self.config.set_exposed_ports(Some(all));
+        Ok(step)
+    }
+
+    fn volumes(&mut self, scope: &StageScope<'_>, volumes: &[Word]) -> Result<Value, BuildError> {
+        let mut all = self.config.volumes().clone().unwrap_or_default();
+        for volume in volumes {
+            let volume = scope.expand(volume)?;
+            if !all.contains(&volume) {
+                all.push(volume);
+            }
+        }
+        let step = json!({ "volumes": all });
+        self.config.set_volumes(Some(all));
+        Ok(step)
     }
 
     /// ENTRYPOINT/CMD: the exec form as is, the shell form through SHELL.

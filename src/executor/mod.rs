@@ -19,6 +19,7 @@
 //!   directories are removed on every path out.
 
 mod copy;
+mod copy_step;
 mod image_state;
 pub mod keys;
 mod run;

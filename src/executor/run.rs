@@ -16,10 +16,11 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
+use super::copy_step::heredoc_name;
 use super::keys::{self, chain};
 use super::source::SourceTree;
 use super::stage::StageRun;
-use super::step::{heredoc_name, StepDir};
+use super::step::StepDir;
 use super::{BuildError, Location};
 use crate::digest::Digest;
 use crate::dockerfile::{self, CacheSharing, Command, Instruction, MountType, Run};
@@ -200,179 +201,6 @@ impl StageRun<'_, '_> {
             }
         }
     }
-
-    fn mounts(&self, run: &Run, location: &Location) -> Result<Mounts, BuildError> {
-        let exec = self.exec;
-        let fail = |message: String| BuildError::Step {
-            location: location.clone(),
-            message,
-        };
-        let expand = |text: &Option<String>, pos| -> Result<Option<String>, BuildError> {
-            text.as_ref()
-                .map(|raw| {
-                    self.expand(&dockerfile::Word {
-                        raw: raw.clone(),
-                        pos,
-                    })
-                })
-                .transpose()
-        };
-        let mut out = Mounts::default();
-        for mount in &run.mounts {
-            let target = expand(&mount.target, mount.pos)?;
-            let source = expand(&mount.source, mount.pos)?;
-            let id = expand(&mount.id, mount.pos)?;
-            match mount.kind {
-                MountType::Cache => {
-                    let target =
-                        target.ok_or_else(|| fail("a cache mount needs target=".into()))?;
-                    let id = id.unwrap_or_else(|| target.clone());
-                    let dir = exec
-                        .store
-                        .root()
-                        .join("cache/mounts")
-                        .join(Digest::of(id.as_bytes()).hex());
-                    prepare_cache_dir(&dir, mount.mode, mount.uid, mount.gid)?;
-                    out.keys.push(keys::cache_mount(&id, &target));
-                    out.caches.push(CacheMount {
-                        dir,
-                        target,
-                        sharing: mount.sharing,
-                        read_only: mount.read_only,
-                    });
-                }
-                MountType::Bind => {
-                    let target = target.ok_or_else(|| fail("a bind mount needs target=".into()))?;
-                    let subpath = source.unwrap_or_else(|| "/".to_string());
-                    let from = expand(&mount.from, mount.pos)?;
-                    let (source, key) = match from {
-                        Some(from) => {
-                            let word = dockerfile::Word {
-                                raw: from,
-                                pos: mount.pos,
-                            };
-                            let state = self.source_image(&word)?;
-                            exec.ensure_snapshots(&state.layers)?;
-                            let key = keys::stage_bind_source(&state.key, &subpath);
-                            (
-                                MountSource::Layers {
-                                    snapshots: state.snapshots(),
-                                    subpath,
-                                },
-                                key,
-                            )
-                        }
-                        None => {
-                            let tree = SourceTree {
-                                root: &exec.context,
-                                ignore: Some(&exec.ignore),
-                                keep_owners: false,
-                            };
-                            let found = tree
-                                .resolve(&clean(&subpath))
-                                .map_err(|source| BuildError::StepIo {
-                                    location: location.clone(),
-                                    what: format!("bind source {subpath}"),
-                                    source,
-                                })?
-                                .ok_or_else(|| {
-                                    fail(format!(
-                                        "bind source {subpath} is not in the build context"
-                                    ))
-                                })?;
-                            let digest =
-                                tree.digest(&found).map_err(|source| BuildError::StepIo {
-                                    location: location.clone(),
-                                    what: format!("bind source {subpath}"),
-                                    source,
-                                })?;
-                            (
-                                MountSource::Path(found.host),
-                                keys::context_bind_source(&subpath, &digest),
-                            )
-                        }
-                    };
-                    out.keys
-                        .push(keys::bind_mount(&target, key, !mount.read_only));
-                    out.fixed.push(Mount {
-                        target,
-                        source,
-                        read_only: mount.read_only,
-                        persistent: false,
-                    });
-                }
-                MountType::Tmpfs => {
-                    let target =
-                        target.ok_or_else(|| fail("a tmpfs mount needs target=".into()))?;
-                    let size = match &mount.size {
-                        Some(text) => Some(parse_size(text).ok_or_else(|| {
-                            fail(format!("tmpfs size={text}: expected a size like 64m"))
-                        })?),
-                        None => None,
-                    };
-                    out.keys.push(keys::tmpfs_mount(&target, size));
-                    out.fixed.push(Mount {
-                        target,
-                        source: MountSource::Tmpfs { size },
-                        read_only: false,
-                        persistent: false,
-                    });
-                }
-                MountType::Secret => {
-                    let id = id
-                        .or_else(|| {
-                            target
-                                .as_ref()
-                                .and_then(|t| Path::new(t).file_name())
-                                .map(|n| n.to_string_lossy().into_owned())
-                        })
-                        .ok_or_else(|| fail("a secret mount needs id= or target=".into()))?;
-                    let Some(file) = exec.options.secrets.get(&id) else {
-                        if mount.required {
-                            return Err(fail(format!(
-                                "secret \"{id}\" is required: pass --secret id={id},src=FILE"
-                            )));
-                        }
-                        continue;
-                    };
-                    out.keys.push(keys::secret_mount(
-                        &id,
-                        target.as_deref(),
-                        mount.env.as_deref(),
-                    ));
-                    if let Some(var) = &mount.env {
-                        let value =
-                            fs::read_to_string(file).map_err(|source| BuildError::StepIo {
-                                location: location.clone(),
-                                what: format!("secret {id}: cannot read {}", file.display()),
-                                source,
-                            })?;
-                        out.env
-                            .push(format!("{var}={}", value.trim_end_matches('\n')));
-                        if target.is_none() {
-                            continue;
-                        }
-                    }
-                    let target = target.unwrap_or_else(|| format!("/run/secrets/{id}"));
-                    out.fixed.push(Mount {
-                        target,
-                        source: MountSource::Path(file.clone()),
-                        read_only: true,
-                        persistent: false,
-                    });
-                }
-                MountType::Ssh => {
-                    if mount.required {
-                        return Err(fail(
-                            "RUN --mount=type=ssh is not supported: kbuild forwards no SSH agent"
-                                .into(),
-                        ));
-                    }
-                }
-            }
-        }
-        Ok(out)
-    }
 }
 
 /// `RUN <<EOF` with nothing else on the line.
@@ -450,6 +278,246 @@ fn hold_caches(
         });
     }
     Ok(locks)
+}
+
+/// One `--mount`'s flags, expanded in the stage's scope.
+struct MountArgs<'m> {
+    mount: &'m dockerfile::Mount,
+    target: Option<String>,
+    source: Option<String>,
+    id: Option<String>,
+}
+
+impl StageRun<'_, '_> {
+    /// Every `--mount` of a RUN: what to mount, what the key records, and
+    /// secrets passed as variables.
+    fn mounts(&self, run: &Run, location: &Location) -> Result<Mounts, BuildError> {
+        let mut out = Mounts::default();
+        for mount in &run.mounts {
+            let expand = |text: &Option<String>| -> Result<Option<String>, BuildError> {
+                text.as_ref()
+                    .map(|raw| {
+                        self.expand(&dockerfile::Word {
+                            raw: raw.clone(),
+                            pos: mount.pos,
+                        })
+                    })
+                    .transpose()
+            };
+            let flags = MountArgs {
+                mount,
+                target: expand(&mount.target)?,
+                source: expand(&mount.source)?,
+                id: expand(&mount.id)?,
+            };
+            let refuse = |message: &str| BuildError::Step {
+                location: location.clone(),
+                message: message.to_string(),
+            };
+            match mount.kind {
+                MountType::Cache => self.cache_mount(flags, &mut out, refuse)?,
+                MountType::Bind => self.bind_mount(flags, &mut out, location)?,
+                MountType::Tmpfs => tmpfs_mount(flags, &mut out, refuse)?,
+                MountType::Secret => self.secret_mount(flags, &mut out, location)?,
+                MountType::Ssh if mount.required => {
+                    return Err(refuse(
+                        "RUN --mount=type=ssh is not supported: kbuild forwards no SSH agent",
+                    ))
+                }
+                MountType::Ssh => {}
+            }
+        }
+        Ok(out)
+    }
+
+    /// A store directory named by the digest of the id, whatever the id.
+    fn cache_mount(
+        &self,
+        flags: MountArgs,
+        out: &mut Mounts,
+        refuse: impl Fn(&str) -> BuildError,
+    ) -> Result<(), BuildError> {
+        let mount = flags.mount;
+        let target = flags
+            .target
+            .ok_or_else(|| refuse("a cache mount needs target="))?;
+        let id = flags.id.unwrap_or_else(|| target.clone());
+        let dir = self
+            .exec
+            .store
+            .root()
+            .join("cache/mounts")
+            .join(Digest::of(id.as_bytes()).hex());
+        prepare_cache_dir(&dir, mount.mode, mount.uid, mount.gid)?;
+        out.keys.push(keys::cache_mount(&id, &target));
+        out.caches.push(CacheMount {
+            dir,
+            target,
+            sharing: mount.sharing,
+            read_only: mount.read_only,
+        });
+        Ok(())
+    }
+
+    /// A path of the context (resolved inside it) or of a stage or image.
+    fn bind_mount(
+        &self,
+        flags: MountArgs,
+        out: &mut Mounts,
+        location: &Location,
+    ) -> Result<(), BuildError> {
+        let mount = flags.mount;
+        let target = flags.target.ok_or_else(|| BuildError::Step {
+            location: location.clone(),
+            message: "a bind mount needs target=".into(),
+        })?;
+        let subpath = flags.source.unwrap_or_else(|| "/".to_string());
+        let from = mount
+            .from
+            .as_ref()
+            .map(|raw| {
+                self.expand(&dockerfile::Word {
+                    raw: raw.clone(),
+                    pos: mount.pos,
+                })
+            })
+            .transpose()?;
+        let (source, key) = match from {
+            Some(from) => {
+                let state = self.source_image(&dockerfile::Word {
+                    raw: from,
+                    pos: mount.pos,
+                })?;
+                self.exec.ensure_snapshots(&state.layers)?;
+                let key = keys::stage_bind_source(&state.key, &subpath);
+                let source = MountSource::Layers {
+                    snapshots: state.snapshots(),
+                    subpath,
+                };
+                (source, key)
+            }
+            None => self.context_bind(&subpath, location)?,
+        };
+        out.keys
+            .push(keys::bind_mount(&target, key, !mount.read_only));
+        out.fixed.push(Mount {
+            target,
+            source,
+            read_only: mount.read_only,
+            persistent: false,
+        });
+        Ok(())
+    }
+
+    fn context_bind(
+        &self,
+        subpath: &str,
+        location: &Location,
+    ) -> Result<(MountSource, Value), BuildError> {
+        let io_fail = |source| BuildError::StepIo {
+            location: location.clone(),
+            what: format!("bind source {subpath}"),
+            source,
+        };
+        let tree = SourceTree {
+            root: &self.exec.context,
+            ignore: Some(&self.exec.ignore),
+            keep_owners: false,
+        };
+        let found = tree
+            .resolve(&clean(subpath))
+            .map_err(io_fail)?
+            .ok_or_else(|| BuildError::Step {
+                location: location.clone(),
+                message: format!("bind source {subpath} is not in the build context"),
+            })?;
+        let digest = tree.digest(&found).map_err(io_fail)?;
+        Ok((
+            MountSource::Path(found.host),
+            keys::context_bind_source(subpath, &digest),
+        ))
+    }
+
+    /// A `--secret` as a read-only file, or a variable with `env=`.
+    fn secret_mount(
+        &self,
+        flags: MountArgs,
+        out: &mut Mounts,
+        location: &Location,
+    ) -> Result<(), BuildError> {
+        let mount = flags.mount;
+        let target = flags.target;
+        let id = flags
+            .id
+            .or_else(|| {
+                target
+                    .as_ref()
+                    .and_then(|t| Path::new(t).file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .ok_or_else(|| BuildError::Step {
+                location: location.clone(),
+                message: "a secret mount needs id= or target=".into(),
+            })?;
+        let Some(file) = self.exec.options.secrets.get(&id) else {
+            if mount.required {
+                return Err(BuildError::Step {
+                    location: location.clone(),
+                    message: format!("secret \"{id}\" is required: pass --secret id={id},src=FILE"),
+                });
+            }
+            return Ok(());
+        };
+        out.keys.push(keys::secret_mount(
+            &id,
+            target.as_deref(),
+            mount.env.as_deref(),
+        ));
+        if let Some(var) = &mount.env {
+            let value = fs::read_to_string(file).map_err(|source| BuildError::StepIo {
+                location: location.clone(),
+                what: format!("secret {id}: cannot read {}", file.display()),
+                source,
+            })?;
+            out.env
+                .push(format!("{var}={}", value.trim_end_matches('\n')));
+            if target.is_none() {
+                return Ok(());
+            }
+        }
+        out.fixed.push(Mount {
+            target: target.unwrap_or_else(|| format!("/run/secrets/{id}")),
+            source: MountSource::Path(file.clone()),
+            read_only: true,
+            persistent: false,
+        });
+        Ok(())
+    }
+}
+
+fn tmpfs_mount(
+    flags: MountArgs,
+    out: &mut Mounts,
+    refuse: impl Fn(&str) -> BuildError,
+) -> Result<(), BuildError> {
+    let target = flags
+        .target
+        .ok_or_else(|| refuse("a tmpfs mount needs target="))?;
+    let size = match &flags.mount.size {
+        Some(text) => Some(
+            parse_size(text)
+                .ok_or_else(|| refuse(&format!("tmpfs size={text}: expected a size like 64m")))?,
+        ),
+        None => None,
+    };
+    out.keys.push(keys::tmpfs_mount(&target, size));
+    out.fixed.push(Mount {
+        target,
+        source: MountSource::Tmpfs { size },
+        read_only: false,
+        persistent: false,
+    });
+    Ok(())
 }
 
 #[cfg(test)]

@@ -47,12 +47,39 @@ fn ctx<T>(what: &str, result: io::Result<T>) -> Result<T, SetupFailure> {
 }
 
 /// Where a mount's source ends up on the helper's side.
-enum Prepared {
+enum MountFrom {
     Bind { source: PathBuf, read_only: bool },
     Tmpfs { size: Option<u64> },
 }
 
+/// The step's root as the helper prepared it, before the command runs.
+struct Prepared {
+    spec: Spec,
+    root: Root,
+    merged: PathBuf,
+    cwd: PathBuf,
+    identity: Identity,
+    /// Host files bound read-only into the root (resolv.conf, hosts).
+    host_files: Vec<&'static str>,
+    /// Where each mount's source is, in `spec.mounts` order.
+    sources: Vec<MountFrom>,
+}
+
 fn run(spec: &Spec) -> Result<u8, SetupFailure> {
+    let prepared = prepare(spec)?;
+    let status = match &spec.isolation {
+        Isolation::Builtin => run_builtin_isolation(prepared)?,
+        Isolation::Oci { runtime } => run_oci_isolation(prepared, runtime)?,
+    };
+    Ok(status
+        .code()
+        .map(|c| c as u8)
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0) as u8))
+}
+
+/// Mounts the overlay, makes the mount points (recording the stubs),
+/// resolves the user and prepares every mount's source.
+fn prepare(spec: &Spec) -> Result<Prepared, SetupFailure> {
     ctx("make mounts private", overlay::private_namespace())?;
     let merged = spec.step_dir.join("merged");
     let empty = spec.step_dir.join("empty");
@@ -81,98 +108,118 @@ fn run(spec: &Spec) -> Result<u8, SetupFailure> {
         ensure_target(&root, target, *is_dir)?;
     }
     // Best effort: an image whose resolv.conf is a dangling symlink keeps it.
-    let host_files: Vec<&str> = ["etc/resolv.conf", "etc/hosts"]
+    let host_files: Vec<&'static str> = ["etc/resolv.conf", "etc/hosts"]
         .into_iter()
         .filter(|f| Path::new("/").join(f).is_file() && root.touch(Path::new(f)).is_ok())
         .collect();
     record_stubs(spec)?;
     let identity =
         users::resolve(&root, &spec.user, true).map_err(|e| SetupFailure::other("USER", e))?;
-    let spec = &with_home(spec, &identity);
+    let spec = with_home(spec, &identity);
     let cwd = clean(&spec.cwd);
     ctx(
         &format!("create the working directory /{}", cwd.display()),
         root.mkdir_all(&cwd, 0o755, None),
     )?;
-    let prepared = spec
+    let sources = spec
         .mounts
         .iter()
         .enumerate()
-        .map(|(i, m)| prepare_source(spec, i, m, &empty))
+        .map(|(i, m)| prepare_source(&spec, i, m, &empty))
         .collect::<Result<Vec<_>, _>>()?;
     ctx(
         "set the hostname",
         rustix::system::sethostname(spec.hostname.as_bytes()).map_err(io::Error::from),
     )?;
-    let status = match &spec.isolation {
-        Isolation::Builtin => {
-            mount_system(&root, spec.network)?;
-            for file in &host_files {
-                let target = ctx(file, root.resolve(Path::new(file)))?;
-                bind(&Path::new("/").join(file), &target, true)?;
-            }
-            for (mount, source) in spec.mounts.iter().zip(&prepared) {
-                let target = clean(&mount.target);
-                ensure_target(&root, &target, is_dir_mount(mount))?;
-                let at = ctx(&mount.target, root.resolve(&target))?;
-                match source {
-                    Prepared::Bind { source, read_only } => bind(source, &at, *read_only)?,
-                    Prepared::Tmpfs { size } => tmpfs(&at, *size, 0o1777)?,
-                }
-            }
-            drop(root);
-            run_builtin(spec, &merged, &cwd, &identity)?
+    Ok(Prepared {
+        spec,
+        root,
+        merged,
+        cwd,
+        identity,
+        host_files,
+        sources,
+    })
+}
+
+/// kbuild's own isolation: /dev, /proc, /sys and the mounts in place, then
+/// the command as PID 1 after `pivot_root`.
+fn run_builtin_isolation(prepared: Prepared) -> Result<std::process::ExitStatus, SetupFailure> {
+    let Prepared {
+        spec,
+        root,
+        merged,
+        cwd,
+        identity,
+        host_files,
+        sources,
+    } = prepared;
+    mount_system(&root, spec.network)?;
+    for file in &host_files {
+        let target = ctx(file, root.resolve(Path::new(file)))?;
+        bind(&Path::new("/").join(file), &target, true)?;
+    }
+    for (mount, source) in spec.mounts.iter().zip(&sources) {
+        let target = clean(&mount.target);
+        ensure_target(&root, &target, is_dir_mount(mount))?;
+        let at = ctx(&mount.target, root.resolve(&target))?;
+        match source {
+            MountFrom::Bind { source, read_only } => bind(source, &at, *read_only)?,
+            MountFrom::Tmpfs { size } => tmpfs(&at, *size, 0o1777)?,
         }
-        Isolation::Oci { runtime } => {
-            drop(root);
-            let bundle = spec.step_dir.join("bundle");
-            ctx("create the bundle", fs::create_dir_all(&bundle))?;
-            let config = super::oci::runtime_config(
-                spec,
-                &merged,
-                &identity,
-                &host_files,
-                &spec
-                    .mounts
-                    .iter()
-                    .zip(&prepared)
-                    .map(oci_mount)
-                    .collect::<Vec<_>>(),
-            )?;
-            ctx(
-                "write config.json",
-                fs::write(bundle.join("config.json"), config),
-            )?;
-            let name = spec
-                .step_dir
-                .file_name()
-                .map(|n| {
-                    n.to_string_lossy()
-                        .replace(|c: char| !c.is_ascii_alphanumeric(), "")
-                })
-                .unwrap_or_default();
-            let mut command = Command::new(runtime);
-            command
-                .arg("--root")
-                .arg(spec.step_dir.join("runc"))
-                .args(["run", "--bundle"])
-                .arg(&bundle)
-                .arg(format!("kbuild-{name}"));
-            // SAFETY: plain syscalls between fork and exec. The runtime is
-            // PID 1 of the new pid namespace and needs a /proc that shows it.
-            unsafe {
-                command.pre_exec(pid1_with_proc);
-            }
-            let pid1 = open_pid1(spec)?;
-            let mut child = ctx(&format!("start {}", runtime.display()), command.spawn())?;
-            record_pid1(pid1, &child)?;
-            ctx("wait for the runtime", child.wait())?
-        }
-    };
-    Ok(status
-        .code()
-        .map(|c| c as u8)
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0) as u8))
+    }
+    drop(root);
+    run_builtin(&spec, &merged, &cwd, &identity)
+}
+
+/// An OCI runtime: the prepared root and mounts as a bundle's
+/// `config.json`, the runtime as PID 1 of the helper's pid namespace.
+fn run_oci_isolation(
+    prepared: Prepared,
+    runtime: &Path,
+) -> Result<std::process::ExitStatus, SetupFailure> {
+    let Prepared {
+        spec,
+        root,
+        merged,
+        identity,
+        host_files,
+        sources,
+        ..
+    } = prepared;
+    drop(root);
+    let bundle = spec.step_dir.join("bundle");
+    ctx("create the bundle", fs::create_dir_all(&bundle))?;
+    let mounts: Vec<_> = spec.mounts.iter().zip(&sources).map(oci_mount).collect();
+    let config = super::oci::runtime_config(&spec, &merged, &identity, &host_files, &mounts)?;
+    ctx(
+        "write config.json",
+        fs::write(bundle.join("config.json"), config),
+    )?;
+    let name = spec
+        .step_dir
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "")
+        })
+        .unwrap_or_default();
+    let mut command = Command::new(runtime);
+    command
+        .arg("--root")
+        .arg(spec.step_dir.join("runc"))
+        .args(["run", "--bundle"])
+        .arg(&bundle)
+        .arg(format!("kbuild-{name}"));
+    // SAFETY: plain syscalls between fork and exec. The runtime is PID 1
+    // of the new pid namespace and needs a /proc that shows it.
+    unsafe {
+        command.pre_exec(pid1_with_proc);
+    }
+    let pid1 = open_pid1(&spec)?;
+    let mut child = ctx(&format!("start {}", runtime.display()), command.spawn())?;
+    record_pid1(pid1, &child)?;
+    ctx("wait for the runtime", child.wait())
 }
 
 /// HOME from the user's passwd entry unless the image's ENV sets it, as
@@ -185,14 +232,14 @@ fn with_home(spec: &Spec, identity: &Identity) -> Spec {
     spec
 }
 
-fn oci_mount((mount, prepared): (&Mount, &Prepared)) -> super::oci::OciMount {
+fn oci_mount((mount, prepared): (&Mount, &MountFrom)) -> super::oci::OciMount {
     match prepared {
-        Prepared::Bind { source, read_only } => super::oci::OciMount::Bind {
+        MountFrom::Bind { source, read_only } => super::oci::OciMount::Bind {
             target: mount.target.clone(),
             source: source.clone(),
             read_only: *read_only,
         },
-        Prepared::Tmpfs { size } => super::oci::OciMount::Tmpfs {
+        MountFrom::Tmpfs { size } => super::oci::OciMount::Tmpfs {
             target: mount.target.clone(),
             size: *size,
         },
@@ -255,7 +302,7 @@ fn prepare_source(
     index: usize,
     mount: &Mount,
     empty: &Path,
-) -> Result<Prepared, SetupFailure> {
+) -> Result<MountFrom, SetupFailure> {
     let scratch = spec.step_dir.join(format!("mount-{index}"));
     let view =
         |lowers: Vec<String>, snapshots: &Path, writable: bool| -> Result<PathBuf, SetupFailure> {
@@ -282,9 +329,9 @@ fn prepare_source(
             Ok(merged)
         };
     match &mount.source {
-        MountSource::Tmpfs { size } => Ok(Prepared::Tmpfs { size: *size }),
+        MountSource::Tmpfs { size } => Ok(MountFrom::Tmpfs { size: *size }),
         MountSource::Path(path) if mount.read_only || mount.persistent || path.is_file() => {
-            Ok(Prepared::Bind {
+            Ok(MountFrom::Bind {
                 source: path.clone(),
                 read_only: mount.read_only,
             })
@@ -296,7 +343,7 @@ fn prepare_source(
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
             let merged = view(vec![name], parent, true)?;
-            Ok(Prepared::Bind {
+            Ok(MountFrom::Bind {
                 source: merged,
                 read_only: false,
             })
@@ -308,7 +355,7 @@ fn prepare_source(
                 &format!("source {subpath} of {}", mount.target),
                 root.resolve(&clean(subpath)),
             )?;
-            Ok(Prepared::Bind {
+            Ok(MountFrom::Bind {
                 source,
                 read_only: mount.read_only,
             })
