@@ -67,6 +67,10 @@ impl Root {
 
     /// Opens `rel` (cleaned) inside the root, following symlinks inside it.
     pub fn open_at(&self, rel: &Path, flags: OFlags) -> io::Result<OwnedFd> {
+        self.open_with(rel, flags, IN_ROOT)
+    }
+
+    fn open_with(&self, rel: &Path, flags: OFlags, resolve: ResolveFlags) -> io::Result<OwnedFd> {
         let rel = if rel.as_os_str().is_empty() {
             Path::new(".")
         } else {
@@ -77,7 +81,7 @@ impl Root {
             rel,
             flags | OFlags::CLOEXEC,
             Mode::empty(),
-            IN_ROOT,
+            resolve,
         )?)
     }
 
@@ -85,18 +89,11 @@ impl Root {
     /// symlink: a symlink anywhere in `rel` is an error, so what is opened
     /// is exactly the directory at that path, never one a link points to.
     pub fn open_dir_no_follow(&self, rel: &Path) -> io::Result<OwnedFd> {
-        let rel = if rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            rel
-        };
-        Ok(rustix::fs::openat2(
-            self.fd.as_fd(),
+        self.open_with(
             rel,
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
-            Mode::empty(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
             ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
-        )?)
+        )
     }
 
     /// The host path `rel` resolves to (it must exist).

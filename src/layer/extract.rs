@@ -277,6 +277,17 @@ impl At<'_> {
             .unwrap_or(self.header.mtime().unwrap_or(0) as i64)
     }
 
+    /// The entry's mtime on the entry itself (never through a link).
+    fn set_times(&self) -> Result<(), ExtractError> {
+        rustix::fs::utimensat(
+            self.parent,
+            os(self.name),
+            &timestamps(self.mtime()),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| io_err(self.path, e.into()))
+    }
+
     fn link_target(&self, missing: &str) -> Result<Vec<u8>, ExtractError> {
         self.meta
             .link
@@ -462,13 +473,7 @@ impl Extractor {
         rustix::fs::symlinkat(os(&target), at.parent, os(at.name))
             .map_err(|e| io_err(at.path, e.into()))?;
         self.chown_at(at.parent, at.name, at.header, at.meta, at.path)?;
-        rustix::fs::utimensat(
-            at.parent,
-            os(at.name),
-            &timestamps(at.mtime()),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| io_err(at.path, e.into()))?;
+        at.set_times()?;
         Ok(())
     }
 
@@ -547,13 +552,7 @@ impl Extractor {
             AtFlags::empty(),
         )
         .map_err(|e| io_err(at.path, e.into()))?;
-        rustix::fs::utimensat(
-            at.parent,
-            os(at.name),
-            &timestamps(at.mtime()),
-            AtFlags::SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| io_err(at.path, e.into()))?;
+        at.set_times()?;
         Ok(true)
     }
 
