@@ -4,6 +4,7 @@
 
 mod build;
 mod cache;
+mod check;
 mod export;
 mod import;
 mod inspect;
@@ -45,6 +46,7 @@ pub struct Cli {
 enum Command {
     Plan(plan::PlanArgs),
     Build(Box<build::BuildArgs>),
+    Check(check::CheckArgs),
     Import(import::ImportArgs),
     Export(export::ExportArgs),
     Inspect(inspect::InspectArgs),
@@ -65,6 +67,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Plan(args) => plan::run(args),
         Command::Build(args) => build::run(*args),
+        Command::Check(args) => check::run(args),
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
         Command::Inspect(args) => inspect::run(args),
@@ -243,6 +246,54 @@ fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> anyho
     let json = serde_json::to_vec_pretty(report)?;
     std::fs::write(path, json)
         .with_context(|| format!("cannot write the report to {}", path.display()))
+}
+
+/// `--variant`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum VariantArg {
+    Core,
+    Standard,
+}
+
+impl From<VariantArg> for crate::project::Variant {
+    fn from(arg: VariantArg) -> Self {
+        match arg {
+            VariantArg::Core => Self::Core,
+            VariantArg::Standard => Self::Standard,
+        }
+    }
+}
+
+/// `--k8s`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum K8sArg {
+    K3s,
+    K0s,
+}
+
+impl From<K8sArg> for crate::project::K8sDistribution {
+    fn from(arg: K8sArg) -> Self {
+        match arg {
+            K8sArg::K3s => Self::K3s,
+            K8sArg::K0s => Self::K0s,
+        }
+    }
+}
+
+/// `--arch`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ArchArg {
+    Amd64,
+    Arm64,
+}
+
+impl From<ArchArg> for crate::project::Arch {
+    fn from(arg: ArchArg) -> Self {
+        match arg {
+            ArchArg::Amd64 => Self::Amd64,
+            ArchArg::Arm64 => Self::Arm64,
+        }
+    }
 }
 
 /// A command line that parses but asks for something impossible.

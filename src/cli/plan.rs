@@ -13,7 +13,7 @@ use crate::plan::{self, Origin, Plan, PlanRequest};
 use crate::platform::Platform;
 use crate::project::{Arch, K8sDistribution, Project, SelectionRequest, Variant};
 
-use super::{key_value, UsageError};
+use super::{key_value, ArchArg, K8sArg, UsageError, VariantArg};
 
 /// Show the stage graph a build would run: build order, external images
 /// and, for a flavor, the composed layers and artifact names.
@@ -79,24 +79,6 @@ pub struct PlanArgs {
 enum Format {
     Text,
     Json,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum VariantArg {
-    Core,
-    Standard,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum K8sArg {
-    K3s,
-    K0s,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum ArchArg {
-    Amd64,
-    Arm64,
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
@@ -175,18 +157,9 @@ fn plan_flavor(args: &PlanArgs, flavor: &str, request: PlanRequest) -> anyhow::R
     let selection = SelectionRequest {
         flavor: Some(flavor.to_string()),
         release: args.release.clone(),
-        variant: args.variant.map(|v| match v {
-            VariantArg::Core => Variant::Core,
-            VariantArg::Standard => Variant::Standard,
-        }),
-        arch: args.arch.map(|a| match a {
-            ArchArg::Amd64 => Arch::Amd64,
-            ArchArg::Arm64 => Arch::Arm64,
-        }),
-        k8s: args.k8s.map(|k| match k {
-            K8sArg::K3s => K8sDistribution::K3s,
-            K8sArg::K0s => K8sDistribution::K0s,
-        }),
+        variant: args.variant.map(Variant::from),
+        arch: args.arch.map(Arch::from),
+        k8s: args.k8s.map(K8sDistribution::from),
         k8s_version: args.k8s_version.clone(),
     };
     let extra: BTreeMap<String, String> = args.build_args.iter().cloned().collect();

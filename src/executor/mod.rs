@@ -36,7 +36,6 @@ use oci_spec::image::{Descriptor, ImageManifest};
 
 pub use image_state::{FsWork, ImageState};
 
-use crate::digest::Digest;
 use crate::dockerfile::{Dockerfile, SpecError};
 use crate::layer::WriteOptions;
 use crate::plan::{Plan, PlanError, PlanRequest};
@@ -123,12 +122,6 @@ pub enum BuildError {
         #[source]
         source: SandboxError,
     },
-    #[error("layer {digest} does not unpack to its diff_id {expected} (it gives {actual}); the cache or image is corrupt")]
-    DiffIdMismatch {
-        digest: Digest,
-        expected: Digest,
-        actual: Digest,
-    },
     #[error("{location}: {instruction} needs root: an uncached {instruction} step runs over an overlayfs mount in new mount and pid namespaces")]
     NeedsRoot {
         location: Location,
@@ -174,7 +167,7 @@ impl BuildError {
             BuildError::Panicked { .. } => {
                 Some("this is a bug in kbuild: please report it with the spec that triggers it")
             }
-            BuildError::DiffIdMismatch { .. } => {
+            BuildError::Store(StoreError::DiffIdMismatch { .. }) => {
                 Some("run `kbuild cache fsck` to quarantine the corrupt blob, then build again")
             }
             _ => None,

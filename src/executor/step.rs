@@ -13,16 +13,16 @@
 //!   a lower dir.
 
 use std::fs;
-use std::io::{self, BufReader};
+use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::keys::{self, chain};
 use super::stage::StageRun;
 use super::{BuildError, Executor};
-use crate::digest::{Digest, HashingReader};
+use crate::digest::Digest;
 use crate::dockerfile::{Instruction, Word};
-use crate::layer::{self, ExtractLimits, ExtractMode, TreeKind};
+use crate::layer::{self, TreeKind};
 use crate::report::{Event, StepState};
 use crate::rootfs::Root;
 use crate::sandbox::overlay::{self, Overlay};
@@ -60,48 +60,8 @@ impl Executor<'_> {
     /// Makes sure every layer has its snapshot (lower dir).
     pub(super) fn ensure_snapshots(&self, layers: &[LayerRecord]) -> Result<(), BuildError> {
         for layer in layers {
-            self.ensure_snapshot(layer)?;
+            self.store.ensure_snapshot(layer)?;
         }
-        Ok(())
-    }
-
-    fn ensure_snapshot(&self, layer: &LayerRecord) -> Result<(), BuildError> {
-        if self.store.snapshot_path(&layer.diff_id).is_dir() {
-            return Ok(());
-        }
-        let staging = StepDir::new(self.store)?;
-        let root = staging.path.join("rootfs");
-        let io_err = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| StoreError::Io { path, source }
-        };
-        fs::create_dir(&root).map_err(io_err(&root))?;
-        let blob = self.store.open_blob(&layer.digest)?;
-        let blob_path = self.store.blob_path(&layer.digest);
-        let tar = layer::decompressing_reader(BufReader::with_capacity(1 << 20, blob))
-            .map_err(io_err(&blob_path))?;
-        let mut hashing = HashingReader::new(tar);
-        layer::extract_layer(
-            &mut hashing,
-            &root,
-            ExtractMode::OverlayLower,
-            ExtractLimits::default(),
-        )
-        .map_err(|source| StoreError::Extract {
-            what: format!("layer {}", layer.digest),
-            source,
-        })?;
-        // The tar's end-of-archive blocks count in the diff_id too.
-        io::copy(&mut hashing, &mut io::sink()).map_err(io_err(&blob_path))?;
-        let actual = hashing.finish();
-        if actual != layer.diff_id {
-            return Err(BuildError::DiffIdMismatch {
-                digest: layer.digest.clone(),
-                expected: layer.diff_id.clone(),
-                actual,
-            });
-        }
-        self.store.commit_snapshot(&root, &layer.diff_id)?;
         Ok(())
     }
 

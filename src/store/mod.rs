@@ -27,6 +27,8 @@ pub mod cache;
 mod gc;
 pub mod image;
 pub mod import;
+mod snapshot;
+mod view;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -86,6 +88,12 @@ pub enum StoreError {
         what: String,
         #[source]
         source: serde_json::Error,
+    },
+    #[error("layer {digest} does not unpack to its diff_id {expected} (it gives {actual}); the cache or image is corrupt")]
+    DiffIdMismatch {
+        digest: Digest,
+        expected: Digest,
+        actual: Digest,
     },
     #[error("cannot build an OCI document")]
     Oci(#[from] oci_spec::OciSpecError),
