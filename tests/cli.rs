@@ -387,3 +387,25 @@ fn project_cross_checks_fail_with_the_key() {
         stderr(&out)
     );
 }
+
+#[test]
+fn placeholder_and_malformed_package_checksums_are_refused_with_file_and_key() {
+    for (bad, says) in [
+        ("0".repeat(64), "all zeros is a placeholder"),
+        ("74897e4af26e".to_string(), "64 lowercase hex digits"),
+    ] {
+        let out = plan_broken_project(|dir| {
+            let path = dir.join("packages/k3s.yaml");
+            let text = std::fs::read_to_string(&path).unwrap().replace(
+                "74897e4af26ea383ce50f445752f40ca63a0aef0d90994fb74073c43063eeeb2",
+                &bad,
+            );
+            std::fs::write(&path, text).unwrap();
+        });
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert!(err.contains("k3s.yaml"), "{err}");
+        assert!(err.contains("sources.amd64.sha256"), "{err}");
+        assert!(err.contains(says), "{err}");
+    }
+}

@@ -117,7 +117,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     }
 }
 
-fn render(subject: &str, report: &CheckReport) -> String {
+pub(super) fn render(subject: &str, report: &CheckReport) -> String {
     let mut out = format!("check {subject}\n");
     for finding in &report.findings {
         let mark = if finding.ok { "ok  " } else { "FAIL" };

@@ -6,6 +6,7 @@ mod build;
 mod cache;
 mod check;
 mod export;
+mod image;
 mod import;
 mod inspect;
 mod plan;
@@ -20,7 +21,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::layer::{Compression, WriteOptions};
-use crate::store::{image, Store};
+use crate::store::Store;
 
 use crate::dockerfile::{ParseFileError, SpecError};
 use crate::plan::PlanError;
@@ -47,6 +48,7 @@ enum Command {
     Plan(plan::PlanArgs),
     Build(Box<build::BuildArgs>),
     Check(check::CheckArgs),
+    Image(Box<image::ImageArgs>),
     Import(import::ImportArgs),
     Export(export::ExportArgs),
     Inspect(inspect::InspectArgs),
@@ -68,6 +70,7 @@ pub fn main() -> ExitCode {
         Command::Plan(args) => plan::run(args),
         Command::Build(args) => build::run(*args),
         Command::Check(args) => check::run(args),
+        Command::Image(args) => image::run(*args),
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
         Command::Inspect(args) => inspect::run(args),
@@ -127,6 +130,7 @@ fn hint(err: &anyhow::Error) -> Option<String> {
         let hint = as_error::<crate::executor::BuildError>(cause)
             .and_then(|e| e.hint())
             .or_else(|| as_error::<crate::sandbox::SandboxError>(cause).and_then(|e| e.hint()))
+            .or_else(|| as_error::<crate::compose::ComposeError>(cause).and_then(|e| e.hint()))
             .map(str::to_string);
         hint.or_else(|| {
             as_error::<crate::tools::ToolError>(cause).and_then(|e| e.hint().map(str::to_string))
@@ -202,7 +206,7 @@ impl LayerArgs {
         };
         Ok(WriteOptions {
             compression,
-            source_date_epoch: image::source_date_epoch(),
+            source_date_epoch: crate::store::image::source_date_epoch(),
         })
     }
 }
@@ -313,6 +317,14 @@ fn key_value(text: &str) -> Result<(String, String), String> {
 mod tests {
     use super::*;
     use crate::executor::BuildError;
+
+    /// clap's own consistency checks (duplicate flags and the like) over
+    /// every subcommand, so a clash fails here and not in a user's hands.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
 
     #[test]
     fn a_panicked_stage_exits_1_and_bad_input_exits_2() {

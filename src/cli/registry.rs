@@ -36,17 +36,17 @@ pub struct RegistryArgs {
     /// Upload chunk size in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 64)]
     chunk_size: usize,
-    /// Also trust the insecure_registries of this project's kbuild.yaml
-    /// (never read unless asked for: a plain pull or push does not depend
-    /// on the working directory).
-    #[arg(long, value_name = "DIR")]
-    project: Option<PathBuf>,
+    /// Also reach the insecure_registries of this project's kbuild.yaml
+    /// over HTTP (never read unless asked for: a plain pull or push does
+    /// not depend on the working directory).
+    #[arg(long = "registries-from", value_name = "PROJECT_DIR")]
+    registries_from: Option<PathBuf>,
 }
 
 impl RegistryArgs {
     pub fn options(&self) -> anyhow::Result<RegistryOptions> {
         let mut insecure = self.insecure.clone();
-        if let Some(dir) = &self.project {
+        if let Some(dir) = &self.registries_from {
             let project = Project::load(dir)
                 .with_context(|| format!("cannot load the project in {}", dir.display()))?;
             insecure.extend(project.config.insecure_registries.iter().cloned());

@@ -6,6 +6,12 @@
 //! and `release` build from the same one, so what plan shows is what they
 //! build.
 
+pub mod image;
+pub mod lock;
+pub mod packages;
+mod render;
+mod spec;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -35,6 +41,80 @@ pub enum ComposeError {
     Platform(#[from] PlatformError),
     #[error("packages/{package}.yaml has no source for {arch}")]
     NoSource { package: String, arch: Arch },
+    #[error(transparent)]
+    Lock(#[from] lock::LockError),
+    #[error("{what} is not in kbuild.lock, and --locked allows nothing new")]
+    NotLocked { what: String },
+    #[error("{what} resolved to {found}, but kbuild.lock says {locked}")]
+    LockMismatch {
+        what: String,
+        locked: String,
+        found: String,
+    },
+    #[error("\"{name}\" is not an image reference")]
+    Reference {
+        name: String,
+        #[source]
+        source: crate::reference::ReferenceError,
+    },
+    #[error("cannot pull {name}")]
+    Pull {
+        name: String,
+        #[source]
+        source: Box<crate::registry::RegistryError>,
+    },
+    #[error("cannot download {url}")]
+    Download {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error(
+        "package {package}: {url} has sha256 {actual}, not the pinned {expected}; nothing was kept"
+    )]
+    Checksum {
+        package: String,
+        url: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("package {package}: a raw download needs files[0].from to be a plain file name")]
+    RawFileName { package: String },
+    #[error("cannot render {}", template.display())]
+    Template {
+        template: PathBuf,
+        #[source]
+        source: Box<minijinja::Error>,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Digest(#[from] crate::digest::DigestError),
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error("{image} failed kbuild check ({} problems); it was not tagged", report.failures().count())]
+    CheckFailed {
+        image: String,
+        report: Box<crate::check::CheckReport>,
+    },
+}
+
+impl ComposeError {
+    /// What the user can do about it (the CLI prints it on a `hint:` line).
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            ComposeError::NotLocked { .. } => {
+                Some("run `kbuild image` without --locked (or `kbuild lock`) to record it")
+            }
+            ComposeError::LockMismatch { .. } => Some(
+                "the input changed upstream: `kbuild lock --update` records the new value if it is expected",
+            ),
+            ComposeError::CheckFailed { .. } => {
+                Some("fix the spec (each failure above has its own hint), or pass --skip-check")
+            }
+            _ => None,
+        }
+    }
 }
 
 /// One composed layer on top of the flavor base.
@@ -158,6 +238,7 @@ fn compose(
             layer: "provider",
             packages: vec![
                 package(project::PROVIDER_PACKAGE)?,
+                package(project::EDGEVPN_PACKAGE)?,
                 package(distro.as_str())?,
             ],
         });

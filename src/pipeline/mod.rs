@@ -15,7 +15,7 @@
 
 mod report;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 pub use report::{BuildReport, StepRecord, StepRecorder, TransferReport};
@@ -24,7 +24,7 @@ use crate::dockerfile::{self, ParseFileError};
 use crate::executor::{self, BuildError, BuildOptions};
 use crate::export::{export_image, Destination, ExportError};
 use crate::reference::ImageRef;
-use crate::registry::{self, RegistryError};
+use crate::registry::{self, RegistryError, RegistryOptions};
 use crate::report::Reporter;
 use crate::sandbox::Cancel;
 use crate::store::{Store, StoreError};
@@ -91,6 +91,172 @@ pub enum PipelineError {
     Runtime(#[source] std::io::Error),
 }
 
+/// Where a built image goes once it is accepted.
+#[derive(Debug, Clone, Default)]
+pub struct Publish {
+    pub tags: Vec<String>,
+    pub output: Option<Destination>,
+    pub push: Option<ImageRef>,
+}
+
+/// One run of the pipeline's phases, sharing a store, a reporter (whose
+/// steps it records), a cancel flag and an async runtime for registries.
+/// `kbuild build` runs them all in a row ([`build`]); `kbuild image` runs
+/// several executions, checks the result, then publishes.
+pub struct Pipeline<'a> {
+    store: &'a Store,
+    recorder: StepRecorder<'a>,
+    cancel: &'a Cancel,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl<'a> Pipeline<'a> {
+    pub fn new(
+        store: &'a Store,
+        reporter: &'a dyn Reporter,
+        cancel: &'a Cancel,
+    ) -> Result<Self, PipelineError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(PipelineError::Runtime)?;
+        Ok(Pipeline {
+            store,
+            recorder: StepRecorder::new(reporter),
+            cancel,
+            runtime,
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        self.store
+    }
+
+    pub fn runtime(&self) -> &tokio::runtime::Runtime {
+        &self.runtime
+    }
+
+    /// The reporter phases report to (it records steps for the report).
+    pub fn reporter(&self) -> &dyn Reporter {
+        &self.recorder
+    }
+
+    /// The steps that ended since the last call.
+    pub fn take_steps(&self) -> Vec<StepRecord> {
+        self.recorder.take()
+    }
+
+    pub fn cache_from(
+        &self,
+        reference: &ImageRef,
+        options: &RegistryOptions,
+    ) -> Result<TransferReport, PipelineError> {
+        let done = self
+            .runtime
+            .block_on(registry::cache::import(
+                self.store,
+                reference,
+                options,
+                &self.recorder,
+            ))
+            .map_err(|source| PipelineError::CacheFrom {
+                reference: reference.clone(),
+                source: Box::new(source),
+            })?;
+        Ok(TransferReport::of_cache(reference, &done))
+    }
+
+    /// Parses and builds `spec`; the image is committed, not tagged.
+    pub fn execute(
+        &self,
+        spec: &Path,
+        options: &BuildOptions,
+    ) -> Result<executor::Built, PipelineError> {
+        let file = dockerfile::parse_file(spec)?;
+        executor::build(self.store, &file, options, &self.recorder, self.cancel).map_err(|source| {
+            PipelineError::Build {
+                spec: spec.to_path_buf(),
+                source: Box::new(source),
+            }
+        })
+    }
+
+    /// Tags `built` (the commit point), writes the output, pushes.
+    pub fn publish(
+        &self,
+        built: &executor::Built,
+        publish: &Publish,
+        options: &RegistryOptions,
+        report: &mut BuildReport,
+    ) -> Result<(), PipelineError> {
+        let mut names = publish.tags.clone();
+        names.extend(publish.push.iter().map(ToString::to_string));
+        for name in &names {
+            self.store
+                .tag(name, built.descriptor.clone())
+                .map_err(|source| PipelineError::Tag {
+                    name: name.clone(),
+                    source,
+                })?;
+        }
+        if let Some(destination) = &publish.output {
+            let name = names.first().map_or("kbuild-build", String::as_str);
+            export_image(
+                self.store,
+                &built.descriptor,
+                &built.manifest,
+                name,
+                destination,
+            )
+            .map_err(|source| PipelineError::Output {
+                destination: destination.to_string(),
+                source,
+            })?;
+            report.output = Some(destination.to_string());
+        }
+        if let Some(reference) = &publish.push {
+            let pushed = self
+                .runtime
+                .block_on(registry::push::push(
+                    self.store,
+                    &reference.to_string(),
+                    reference,
+                    options,
+                    &self.recorder,
+                ))
+                .map_err(|source| PipelineError::Push {
+                    reference: reference.clone(),
+                    source: Box::new(source),
+                })?;
+            report.pushed = Some(TransferReport::of_push(&pushed));
+        }
+        report.digest = built.descriptor.digest().to_string();
+        report.tags = names;
+        Ok(())
+    }
+
+    pub fn cache_to(
+        &self,
+        reference: &ImageRef,
+        options: &RegistryOptions,
+    ) -> Result<TransferReport, PipelineError> {
+        let done = self
+            .runtime
+            .block_on(registry::cache::export(
+                self.store,
+                reference,
+                options,
+                &self.recorder,
+            ))
+            .map_err(|source| PipelineError::CacheTo {
+                reference: reference.clone(),
+                source: Box::new(source),
+            })?;
+        Ok(TransferReport::of_cache(reference, &done))
+    }
+}
+
 /// Runs `request` on `store`; progress goes to `reporter`, `cancel` stops
 /// it (Ctrl-C).
 pub fn build(
@@ -100,90 +266,25 @@ pub fn build(
     cancel: &Cancel,
 ) -> Result<BuildReport, PipelineError> {
     let started = Instant::now();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(PipelineError::Runtime)?;
+    let pipeline = Pipeline::new(store, reporter, cancel)?;
     let registry_options = &request.options.registry;
-    let recorder = StepRecorder::new(reporter);
     let mut report = BuildReport::default();
     if let Some(reference) = &request.cache_from {
-        let done = runtime
-            .block_on(registry::cache::import(
-                store,
-                reference,
-                registry_options,
-                &recorder,
-            ))
-            .map_err(|source| PipelineError::CacheFrom {
-                reference: reference.clone(),
-                source: Box::new(source),
-            })?;
-        report.cache_from = Some(TransferReport::of_cache(reference, &done));
+        report.cache_from = Some(pipeline.cache_from(reference, registry_options)?);
     }
-    let file = dockerfile::parse_file(&request.spec)?;
-    let built =
-        executor::build(store, &file, &request.options, &recorder, cancel).map_err(|source| {
-            PipelineError::Build {
-                spec: request.spec.clone(),
-                source: Box::new(source),
-            }
-        })?;
-    let mut names = request.tags.clone();
-    names.extend(request.push.iter().map(ToString::to_string));
-    for name in &names {
-        store
-            .tag(name, built.descriptor.clone())
-            .map_err(|source| PipelineError::Tag {
-                name: name.clone(),
-                source,
-            })?;
-    }
-    if let Some(destination) = &request.output {
-        let name = names.first().map_or("kbuild-build", String::as_str);
-        export_image(store, &built.descriptor, &built.manifest, name, destination).map_err(
-            |source| PipelineError::Output {
-                destination: destination.to_string(),
-                source,
-            },
-        )?;
-        report.output = Some(destination.to_string());
-    }
-    if let Some(reference) = &request.push {
-        let pushed = runtime
-            .block_on(registry::push::push(
-                store,
-                &reference.to_string(),
-                reference,
-                registry_options,
-                &recorder,
-            ))
-            .map_err(|source| PipelineError::Push {
-                reference: reference.clone(),
-                source: Box::new(source),
-            })?;
-        report.pushed = Some(TransferReport::of_push(&pushed));
-    }
+    let built = pipeline.execute(&request.spec, &request.options)?;
+    let publish = Publish {
+        tags: request.tags.clone(),
+        output: request.output.clone(),
+        push: request.push.clone(),
+    };
+    pipeline.publish(&built, &publish, registry_options, &mut report)?;
     if let Some(reference) = &request.cache_to {
-        let done = runtime
-            .block_on(registry::cache::export(
-                store,
-                reference,
-                registry_options,
-                &recorder,
-            ))
-            .map_err(|source| PipelineError::CacheTo {
-                reference: reference.clone(),
-                source: Box::new(source),
-            })?;
-        report.cache_to = Some(TransferReport::of_cache(reference, &done));
+        report.cache_to = Some(pipeline.cache_to(reference, registry_options)?);
     }
-    report.digest = built.descriptor.digest().to_string();
-    report.tags = names;
     report.steps = built.steps;
     report.cached = built.cached;
-    report.steps_run = recorder.take();
+    report.steps_run = pipeline.take_steps();
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -22,6 +22,7 @@ pub use package::Package;
 
 pub const FRAMEWORK_PACKAGE: &str = "framework";
 pub const PROVIDER_PACKAGE: &str = "provider-kairos";
+pub const EDGEVPN_PACKAGE: &str = "edgevpn";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectError {
@@ -134,6 +135,7 @@ impl Project {
         let mut needed = vec![FRAMEWORK_PACKAGE.to_string()];
         if config.variants.contains(&Variant::Standard) {
             needed.push(PROVIDER_PACKAGE.into());
+            needed.push(EDGEVPN_PACKAGE.into());
             needed.extend(config.kubernetes.keys().map(|d| d.as_str().to_string()));
         }
         if let Some(missing) = needed.iter().find(|n| !packages.contains_key(*n)) {

@@ -96,6 +96,12 @@ impl Package {
                             "a URL source needs the 64 lowercase hex digits of its sha256".into(),
                         ));
                     }
+                    if sha.bytes().all(|b| b == b'0') {
+                        return Err((
+                            at("sha256"),
+                            "all zeros is a placeholder, not a checksum: pin the artifact's real sha256".into(),
+                        ));
+                    }
                     if source.digest.is_some() {
                         return Err((
                             at("digest"),

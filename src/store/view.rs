@@ -83,6 +83,15 @@ impl Store {
     /// index), bottom first, with their diff_ids from the image config.
     pub fn image_layers(&self, name: &str) -> Result<Vec<LayerRecord>> {
         let (_, manifest) = self.resolve(name)?;
+        self.manifest_layers(&manifest)
+    }
+
+    /// The layers of an image manifest of the store, bottom first.
+    pub fn manifest_layers(
+        &self,
+        manifest: &oci_spec::image::ImageManifest,
+    ) -> Result<Vec<LayerRecord>> {
+        let name = crate::digest::Digest::try_from(manifest.config().digest())?.to_string();
         let config: oci_spec::image::ImageConfiguration = self.read_json(
             &crate::digest::Digest::try_from(manifest.config().digest())?,
         )?;

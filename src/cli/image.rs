@@ -1,0 +1,181 @@
+//! `kbuild image`: a cell of the project's matrix as an OCI image.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::progress::CliReporter;
+use super::registry::{describe_transfer, RegistryArgs};
+use super::{
+    cancel_on_signals, key_value, open_store, sandbox_helper, write_report, ArchArg, K8sArg,
+    LayerArgs, StoreArgs, UsageError, VariantArg,
+};
+use crate::compose::image::{build_image, ImageReport, ImageRequest};
+use crate::executor::BuildOptions;
+use crate::export::Destination;
+use crate::plan::PlanRequest;
+use crate::project::{Project, SelectionRequest};
+use crate::sandbox::{Isolation, Network};
+
+/// Build an OS image of the project: the flavor's spec with kbuild.yaml's
+/// args, then the core layer (framework) and, for standard, the provider
+/// layer (provider-kairos, edgevpn, k3s or k0s). The image is checked
+/// (`kbuild check`) before it is tagged by the naming scheme `kbuild plan`
+/// prints. Floating inputs are recorded in kbuild.lock.
+#[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
+pub struct ImageArgs {
+    /// The flavor [default: kbuild.yaml's default_flavor].
+    #[arg(long, value_name = "FLAVOR")]
+    flavor: Option<String>,
+    /// Flavor release [default: the first kbuild.yaml lists].
+    #[arg(long, value_name = "RELEASE")]
+    release: Option<String>,
+    #[arg(long, value_enum)]
+    variant: Option<VariantArg>,
+    /// Kubernetes distribution of a standard image.
+    #[arg(long, value_enum)]
+    k8s: Option<K8sArg>,
+    #[arg(long, value_name = "VERSION")]
+    k8s_version: Option<String>,
+    #[arg(long, value_enum)]
+    arch: Option<ArchArg>,
+    /// The model in names and kairos-release [default: kbuild.yaml's].
+    #[arg(long, value_name = "MODEL")]
+    model: Option<String>,
+    /// The release version [default: kbuild.yaml's].
+    #[arg(long, value_name = "VERSION")]
+    version: Option<String>,
+    /// Build on this image instead of the flavor's base: a store name or a
+    /// registry reference (for machines that cannot reach the public one).
+    #[arg(long, value_name = "REF")]
+    base_image: Option<String>,
+    /// Also write the image here: oci:DIR[:TAG] or oci-archive:FILE.
+    #[arg(long, value_name = "DEST")]
+    output: Option<String>,
+    /// Push the image to the name the naming scheme gives.
+    #[arg(long)]
+    push: bool,
+    /// Resolve nothing that kbuild.lock does not hold (like cargo --locked).
+    #[arg(long)]
+    locked: bool,
+    /// Tag the image even if `kbuild check` fails (with a warning).
+    #[arg(long)]
+    skip_check: bool,
+    /// Write a JSON report (stages, steps, check, digests) to this file.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Set a build-time variable of the flavor's spec (repeatable).
+    #[arg(long = "build-arg", value_name = "KEY=VALUE", value_parser = key_value)]
+    build_args: Vec<(String, String)>,
+    /// Run every step; take nothing from the step cache.
+    #[arg(long)]
+    no_cache: bool,
+    /// The project directory holding kbuild.yaml.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    project: PathBuf,
+    #[command(flatten)]
+    layer: LayerArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+pub fn run(args: ImageArgs) -> anyhow::Result<()> {
+    let mut project = Project::load(&args.project)
+        .with_context(|| format!("cannot load the project in {}", args.project.display()))?;
+    if let Some(model) = &args.model {
+        project.config.model = model.clone();
+    }
+    if let Some(version) = &args.version {
+        project.config.version = version.clone();
+    }
+    let output = match args.output.as_deref() {
+        Some(text) => Some(match text.parse::<Destination>() {
+            Ok(dest @ (Destination::OciDir { .. } | Destination::OciArchive(_))) => dest,
+            _ => {
+                return Err(UsageError(format!(
+                    "--output {text}: use oci:DIR[:TAG] or oci-archive:FILE"
+                ))
+                .into())
+            }
+        }),
+        None => None,
+    };
+    let mut registry = args.registry.options()?;
+    registry
+        .transport
+        .insecure
+        .extend(project.config.insecure_registries.iter().cloned());
+    let request = ImageRequest {
+        selection: SelectionRequest {
+            flavor: args.flavor.clone(),
+            release: args.release.clone(),
+            variant: args.variant.map(Into::into),
+            arch: args.arch.map(Into::into),
+            k8s: args.k8s.map(Into::into),
+            k8s_version: args.k8s_version.clone(),
+        },
+        extra_args: args.build_args.iter().cloned().collect::<BTreeMap<_, _>>(),
+        base_image: args.base_image.clone(),
+        locked: args.locked,
+        skip_check: args.skip_check,
+        output,
+        push: args.push,
+        options: BuildOptions {
+            context: project.root.clone(),
+            plan: PlanRequest::default(),
+            no_cache: args.no_cache,
+            secrets: BTreeMap::new(),
+            isolation: Isolation::Builtin,
+            network: Network::Host,
+            jobs: registry.jobs,
+            layer: args.layer.options()?,
+            registry,
+            helper: sandbox_helper()?,
+        },
+    };
+    let store = open_store(&args.store)?;
+    let reporter = CliReporter::new();
+    let cancel = cancel_on_signals()?;
+    let result = build_image(&store, &project, &request, &reporter, &cancel);
+    if let Err(crate::compose::ComposeError::CheckFailed { report, .. }) = &result {
+        eprint!("{}", super::check::render("the built image", report));
+    }
+    let report = result?;
+    render(&report);
+    if let Some(path) = &args.report {
+        write_report(path, &report)?;
+    }
+    println!("{} {}", report.image, report.digest);
+    Ok(())
+}
+
+fn render(report: &ImageReport) {
+    for stage in &report.stages {
+        eprintln!(
+            "{:<9} {} steps, {} cached  {}",
+            stage.stage, stage.steps, stage.cached, stage.name
+        );
+    }
+    if let Some(check) = &report.check {
+        eprintln!(
+            "check     {} of {} checks passed",
+            check.findings.iter().filter(|f| f.ok).count(),
+            check.findings.len()
+        );
+    }
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if let Some(pushed) = &report.published.pushed {
+        eprintln!("push      {}", describe_transfer(pushed));
+    }
+    if report.lock_written {
+        eprintln!("lock      kbuild.lock updated");
+    }
+    eprintln!("image     {} ({:.1}s)", report.image, report.seconds);
+}
