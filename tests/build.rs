@@ -669,30 +669,11 @@ fn the_step_cache_travels_through_a_registry() {
     assert_clean(&third);
 }
 
-/// Serves `body` to every request on 127.0.0.1; returns the port.
-fn serve(body: &'static [u8]) -> u16 {
-    use std::io::{Read, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request);
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(body);
-        }
-    });
-    port
-}
-
 fn add_fetches_urls_unpacks_archives_and_copy_sets_owners_and_modes() {
     let body: &'static [u8] = b"downloaded payload\n";
-    let port = serve(body);
+    let server =
+        common::http::FileServer::start([("files/payload.txt".to_string(), body.to_vec())].into());
+    let port = server.port;
     let digest = format!("sha256:{}", common::sha256_hex(body));
     let spec = format!(
         "FROM debian:bookworm\n\

@@ -97,7 +97,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || cause.is::<ProjectError>()
             || cause.is::<ParseFileError>()
             || cause.is::<UsageError>()
-            || cause.is::<crate::compose::ComposeError>()
+            || as_error::<crate::compose::ComposeError>(cause).is_some_and(|e| e.is_input())
             || matches!(
                 cause.downcast_ref(),
                 Some(crate::pipeline::PipelineError::Parse(_))

@@ -100,6 +100,21 @@ pub enum ComposeError {
 }
 
 impl ComposeError {
+    /// Whether the project files or the request are at fault (exit 2),
+    /// rather than the job (exit 1).
+    pub fn is_input(&self) -> bool {
+        matches!(
+            self,
+            ComposeError::Project(_)
+                | ComposeError::Parse(_)
+                | ComposeError::Plan { .. }
+                | ComposeError::Platform(_)
+                | ComposeError::NoSource { .. }
+                | ComposeError::RawFileName { .. }
+                | ComposeError::Reference { .. }
+        )
+    }
+
     /// What the user can do about it (the CLI prints it on a `hint:` line).
     pub fn hint(&self) -> Option<&'static str> {
         match self {

@@ -7,6 +7,7 @@
 pub mod builds;
 pub mod evil_tar;
 pub mod harness;
+pub mod http;
 pub mod registry;
 
 use std::collections::BTreeMap;

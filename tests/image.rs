@@ -1,0 +1,407 @@
+//! `kbuild image` end to end (root): the project's real
+//! `images/Dockerfile.debian` built on an `mmdebstrap --variant=minbase
+//! bookworm` base, then composed as core and as standard with k3s and k0s,
+//! each checked by `kbuild check`.
+//!
+//! The packages are honest fixtures, not the real artifacts: the real
+//! framework, provider-kairos and edgevpn images (quay.io) and the k3s and
+//! k0s binaries (GitHub releases) come from the pinned upstream sources in
+//! `packages/*.yaml`, which test machines cannot reach. Here small images
+//! with the same paths are pushed to a registry on 127.0.0.1, and small
+//! executables that print the pinned versions are served over HTTP on
+//! 127.0.0.1, with their real sha256 pinned in a copy of the project.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+use std::process::Output;
+
+use common::builds::{assert_clean, stderr, store_with_base};
+use common::harness::Needs;
+use common::http::FileServer;
+use common::registry::Registry;
+use common::{kbuild, ok, sha256_hex};
+
+const K3S: &[u8] = b"#!/bin/sh\necho 'k3s version v1.31.4+k3s1 (kbuild test fixture)'\n";
+const K0S: &[u8] = b"#!/bin/sh\necho 'v1.31.5+k0s.0 (kbuild test fixture)'\n";
+
+/// A fixture package image: `files` (path, content, mode) as one layer,
+/// imported and pushed to `target`.
+fn push_fixture(store: &Path, files: &[(&str, &[u8], u32)], target: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = dir.path().join("rootfs.tar");
+    let mut builder = tar::Builder::new(fs::File::create(&tarball).unwrap());
+    for (path, content, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(*mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_700_000_000);
+        header.set_cksum();
+        builder.append_data(&mut header, path, *content).unwrap();
+    }
+    builder.finish().unwrap();
+    drop(builder);
+    let s = store.to_str().unwrap();
+    ok(&kbuild(
+        &[
+            "import",
+            tarball.to_str().unwrap(),
+            "-t",
+            "fixture:pkg",
+            "--store",
+            s,
+        ],
+        &[],
+    ));
+    ok(&kbuild(&["push", "fixture:pkg", target, "--store", s], &[]));
+}
+
+/// A copy of the project whose packages point at the fixtures.
+fn project(registry: &str, http: &FileServer) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for sub in ["images", "flavors", "packages", "templates"] {
+        copy_dir(&common::root().join(sub), &dir.path().join(sub));
+    }
+    let config = fs::read_to_string(common::root().join("kbuild.yaml"))
+        .unwrap()
+        .lines()
+        .map(|l| match l {
+            l if l.starts_with("registry:") => format!("registry: {registry}/kairos"),
+            l if l.starts_with("arches:") => "arches: [amd64]".to_string(),
+            l => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    fs::write(dir.path().join("kbuild.yaml"), config).unwrap();
+    let packages = dir.path().join("packages");
+    let image = |name: &str, version: &str, image: &str, from: &str, mode: &str| {
+        let text = format!(
+            "# Test fixture standing in for the pinned upstream artifact.\nname: {name}\nversion: {version}\nsources:\n  amd64: {{ image: \"{registry}/{image}\" }}\nfiles:\n  - {{ from: \"{from}\", to: \"{from}\"{mode} }}\n"
+        );
+        fs::write(packages.join(format!("{name}.yaml")), text).unwrap();
+    };
+    image("framework", "v2.14.8", "kairos/framework:v2.14.8", "/", "");
+    image(
+        "provider-kairos",
+        "v2.7.5",
+        "kairos/packages:provider-kairos-system-2.7.5",
+        "/system/providers/agent-provider-kairos",
+        ", mode: \"0755\"",
+    );
+    image(
+        "edgevpn",
+        "v0.28.4",
+        "kairos/packages:edgevpn-utils-0.28.4",
+        "/usr/bin/edgevpn",
+        ", mode: \"0755\"",
+    );
+    for (name, version, body) in [("k3s", "v1.31.4+k3s1", K3S), ("k0s", "v1.31.5+k0s.0", K0S)] {
+        let text = format!(
+            "# Test fixture standing in for the pinned upstream release binary.\nname: {name}\nversion: {version}\nsources:\n  amd64: {{ url: \"{}\", sha256: \"{}\", format: raw }}\nfiles:\n  - {{ from: {name}, to: /usr/bin/{name}, mode: \"0755\" }}\n",
+            http.url(name),
+            sha256_hex(body)
+        );
+        fs::write(packages.join(format!("{name}.yaml")), text).unwrap();
+    }
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for entry in fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let dest = to.join(path.file_name().unwrap());
+        match path.is_dir() {
+            true => copy_dir(&path, &dest),
+            false => {
+                fs::copy(&path, &dest).unwrap();
+            }
+        }
+    }
+}
+
+struct Cell<'a> {
+    project: &'a Path,
+    store: &'a Path,
+    work: &'a Path,
+}
+
+impl Cell<'_> {
+    /// `kbuild image --flavor debian` with `variant`; the report if it ran.
+    fn image(&self, variant: &[&str], extra: &[&str]) -> (Output, Option<serde_json::Value>) {
+        let report = self.work.join("report.json");
+        let _ = fs::remove_file(&report);
+        let mut args = vec![
+            "image",
+            "--flavor",
+            "debian",
+            "--base-image",
+            "debian:bookworm",
+            "--project",
+            self.project.to_str().unwrap(),
+            "--store",
+            self.store.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+            "--variant",
+        ];
+        args.extend_from_slice(variant);
+        args.extend_from_slice(extra);
+        let out = kbuild(&args, &[]);
+        let json = fs::read(&report)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).unwrap());
+        (out, json)
+    }
+}
+
+fn layers(store: &Path, name: &str) -> Vec<String> {
+    kbuild::store::Store::open(store)
+        .unwrap()
+        .image_layers(name)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.digest.to_string())
+        .collect()
+}
+
+/// Every filesystem step of every stage was served by the step cache.
+fn all_cached(report: &serde_json::Value) -> bool {
+    report["stages"].as_array().unwrap().iter().all(|stage| {
+        stage["steps_run"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["result"] == "cached")
+    })
+}
+
+fn images_compose_core_and_standard_and_check_them() {
+    let registry = Registry::start(None);
+    let host = registry.host();
+    let http = FileServer::start(BTreeMap::from([
+        ("k3s".to_string(), K3S.to_vec()),
+        ("k0s".to_string(), K0S.to_vec()),
+    ]));
+    let work = tempfile::tempdir().unwrap();
+    let store = store_with_base(work.path());
+    push_fixture(
+        &store,
+        &[
+            (
+                "etc/kairos/framework-fixture",
+                b"test fixture for the Kairos framework\n",
+                0o644,
+            ),
+            (
+                "usr/bin/kairos-agent",
+                b"#!/bin/sh\necho kairos-agent fixture\n",
+                0o755,
+            ),
+        ],
+        &format!("{host}/kairos/framework:v2.14.8"),
+    );
+    push_fixture(
+        &store,
+        &[(
+            "system/providers/agent-provider-kairos",
+            b"#!/bin/sh\necho provider fixture\n",
+            0o755,
+        )],
+        &format!("{host}/kairos/packages:provider-kairos-system-2.7.5"),
+    );
+    push_fixture(
+        &store,
+        &[(
+            "usr/bin/edgevpn",
+            b"#!/bin/sh\necho edgevpn fixture\n",
+            0o755,
+        )],
+        &format!("{host}/kairos/packages:edgevpn-utils-0.28.4"),
+    );
+    // A store that has never seen the package images: kbuild pulls them.
+    let store_dir = work.path().join("image-store");
+    fs::create_dir(&store_dir).unwrap();
+    let store = store_with_base(&store_dir);
+    let project_dir = project(&host, &http);
+    let cell = Cell {
+        project: project_dir.path(),
+        store: &store,
+        work: work.path(),
+    };
+
+    // Core on the real Debian spec passes the check and is tagged.
+    let (out, report) = cell.image(&["core"], &[]);
+    assert!(out.status.success(), "core: {}", stderr(&out));
+    let report = report.unwrap();
+    assert_eq!(report["check"]["passed"], true, "{report}");
+    let core = report["image"].as_str().unwrap().to_string();
+    assert_eq!(
+        core,
+        format!("{host}/kairos/debian:12-core-amd64-generic-v3.2.4")
+    );
+    let core_layers = layers(&store, &core);
+
+    // Standard with k3s and with k0s: one layer on the same core.
+    let mut standard = Vec::new();
+    for k8s in ["k3s", "k0s"] {
+        let (out, report) = cell.image(&["standard", "--k8s", k8s], &[]);
+        assert!(out.status.success(), "{k8s}: {}", stderr(&out));
+        let report = report.unwrap();
+        assert_eq!(report["check"]["passed"], true, "{report}");
+        let name = report["image"].as_str().unwrap().to_string();
+        let these = layers(&store, &name);
+        assert_eq!(these.len(), core_layers.len() + 1, "{k8s}: {these:?}");
+        assert_eq!(
+            these[..core_layers.len()],
+            core_layers[..],
+            "{k8s}: core layers differ"
+        );
+        standard.push(name);
+    }
+    assert_ne!(layers(&store, &standard[0]), layers(&store, &standard[1]));
+    let downloads = http.requests();
+    assert_eq!(downloads, 2, "k3s and k0s fetched once each");
+
+    // Again: no step runs, nothing is downloaded.
+    for variant in [
+        &["core"][..],
+        &["standard", "--k8s", "k3s"],
+        &["standard", "--k8s", "k0s"],
+    ] {
+        let (out, report) = cell.image(variant, &[]);
+        assert!(out.status.success(), "{variant:?}: {}", stderr(&out));
+        assert!(all_cached(&report.unwrap()), "{variant:?} ran steps again");
+    }
+    assert_eq!(http.requests(), downloads, "something was downloaded again");
+
+    // What the standard image is made of, read back.
+    let check = kbuild(
+        &[
+            "check",
+            &standard[0],
+            "--store",
+            store.to_str().unwrap(),
+            "--variant",
+            "standard",
+            "--k8s",
+            "k3s",
+            "--flavor",
+            "debian",
+            "--project",
+            project_dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    let inspect: serde_json::Value = serde_json::from_str(&ok(&kbuild(
+        &[
+            "inspect",
+            &standard[0],
+            "--store",
+            store.to_str().unwrap(),
+            "--format",
+            "json",
+        ],
+        &[],
+    )))
+    .unwrap();
+    let text = inspect.to_string();
+    for label in [
+        "io.kairos.variant",
+        "io.kairos.software-version",
+        "io.kairos.targetarch",
+    ] {
+        assert!(text.contains(label), "{label} missing: {text}");
+    }
+    let lock = fs::read_to_string(project_dir.path().join("kbuild.lock")).unwrap();
+    for entry in [
+        "base debian/12/amd64",
+        "package framework/amd64",
+        "package k3s/amd64",
+        "package k0s/amd64",
+    ] {
+        assert!(lock.contains(entry), "{entry} not locked:\n{lock}");
+    }
+
+    locked_and_checksum_failures(&cell, project_dir.path());
+    assert_clean(&store);
+}
+
+/// `--locked` without the entry, and a wrong pinned checksum: clear
+/// failures, nothing half-written.
+fn locked_and_checksum_failures(cell: &Cell, project: &Path) {
+    let lock_path = project.join("kbuild.lock");
+    let lock = fs::read_to_string(&lock_path).unwrap();
+    let (out, _) = cell.image(&["standard", "--k8s", "k0s"], &["--locked"]);
+    assert!(
+        out.status.success(),
+        "locked with every entry: {}",
+        stderr(&out)
+    );
+    let without_k0s: String = remove_entry(&lock, "package k0s/amd64");
+    fs::write(&lock_path, &without_k0s).unwrap();
+    let (out, _) = cell.image(&["standard", "--k8s", "k0s"], &["--locked"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("package k0s/amd64"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("not in kbuild.lock"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        fs::read_to_string(&lock_path).unwrap(),
+        without_k0s,
+        "--locked wrote the lock"
+    );
+    fs::write(&lock_path, &lock).unwrap();
+
+    let k3s_yaml = project.join("packages/k3s.yaml");
+    let original = fs::read_to_string(&k3s_yaml).unwrap();
+    let wrong = sha256_hex(b"not the k3s fixture");
+    fs::write(&k3s_yaml, original.replace(&sha256_hex(K3S), &wrong)).unwrap();
+    fs::remove_file(&lock_path).unwrap();
+    let (out, _) = cell.image(&["standard", "--k8s", "k3s"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("not the pinned sha256:{wrong}")),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(&k3s_yaml, original).unwrap();
+    fs::write(&lock_path, &lock).unwrap();
+}
+
+/// `lock` without the entry `key` (its two lines under `images:`/`urls:`).
+fn remove_entry(lock: &str, key: &str) -> String {
+    let mut out = Vec::new();
+    let mut skipping = false;
+    for line in lock.lines() {
+        if line.trim_end() == format!("  {key}:") {
+            skipping = true;
+            continue;
+        }
+        if skipping && line.starts_with("    ") {
+            continue;
+        }
+        skipping = false;
+        out.push(line);
+    }
+    out.join("\n") + "\n"
+}
+
+tests!(
+    images_compose_core_and_standard_and_check_them: Needs::root_and(&["mmdebstrap", "docker-registry", "htpasswd", "findmnt"]),
+);
