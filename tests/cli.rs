@@ -1,14 +1,13 @@
 //! The `kbuild` binary as users and CI scripts run it: output contracts,
 //! exit codes (0 ok, 1 failed, 2 usage or input error) and error messages.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use std::path::Path;
 use std::process::{Command, Output};
 
+use common::root;
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn kbuild(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kbuild"))
@@ -308,19 +307,8 @@ fn plan_broken_project(edit: impl FnOnce(&Path)) -> Output {
 /// A copy of the shipped project in a temp dir, to break on purpose.
 fn project_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["images", "flavors", "packages", "templates"] {
-        copy_dir(&root().join(sub), &dir.path().join(sub));
-    }
-    std::fs::copy(root().join("kbuild.yaml"), dir.path().join("kbuild.yaml")).unwrap();
+    common::copy_project(dir.path());
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
-    }
 }
 
 #[test]

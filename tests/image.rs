@@ -63,9 +63,7 @@ fn push_fixture(store: &Path, files: &[(&str, &[u8], u32)], target: &str) {
 /// A copy of the project whose packages point at the fixtures.
 fn project(registry: &str, http: &FileServer) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for sub in ["images", "flavors", "packages", "templates"] {
-        copy_dir(&common::root().join(sub), &dir.path().join(sub));
-    }
+    common::copy_project(dir.path());
     let config = fs::read_to_string(common::root().join("kbuild.yaml"))
         .unwrap()
         .lines()
@@ -108,20 +106,6 @@ fn project(registry: &str, http: &FileServer) -> tempfile::TempDir {
         fs::write(packages.join(format!("{name}.yaml")), text).unwrap();
     }
     dir
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for entry in fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let dest = to.join(path.file_name().unwrap());
-        match path.is_dir() {
-            true => copy_dir(&path, &dest),
-            false => {
-                fs::copy(&path, &dest).unwrap();
-            }
-        }
-    }
 }
 
 struct Cell<'a> {

@@ -154,3 +154,25 @@ pub fn disk_tree(root: &Path) -> Tree {
         })
         .collect()
 }
+
+/// Copies the shipped project (kbuild.yaml, images, flavors, packages,
+/// templates) into `dir`, to change or break on purpose.
+pub fn copy_project(dir: &Path) {
+    for sub in ["images", "flavors", "packages", "templates"] {
+        copy_dir(&root().join(sub), &dir.join(sub));
+    }
+    std::fs::copy(root().join("kbuild.yaml"), dir.join("kbuild.yaml")).unwrap();
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let dest = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &dest);
+        } else {
+            std::fs::copy(&path, &dest).unwrap();
+        }
+    }
+}
