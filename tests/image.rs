@@ -317,7 +317,61 @@ fn images_compose_core_and_standard_and_check_them() {
     }
 
     locked_and_checksum_failures(&cell, project_dir.path());
+    lock_records_the_matrix(&cell, project_dir.path());
     assert_clean(&store);
+}
+
+/// `kbuild lock` on a matrix of one flavor whose base is a store image:
+/// every input recorded, then nothing left to resolve.
+fn lock_records_the_matrix(cell: &Cell, project: &Path) {
+    let config = project.join("kbuild.yaml");
+    let text = fs::read_to_string(&config).unwrap();
+    let start = text.find("flavors:\n").unwrap();
+    let end = text[start..].find("variants:").unwrap() + start;
+    let only_debian = format!(
+        "{}flavors:\n  debian: {{ releases: [\"12\"] }}\n{}",
+        &text[..start],
+        &text[end..]
+    );
+    fs::write(&config, only_debian).unwrap();
+    let flavor = project.join("flavors/debian.yaml");
+    let text = fs::read_to_string(&flavor).unwrap();
+    fs::write(
+        &flavor,
+        text.replace("docker.io/library/debian:bookworm-slim", "debian:bookworm"),
+    )
+    .unwrap();
+    let args = [
+        "lock",
+        "--project",
+        project.to_str().unwrap(),
+        "--store",
+        cell.store.to_str().unwrap(),
+    ];
+    let mut update = args.to_vec();
+    update.push("--update");
+    let out = kbuild(&update, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lock: 6 resolved, 0 kept, kbuild.lock written"),
+        "{}",
+        stderr(&out)
+    );
+    let out = kbuild(&args, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("lock: 0 resolved, 6 kept, kbuild.lock unchanged"),
+        "{}",
+        stderr(&out)
+    );
+    let lock = fs::read_to_string(project.join("kbuild.lock")).unwrap();
+    for entry in [
+        "base debian/12/amd64",
+        "package edgevpn/amd64",
+        "package provider-kairos/amd64",
+    ] {
+        assert!(lock.contains(entry), "{entry}:\n{lock}");
+    }
 }
 
 /// `--locked` without the entry, and a wrong pinned checksum: clear

@@ -9,6 +9,7 @@ mod export;
 mod image;
 mod import;
 mod inspect;
+mod lock;
 mod plan;
 mod progress;
 mod registry;
@@ -49,6 +50,7 @@ enum Command {
     Build(Box<build::BuildArgs>),
     Check(check::CheckArgs),
     Image(Box<image::ImageArgs>),
+    Lock(lock::LockArgs),
     Import(import::ImportArgs),
     Export(export::ExportArgs),
     Inspect(inspect::InspectArgs),
@@ -71,6 +73,7 @@ pub fn main() -> ExitCode {
         Command::Build(args) => build::run(*args),
         Command::Check(args) => check::run(args),
         Command::Image(args) => image::run(*args),
+        Command::Lock(args) => lock::run(args),
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
         Command::Inspect(args) => inspect::run(args),

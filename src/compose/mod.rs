@@ -10,6 +10,7 @@ pub mod image;
 pub mod lock;
 pub mod packages;
 mod render;
+pub mod resolve;
 mod spec;
 
 use std::collections::BTreeMap;
