@@ -119,12 +119,13 @@ impl Cell<'_> {
     fn image(&self, variant: &[&str], extra: &[&str]) -> (Output, Option<serde_json::Value>) {
         let report = self.work.join("report.json");
         let _ = fs::remove_file(&report);
-        let mut args = vec![
-            "image",
-            "--flavor",
-            "debian",
-            "--base-image",
-            "debian:bookworm",
+        let base = match extra.contains(&"--base-image") {
+            true => &[][..],
+            false => &["--base-image", "debian:bookworm"][..],
+        };
+        let mut args = vec!["image", "--flavor", "debian"];
+        args.extend_from_slice(base);
+        args.extend_from_slice(&[
             "--project",
             self.project.to_str().unwrap(),
             "--store",
@@ -132,7 +133,7 @@ impl Cell<'_> {
             "--report",
             report.to_str().unwrap(),
             "--variant",
-        ];
+        ]);
         args.extend_from_slice(variant);
         args.extend_from_slice(extra);
         let out = kbuild(&args, &[]);
@@ -315,6 +316,28 @@ fn images_compose_core_and_standard_and_check_them() {
     ] {
         assert!(lock.contains(entry), "{entry} not locked:\n{lock}");
     }
+
+    // The same base from an OCI layout: same content, so every step hits.
+    let layout = work.path().join("base-oci");
+    ok(&kbuild(
+        &[
+            "export",
+            "debian:bookworm",
+            &format!("oci:{}:base", layout.display()),
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    let (out, report) = cell.image(
+        &["core"],
+        &["--base-image", &format!("oci:{}:base", layout.display())],
+    );
+    assert!(out.status.success(), "oci layout base: {}", stderr(&out));
+    assert!(
+        all_cached(&report.unwrap()),
+        "an OCI layout base of the same content missed the cache"
+    );
 
     locked_and_checksum_failures(&cell, project_dir.path());
     lock_records_the_matrix(&cell, project_dir.path());

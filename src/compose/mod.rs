@@ -58,6 +58,8 @@ pub enum ComposeError {
         #[source]
         source: crate::reference::ReferenceError,
     },
+    #[error("\"{name}\" is not an OCI layout: use oci:DIR or oci:DIR:TAG")]
+    BadLayout { name: String },
     #[error("cannot pull {name}")]
     Pull {
         name: String,
@@ -113,6 +115,7 @@ impl ComposeError {
                 | ComposeError::NoSource { .. }
                 | ComposeError::RawFileName { .. }
                 | ComposeError::Reference { .. }
+                | ComposeError::BadLayout { .. }
         )
     }
 

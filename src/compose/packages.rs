@@ -67,22 +67,45 @@ impl Resolver<'_> {
             });
         }
         let found = match self.store.descriptor(name) {
+            _ if name.starts_with("oci:") => self.from_layout(name)?,
             Ok(descriptor) => (name.to_string(), descriptor.digest().to_string()),
             Err(crate::store::StoreError::UnknownImage(_)) => self.pull(name, pinned.as_deref())?,
             Err(e) => return Err(e.into()),
         };
         match pinned {
-            Some(digest) if digest != found.1 => Err(ComposeError::LockMismatch {
+            // A registry image is pulled by its locked digest, so only a
+            // store image can differ; under --locked that is an error,
+            // otherwise the lock follows what the store holds now.
+            Some(digest) if digest != found.1 && self.locked => Err(ComposeError::LockMismatch {
                 what: format!("{key} ({name})"),
                 locked: digest,
                 found: found.1,
             }),
-            Some(_) => Ok(found),
-            None => {
+            _ => {
                 self.lock.set_image(key, name, &found.1);
                 Ok(found)
             }
         }
+    }
+
+    /// `oci:DIR[:TAG]`: the image of an OCI layout, copied into the store
+    /// under a name derived from the layout's path.
+    fn from_layout(&self, name: &str) -> Result<(String, String), ComposeError> {
+        let Ok(crate::export::Destination::OciDir { path, tag }) = name.parse() else {
+            return Err(ComposeError::BadLayout {
+                name: name.to_string(),
+            });
+        };
+        let id = Digest::of(name.as_bytes());
+        let store_name = format!("kbuild.local/oci-layout:{}", &id.hex()[..16]);
+        let descriptor = crate::store::import::import_layout(
+            self.store,
+            &path,
+            tag.as_deref(),
+            &self.platform,
+            &store_name,
+        )?;
+        Ok((store_name, descriptor.digest().to_string()))
     }
 
     /// Pulls `name`, by the locked digest when there is one.
@@ -164,7 +187,9 @@ impl Resolver<'_> {
     ) -> Result<(), ComposeError> {
         let key = format!("package {}/{}", plan.name, self.platform.arch);
         match self.lock.url(&key, url) {
-            Some(locked) if locked != sha256 => {
+            // The package file's pin is the authority; the lock records
+            // it, and under --locked must already agree with it.
+            Some(locked) if locked != sha256 && self.locked => {
                 return Err(ComposeError::LockMismatch {
                     what: format!("{key} ({url})"),
                     locked: locked.to_string(),

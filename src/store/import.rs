@@ -112,3 +112,75 @@ fn import_into(
     store.tag(name, descriptor.clone())?;
     Ok(descriptor)
 }
+
+/// Copies the image `tag` (or the only image) of the OCI image layout at
+/// `dir` into the store, every blob verified against its digest, and
+/// tags it `name`. For a multi-platform index, `platform` picks the entry.
+pub fn import_layout(
+    store: &Store,
+    dir: &Path,
+    tag: Option<&str>,
+    platform: &crate::platform::Platform,
+    name: &str,
+) -> Result<Descriptor> {
+    use oci_spec::image::{ImageIndex, ImageManifest};
+    let read_index = |path: &Path| -> Result<ImageIndex> {
+        let bytes = std::fs::read(path).map_err(io_at(path))?;
+        serde_json::from_slice(&bytes).map_err(|source| StoreError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let index = read_index(&dir.join("index.json"))?;
+    let wanted = |d: &&Descriptor| match tag {
+        Some(tag) => d
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get("org.opencontainers.image.ref.name"))
+            .is_some_and(|t| t == tag),
+        None => true,
+    };
+    let candidates: Vec<&Descriptor> = index.manifests().iter().filter(wanted).collect();
+    let [top] = candidates.as_slice() else {
+        return Err(StoreError::Invalid(format!(
+            "{}: {} images match {}; name one as oci:DIR:TAG",
+            dir.display(),
+            candidates.len(),
+            tag.unwrap_or("no tag")
+        )));
+    };
+    let copy = |digest: &crate::digest::Digest| -> Result<()> {
+        if store.has_blob(digest) {
+            return Ok(());
+        }
+        let path = dir.join("blobs/sha256").join(digest.hex());
+        let mut source = File::open(&path).map_err(io_at(&path))?;
+        let mut blob = store.blob_writer()?;
+        std::io::copy(&mut source, &mut blob).map_err(io_at(&path))?;
+        blob.commit(Some(digest)).map(|_| ())
+    };
+    let mut manifest_descriptor = (*top).clone();
+    let mut digest = crate::digest::Digest::try_from(top.digest())?;
+    copy(&digest)?;
+    if super::image::is_index(top.media_type()) {
+        let inner: ImageIndex = store.read_json(&digest)?;
+        manifest_descriptor = super::image::select_platform(&inner, platform)
+            .cloned()
+            .ok_or_else(|| StoreError::NoPlatform {
+                name: dir.display().to_string(),
+                platform: platform.to_string(),
+                available: super::image::platforms(&inner),
+            })?;
+        digest = crate::digest::Digest::try_from(manifest_descriptor.digest())?;
+        copy(&digest)?;
+    }
+    let manifest: ImageManifest = store.read_json(&digest)?;
+    copy(&crate::digest::Digest::try_from(
+        manifest.config().digest(),
+    )?)?;
+    for layer in manifest.layers() {
+        copy(&crate::digest::Digest::try_from(layer.digest())?)?;
+    }
+    store.tag(name, manifest_descriptor.clone())?;
+    Ok(manifest_descriptor)
+}
