@@ -67,7 +67,7 @@ impl Resolver<'_> {
             });
         }
         let found = match self.store.descriptor(name) {
-            _ if name.starts_with("oci:") => self.from_layout(name)?,
+            _ if name.starts_with("oci:") => self.import_layout(name)?,
             Ok(descriptor) => (name.to_string(), descriptor.digest().to_string()),
             Err(crate::store::StoreError::UnknownImage(_)) => self.pull(name, pinned.as_deref())?,
             Err(e) => return Err(e.into()),
@@ -90,7 +90,7 @@ impl Resolver<'_> {
 
     /// `oci:DIR[:TAG]`: the image of an OCI layout, copied into the store
     /// under a name derived from the layout's path.
-    fn from_layout(&self, name: &str) -> Result<(String, String), ComposeError> {
+    fn import_layout(&self, name: &str) -> Result<(String, String), ComposeError> {
         let Ok(crate::export::Destination::OciDir { path, tag }) = name.parse() else {
             return Err(ComposeError::BadLayout {
                 name: name.to_string(),
