@@ -317,7 +317,10 @@ fn images_compose_core_and_standard_and_check_them() {
         assert!(lock.contains(entry), "{entry} not locked:\n{lock}");
     }
 
-    // The same base from an OCI layout: same content, so every step hits.
+    locked_and_checksum_failures(&cell, project_dir.path());
+
+    // The same base from an OCI layout (the lock now names it): same
+    // content, so every step hits.
     let layout = work.path().join("base-oci");
     ok(&kbuild(
         &[
@@ -339,7 +342,6 @@ fn images_compose_core_and_standard_and_check_them() {
         "an OCI layout base of the same content missed the cache"
     );
 
-    locked_and_checksum_failures(&cell, project_dir.path());
     lock_records_the_matrix(&cell, project_dir.path());
     assert_clean(&store);
 }
