@@ -147,24 +147,13 @@ impl<'a> Pipeline<'a> {
         self.recorder.take()
     }
 
+    /// Imports the step cache at `reference` (`--cache-from`).
     pub fn cache_from(
         &self,
         reference: &ImageRef,
         options: &RegistryOptions,
     ) -> Result<TransferReport, PipelineError> {
-        let done = self
-            .runtime
-            .block_on(registry::cache::import(
-                self.store,
-                reference,
-                options,
-                &self.recorder,
-            ))
-            .map_err(|source| PipelineError::CacheFrom {
-                reference: reference.clone(),
-                source: Box::new(source),
-            })?;
-        Ok(TransferReport::of_cache(reference, &done))
+        self.cache_transfer(reference, options, CacheDirection::From)
     }
 
     /// Parses and builds `spec`; the image is committed, not tagged.
@@ -236,25 +225,50 @@ impl<'a> Pipeline<'a> {
         Ok(())
     }
 
+    /// Exports the store's step cache to `reference` (`--cache-to`).
     pub fn cache_to(
         &self,
         reference: &ImageRef,
         options: &RegistryOptions,
     ) -> Result<TransferReport, PipelineError> {
-        let done = self
-            .runtime
-            .block_on(registry::cache::export(
+        self.cache_transfer(reference, options, CacheDirection::To)
+    }
+
+    fn cache_transfer(
+        &self,
+        reference: &ImageRef,
+        options: &RegistryOptions,
+        direction: CacheDirection,
+    ) -> Result<TransferReport, PipelineError> {
+        let result = match direction {
+            CacheDirection::From => self.runtime.block_on(registry::cache::import(
                 self.store,
                 reference,
                 options,
                 &self.recorder,
-            ))
-            .map_err(|source| PipelineError::CacheTo {
-                reference: reference.clone(),
-                source: Box::new(source),
-            })?;
+            )),
+            CacheDirection::To => self.runtime.block_on(registry::cache::export(
+                self.store,
+                reference,
+                options,
+                &self.recorder,
+            )),
+        };
+        let done = result.map_err(|source| {
+            let (reference, source) = (reference.clone(), Box::new(source));
+            match direction {
+                CacheDirection::From => PipelineError::CacheFrom { reference, source },
+                CacheDirection::To => PipelineError::CacheTo { reference, source },
+            }
+        })?;
         Ok(TransferReport::of_cache(reference, &done))
     }
+}
+
+#[derive(Clone, Copy)]
+enum CacheDirection {
+    From,
+    To,
 }
 
 /// Runs `request` on `store`; progress goes to `reporter`, `cancel` stops
