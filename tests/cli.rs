@@ -397,3 +397,49 @@ fn placeholder_and_malformed_package_checksums_are_refused_with_file_and_key() {
         assert!(err.contains(says), "{err}");
     }
 }
+
+#[test]
+fn doctor_lists_every_prerequisite_with_hints_for_the_missing() {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = tempfile::tempdir().unwrap();
+    let fake = bin.path().join("xorriso");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\necho 'xorriso 1.5.4 : RockRidge filesystem manipulator'\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kbuild"))
+        .args(["doctor", "--format", "json"])
+        .env("PATH", bin.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let items: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let by_name = |name: &str| {
+        items
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["name"] == name)
+            .unwrap_or_else(|| panic!("{name} not listed: {items}"))
+            .clone()
+    };
+    let xorriso = by_name("xorriso");
+    assert_eq!(xorriso["ok"], true);
+    assert!(
+        xorriso["detail"].as_str().unwrap().contains("1.5.4"),
+        "{xorriso}"
+    );
+    for missing in [
+        "mksquashfs",
+        "mkfs.fat",
+        "mcopy",
+        "qemu-system-x86_64",
+        "runc",
+    ] {
+        let item = by_name(missing);
+        assert_eq!(item["ok"], false, "{item}");
+        assert!(item["hint"].as_str().unwrap().contains("install"), "{item}");
+    }
+}

@@ -5,6 +5,7 @@
 mod build;
 mod cache;
 mod check;
+mod doctor;
 mod export;
 mod image;
 mod import;
@@ -51,6 +52,7 @@ enum Command {
     Check(check::CheckArgs),
     Image(Box<image::ImageArgs>),
     Lock(lock::LockArgs),
+    Doctor(doctor::DoctorArgs),
     Import(import::ImportArgs),
     Export(export::ExportArgs),
     Inspect(inspect::InspectArgs),
@@ -74,6 +76,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Image(args) => image::run(*args),
         Command::Lock(args) => lock::run(args),
+        Command::Doctor(args) => doctor::run(args),
         Command::Import(args) => import::run(args),
         Command::Export(args) => export::run(args),
         Command::Inspect(args) => inspect::run(args),

@@ -125,6 +125,16 @@ pub const RUNC: Tool = Tool {
     },
 };
 
+/// Every host program kbuild may run, in the order `kbuild doctor` lists them.
+pub const ALL: [&Tool; 6] = [
+    &RUNC,
+    &MKSQUASHFS,
+    &XORRISO,
+    &MKFS_FAT,
+    &MCOPY,
+    &QEMU_X86_64,
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
     #[error("{} is not installed (kbuild needs it: {})", tool.name, tool.purpose)]

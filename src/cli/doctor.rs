@@ -1,0 +1,124 @@
+//! `kbuild doctor`: what this host has of what kbuild needs, with a hint
+//! for whatever is missing.
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use super::FailedError;
+use crate::tools::{self, ToolError};
+
+/// List every host prerequisite, found or missing: root and the kernel
+/// features builds use, and each program kbuild runs (with its version, or
+/// how to install it). Exit 0 when everything is there, 1 otherwise.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    format: Format,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Serialize)]
+struct Item {
+    name: String,
+    /// What kbuild uses it for.
+    purpose: String,
+    ok: bool,
+    /// A path and version, or what is wrong.
+    detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<String>,
+}
+
+pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
+    let mut items = host_items();
+    items.extend(tools::ALL.iter().map(|tool| tool_item(tool)));
+    match args.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&items)?),
+        Format::Text => {
+            for item in &items {
+                let mark = if item.ok { "ok  " } else { "MISS" };
+                println!("{mark}  {:<20} {}", item.name, item.detail);
+                if let Some(hint) = &item.hint {
+                    println!("      {:<20} hint: {hint}", "");
+                }
+            }
+        }
+    }
+    let missing = items.iter().filter(|i| !i.ok).count();
+    match missing {
+        0 => Ok(()),
+        n => Err(FailedError(format!("{n} of {} prerequisites missing", items.len())).into()),
+    }
+}
+
+fn tool_item(tool: &'static tools::Tool) -> Item {
+    let (ok, detail, hint) = match tools::locate(tool) {
+        Ok(found) => (
+            true,
+            format!("{} ({})", found.path.display(), found.version),
+            None,
+        ),
+        Err(e @ (ToolError::Missing { .. } | ToolError::TooOld { .. })) => {
+            (false, e.to_string(), e.hint().map(str::to_string))
+        }
+        Err(e) => (false, e.to_string(), None),
+    };
+    Item {
+        name: tool.name.to_string(),
+        purpose: tool.purpose.to_string(),
+        ok,
+        detail,
+        hint,
+    }
+}
+
+/// Root, overlayfs, and KVM (optional: boots fall back to TCG).
+fn host_items() -> Vec<Item> {
+    let root = rustix::process::geteuid().is_root();
+    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    let overlay = filesystems
+        .lines()
+        .any(|l| l.trim_end().ends_with("overlay"));
+    let kvm = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_ok();
+    vec![
+        Item {
+            name: "root".into(),
+            purpose: "overlayfs mounts and namespaces for RUN, COPY and WORKDIR steps".into(),
+            ok: root,
+            detail: match root {
+                true => "running as root".into(),
+                false => "not root: uncached build steps will fail".into(),
+            },
+            hint: (!root).then(|| "run kbuild as root (e.g. `sudo -E kbuild ...`)".into()),
+        },
+        Item {
+            name: "overlayfs".into(),
+            purpose: "build step snapshots and image views".into(),
+            ok: overlay,
+            detail: match overlay {
+                true => "in /proc/filesystems".into(),
+                false => "not in /proc/filesystems".into(),
+            },
+            hint: (!overlay).then(|| "load it with `modprobe overlay`".into()),
+        },
+        Item {
+            name: "kvm".into(),
+            purpose: "fast `kbuild boot` (optional: QEMU falls back to TCG)".into(),
+            ok: true,
+            detail: match kvm {
+                true => "/dev/kvm usable".into(),
+                false => "no usable /dev/kvm: boots use TCG (slower)".into(),
+            },
+            hint: None,
+        },
+    ]
+}
