@@ -347,3 +347,18 @@ fn usage_errors_exit_2() {
         text(&out)
     );
 }
+
+#[test]
+fn an_initrd_made_for_another_kernel_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    debian_root(dir.path());
+    put(dir.path(), "boot/initrd.img-6.1.0-25-amd64", &gzip_cpio());
+    link(dir.path(), "boot/initrd", "initrd.img-6.1.0-25-amd64");
+    let out = check(dir.path(), DEBIAN_STANDARD);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains(&format!("is for kernel 6.1.0-25-amd64, not {KVER}")),
+        "{shown}"
+    );
+}

@@ -317,6 +317,20 @@ fn images_compose_core_and_standard_and_check_them() {
         assert!(lock.contains(entry), "{entry} not locked:\n{lock}");
     }
 
+    let (_, manifest) = kbuild::store::Store::open(&store)
+        .unwrap()
+        .resolve(&standard[0])
+        .unwrap();
+    let annotations = manifest.annotations().clone().unwrap_or_default();
+    assert_eq!(
+        annotations
+            .get("org.opencontainers.image.version")
+            .map(String::as_str),
+        Some("v3.2.4"),
+        "{annotations:?}"
+    );
+
+    a_failing_check_tags_nothing_unless_skipped(&cell, project_dir.path(), &store);
     locked_and_checksum_failures(&cell, project_dir.path());
 
     // The same base from an OCI layout (the lock now names it): same
@@ -397,6 +411,42 @@ fn lock_records_the_matrix(cell: &Cell, project: &Path) {
     ] {
         assert!(lock.contains(entry), "{entry}:\n{lock}");
     }
+}
+
+/// An image that fails `kbuild check` (here: the flavor names a
+/// grub-mkimage the image lacks) is not tagged; `--skip-check` tags it
+/// with a warning.
+fn a_failing_check_tags_nothing_unless_skipped(cell: &Cell, project: &Path, store: &Path) {
+    let flavor = project.join("flavors/debian.yaml");
+    let original = fs::read_to_string(&flavor).unwrap();
+    fs::write(
+        &flavor,
+        original.replace("mkimage: grub-mkimage", "mkimage: grub-nope-mkimage"),
+    )
+    .unwrap();
+    let (out, _) = cell.image(&["core"], &["--version", "v9.9.9"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("failed kbuild check") && err.contains("grub-nope-mkimage"),
+        "{err}"
+    );
+    let images = ok(&kbuild(
+        &["images", "--store", store.to_str().unwrap()],
+        &[],
+    ));
+    assert!(
+        !images.contains("debian:12-core-amd64-generic-v9.9.9"),
+        "a failing image was tagged:\n{images}"
+    );
+    let (out, _) = cell.image(&["core"], &["--version", "v9.9.9", "--skip-check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("warning: --skip-check"),
+        "{}",
+        stderr(&out)
+    );
+    fs::write(&flavor, original).unwrap();
 }
 
 /// `--locked` without the entry, and a wrong pinned checksum: clear

@@ -110,7 +110,7 @@ pub fn check(root: &Root, expect: &Expectations) -> CheckReport {
     rules.init();
     let kernel_version = rules.kernel();
     rules.modules(kernel_version.as_deref());
-    rules.initrd();
+    rules.initrd(kernel_version.as_deref());
     rules.grub();
     rules.rsync();
     if let Some(variant) = expect.variant {
@@ -312,7 +312,7 @@ impl Rules<'_> {
         }
     }
 
-    fn initrd(&mut self) {
+    fn initrd(&mut self, kernel: Option<&str>) {
         let path = self
             .expect
             .flavor
@@ -321,6 +321,19 @@ impl Rules<'_> {
             Ok(target) => target,
             Err(e) => return self.fail(Component::Initrd, format!("no initrd: {e}")),
         };
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned());
+        if let (Some(built_for), Some(kernel)) = (name.as_deref().and_then(initrd_version), kernel)
+        {
+            if built_for != kernel {
+                return self.fail(
+                    Component::Initrd,
+                    format!(
+                        "/{} is for kernel {built_for}, not {kernel}",
+                        target.display()
+                    ),
+                );
+            }
+        }
         match self.read_head(&target).map(|head| formats::initrd(&head)) {
             Ok(Ok(kind)) => self.pass(
                 Component::Initrd,
@@ -526,6 +539,18 @@ const SIGNED_GRUB: [&str; 5] = [
 
 /// Where programs live.
 const BIN_DIRS: [&str; 4] = ["/usr/bin", "/bin", "/usr/sbin", "/sbin"];
+
+/// The kernel version an initrd's file name says it was made for
+/// (`initrd.img-6.1.0-26-amd64`, `initramfs-6.6.58-0-lts.img`); none for
+/// names without one (`initramfs-lts`).
+fn initrd_version(name: &str) -> Option<&str> {
+    let rest = ["initrd.img-", "initramfs-", "initrd-"]
+        .iter()
+        .find_map(|prefix| name.strip_prefix(prefix))?;
+    let rest = rest.strip_suffix(".img").unwrap_or(rest);
+    rest.starts_with(|c: char| c.is_ascii_digit())
+        .then_some(rest)
+}
 
 fn strip_root(path: &str) -> PathBuf {
     PathBuf::from(path.trim_start_matches('/'))

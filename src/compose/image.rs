@@ -178,6 +178,7 @@ pub fn build_image(
             report: Box::new(report.clone()),
         });
     }
+    let last = annotated(store, &last)?;
     let push = match request.push {
         true => Some(
             ImageRef::parse(&image).map_err(|source| ComposeError::Reference {
@@ -212,6 +213,29 @@ pub fn build_image(
         lock_written,
         warnings,
         seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// The final image with its `org.opencontainers.image.*` labels also as
+/// manifest annotations, where registries and tools look for them.
+fn annotated(store: &Store, built: &Built) -> Result<Built, ComposeError> {
+    let config: oci_spec::image::ImageConfiguration = store.read_json(
+        &crate::digest::Digest::try_from(built.manifest.config().digest())?,
+    )?;
+    let annotations = config
+        .config()
+        .as_ref()
+        .and_then(|c| c.labels().clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(key, _)| key.starts_with("org.opencontainers.image."))
+        .collect();
+    let (descriptor, manifest) =
+        crate::store::image::annotate(store, &built.manifest, annotations)?;
+    Ok(Built {
+        descriptor,
+        manifest,
+        ..built.clone()
     })
 }
 

@@ -234,3 +234,20 @@ mod tests {
         assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
     }
 }
+
+/// The same image with `annotations` on its manifest (a new manifest blob;
+/// config and layers unchanged). Returns its descriptor and manifest.
+pub fn annotate(
+    store: &Store,
+    manifest: &ImageManifest,
+    annotations: std::collections::HashMap<String, String>,
+) -> Result<(Descriptor, ImageManifest)> {
+    let mut manifest = manifest.clone();
+    manifest.set_annotations(Some(annotations));
+    let bytes = canonical_json(&manifest);
+    let digest = store.put_blob(&bytes)?;
+    Ok((
+        descriptor(MediaType::ImageManifest, &digest, bytes.len() as u64),
+        manifest,
+    ))
+}
