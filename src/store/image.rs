@@ -223,18 +223,6 @@ pub fn commit_image(store: &Store, image: &NewImage) -> Result<(Descriptor, Imag
     ))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-
-    #[test]
-    fn formats_epoch_seconds() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
-}
-
 /// The same image with `annotations` on its manifest (a new manifest blob;
 /// config and layers unchanged). Returns its descriptor and manifest.
 pub fn annotate(
@@ -250,4 +238,16 @@ pub fn annotate(
         descriptor(MediaType::ImageManifest, &digest, bytes.len() as u64),
         manifest,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rfc3339;
+
+    #[test]
+    fn formats_epoch_seconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
 }
