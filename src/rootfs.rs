@@ -96,6 +96,13 @@ impl Root {
         )
     }
 
+    /// Where an open directory of the root is, root-relative.
+    fn relative(&self, fd: &OwnedFd) -> Option<PathBuf> {
+        let root = fd_path(&self.fd).ok()?;
+        let at = fd_path(fd).ok()?;
+        at.strip_prefix(&root).ok().map(Path::to_path_buf)
+    }
+
     /// The host path `rel` resolves to (it must exist).
     pub fn resolve(&self, rel: &Path) -> io::Result<PathBuf> {
         let fd = self.open_at(rel, OFlags::PATH)?;
@@ -155,7 +162,10 @@ impl Root {
             dir = match self.open_at(&prefix, OFlags::PATH | OFlags::DIRECTORY) {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => {
-                    if let Some(target) = dangling_link_target(&dir, &parent, name)? {
+                    // A relative link is read from the directory it is in,
+                    // which links on the way may have moved from `parent`.
+                    let here = self.relative(&dir).unwrap_or(parent);
+                    if let Some(target) = dangling_link_target(&dir, &here, name)? {
                         let rest: PathBuf = names[i + 1..].iter().collect();
                         return Ok(Walk::Retarget(target.join(rest)));
                     }
@@ -335,6 +345,14 @@ mod tests {
         assert!(!host.exists());
         root.mkdir_all(Path::new("rel/y"), 0o755, None).unwrap();
         assert!(inner.join("up/x/y").is_dir());
+        // A relative dangling link behind a linked directory is read from
+        // where it really is.
+        std::fs::create_dir_all(inner.join("usr/lib")).unwrap();
+        std::os::unix::fs::symlink("usr/lib", inner.join("lib")).unwrap();
+        std::os::unix::fs::symlink("../share/foo", inner.join("usr/lib/foo")).unwrap();
+        root.mkdir_all(Path::new("lib/foo/bar"), 0o755, None)
+            .unwrap();
+        assert!(inner.join("usr/share/foo/bar").is_dir());
         assert!(root.mkdir_all(Path::new("loop/z"), 0o755, None).is_err());
     }
 

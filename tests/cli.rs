@@ -377,6 +377,25 @@ fn project_cross_checks_fail_with_the_key() {
 }
 
 #[test]
+fn package_names_are_plain_and_match_their_file() {
+    for (name, says) in [
+        ("\"x/../../../etc/cron.d\"", "lowercase letters, digits"),
+        ("k3s-renamed", "must be \"k3s\", the file's name"),
+    ] {
+        let out = plan_broken_project(|dir| {
+            let path = dir.join("packages/k3s.yaml");
+            let text = std::fs::read_to_string(&path)
+                .unwrap()
+                .replace("name: k3s", &format!("name: {name}"));
+            std::fs::write(&path, text).unwrap();
+        });
+        assert_eq!(out.status.code(), Some(2));
+        let err = stderr(&out);
+        assert!(err.contains("k3s.yaml") && err.contains(says), "{err}");
+    }
+}
+
+#[test]
 fn placeholder_and_malformed_package_checksums_are_refused_with_file_and_key() {
     for (bad, says) in [
         ("0".repeat(64), "all zeros is a placeholder"),

@@ -247,6 +247,19 @@ fn cases() -> Vec<Case> {
                 fs::write(e.context.join("evil.tar"), tar).unwrap();
             },
         ),
+        with_setup(
+            case(
+                "device_nodes_from_layers_do_not_open_in_run",
+                "FROM debian:bookworm\nADD nodes.tar /\nRUN sh -c 'if head -c 1 /fake-zero > /dev/null 2>&1; then echo the node opened; exit 1; fi'\n",
+                Builds,
+            ),
+            // A char node 1:5 (the host's /dev/zero) in a layer: a block
+            // node for a host disk would work the same way.
+            |e| {
+                let tar = Evil::default().device("fake-zero", 1, 5).finish();
+                fs::write(e.context.join("nodes.tar"), tar).unwrap();
+            },
+        ),
         case(
             "copy_from_an_image_with_dotdot",
             "FROM scratch\nCOPY --from=debian:bookworm ../../../etc/debian_version /x\n",

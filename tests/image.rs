@@ -309,7 +309,7 @@ fn images_compose_core_and_standard_and_check_them() {
     }
     let lock = fs::read_to_string(project_dir.path().join("kbuild.lock")).unwrap();
     for entry in [
-        "base debian/12/amd64",
+        "base-override debian/12/amd64",
         "package framework/amd64",
         "package k3s/amd64",
         "package k0s/amd64",

@@ -4,8 +4,11 @@ use std::io::Read;
 
 use crate::project::Arch;
 
-/// How much of an initrd is read to know what it is.
+/// How much of an initrd (or kairos-release) is read to know what it is.
 pub const HEAD_BYTES: usize = 64 * 1024;
+/// How much of a kernel is read: the x86 version string sits within
+/// 0x200 + 0xFFFF bytes of the start.
+pub const KERNEL_HEAD_BYTES: usize = 128 * 1024;
 
 /// The x86 boot protocol: `HdrS` at 0x202, the version string's offset
 /// (from 0x200) at 0x20E.

@@ -258,6 +258,7 @@ impl Rules<'_> {
                 n.strip_prefix("vmlinuz-")
                     .or_else(|| n.strip_prefix("vmlinux-"))
             })
+            .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
             .map(str::to_string);
         match formats::kernel(&bytes, self.expect.arch) {
             Ok(header_version) => {
@@ -360,13 +361,16 @@ impl Rules<'_> {
                 ),
             }
         }
-        let efi_dir = grub.map_or(
-            match self.expect.arch {
-                Arch::Amd64 => "/usr/lib/grub/x86_64-efi",
-                Arch::Arm64 => "/usr/lib/grub/arm64-efi",
-            },
-            |g| g.efi_modules.as_str(),
-        );
+        // Flavor files name the x86_64 directory; arm64 keeps its modules
+        // in the sibling arm64-efi.
+        let efi_dir = grub
+            .map_or("/usr/lib/grub/x86_64-efi", |g| g.efi_modules.as_str())
+            .to_string();
+        let efi_dir = match self.expect.arch {
+            Arch::Amd64 => efi_dir,
+            Arch::Arm64 => efi_dir.replace("x86_64-efi", "arm64-efi"),
+        };
+        let efi_dir = efi_dir.as_str();
         let signed = SIGNED_GRUB.iter().find(|p| self.is_file(p));
         if self.is_file(&format!("{efi_dir}/normal.mod")) {
             self.pass(Component::GrubEfi, efi_dir.to_string());
@@ -479,19 +483,34 @@ impl Rules<'_> {
         }
     }
 
+    /// At most `limit` bytes of a regular file. The image chooses what its
+    /// paths are: a fifo must not block the check, nor a huge file fill
+    /// memory.
+    fn read_capped(&self, rel: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let fd = self.root.open_at(rel, OFlags::RDONLY | OFlags::NONBLOCK)?;
+        let stat = rustix::fs::fstat(&fd)?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "not a regular file",
+            ));
+        }
+        let mut bytes = Vec::new();
+        std::fs::File::from(fd)
+            .take(limit as u64)
+            .read_to_end(&mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Enough of a kernel for its header and version string.
     fn read(&self, rel: &Path) -> std::io::Result<Vec<u8>> {
-        self.root.read(rel)
+        self.read_capped(rel, formats::KERNEL_HEAD_BYTES)
     }
 
     /// The first bytes of a file (enough for every magic number).
     fn read_head(&self, rel: &Path) -> std::io::Result<Vec<u8>> {
-        use std::io::Read;
-        let fd = self.root.open_at(rel, OFlags::RDONLY)?;
-        let mut head = Vec::with_capacity(formats::HEAD_BYTES);
-        std::fs::File::from(fd)
-            .take(formats::HEAD_BYTES as u64)
-            .read_to_end(&mut head)?;
-        Ok(head)
+        self.read_capped(rel, formats::HEAD_BYTES)
     }
 
     /// Entry names of the directory `path` (links followed in the root).
@@ -529,12 +548,13 @@ impl Rules<'_> {
 }
 
 /// Where distributions keep signed GRUB EFI binaries.
-const SIGNED_GRUB: [&str; 5] = [
+const SIGNED_GRUB: [&str; 6] = [
     "/usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed",
     "/usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed",
     "/usr/lib/grub/arm64-efi-signed/gcdaa64.efi.signed",
     "/boot/efi/EFI/fedora/grubx64.efi",
     "/usr/share/efi/x86_64/grub.efi",
+    "/usr/share/efi/aarch64/grub.efi",
 ];
 
 /// Where programs live.

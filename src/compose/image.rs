@@ -110,7 +110,15 @@ pub fn build_image(
     };
     let id = &selection.id;
     let base_name = request.base_image.as_ref().unwrap_or(&selection.base_image);
-    let base_key = format!("base {}/{}/{}", id.flavor, id.flavor_release, id.arch);
+    // An override is recorded apart, so a one-off --base-image never
+    // rewrites the project's own base entry.
+    let base_key = match request.base_image {
+        Some(_) => format!(
+            "base-override {}/{}/{}",
+            id.flavor, id.flavor_release, id.arch
+        ),
+        None => format!("base {}/{}/{}", id.flavor, id.flavor_release, id.arch),
+    };
     let (base, _) = resolver.image(&base_key, base_name)?;
     let mut args = request.extra_args.clone();
     args.insert("BASE_IMAGE".into(), base);

@@ -68,6 +68,9 @@ impl Resolver<'_> {
         }
         let found = match self.store.descriptor(name) {
             _ if name.starts_with("oci:") => self.import_layout(name)?,
+            // One reference may serve several arches: a store image of
+            // another arch is not this one, pull the right one.
+            Ok(_) if !self.is_for_platform(name)? => self.pull(name, pinned.as_deref())?,
             Ok(descriptor) => (name.to_string(), descriptor.digest().to_string()),
             Err(crate::store::StoreError::UnknownImage(_)) => self.pull(name, pinned.as_deref())?,
             Err(e) => return Err(e.into()),
@@ -86,6 +89,15 @@ impl Resolver<'_> {
                 Ok(found)
             }
         }
+    }
+
+    /// Whether the store image `name` is for this run's architecture.
+    fn is_for_platform(&self, name: &str) -> Result<bool, ComposeError> {
+        let (_, manifest) = self.store.resolve(name)?;
+        let config: oci_spec::image::ImageConfiguration = self
+            .store
+            .read_json(&Digest::try_from(manifest.config().digest())?)?;
+        Ok(config.architecture().to_string() == self.platform.arch)
     }
 
     /// `oci:DIR[:TAG]`: the image of an OCI layout, copied into the store
@@ -148,17 +160,10 @@ impl Resolver<'_> {
     ) -> Result<StagedPackage, ComposeError> {
         let source = &plan.source;
         let staged = match (&source.image, &source.url) {
-            (Some(image), _) => {
-                let name = match &source.digest {
-                    Some(digest) => {
-                        format!("{}@{digest}", image.split('@').next().unwrap_or(image))
-                    }
-                    None => image.clone(),
-                };
-                let (name, digest) = self.image(
-                    &format!("package {}/{}", plan.name, self.platform.arch),
-                    &name,
-                )?;
+            (Some(_), _) => {
+                let name = image_reference(source).expect("an image source");
+                let key = package_key(&plan.name, &self.platform.arch);
+                let (name, digest) = self.image(&key, &name)?;
                 Staged::Image { name, digest }
             }
             (None, Some(url)) => {
@@ -185,7 +190,7 @@ impl Resolver<'_> {
         url: &str,
         sha256: &str,
     ) -> Result<(), ComposeError> {
-        let key = format!("package {}/{}", plan.name, self.platform.arch);
+        let key = package_key(&plan.name, &self.platform.arch);
         match self.lock.url(&key, url) {
             // The package file's pin is the authority; the lock records
             // it, and under --locked must already agree with it.
@@ -233,6 +238,21 @@ impl Resolver<'_> {
         self.lock.set_url(&key, url, sha256);
         Ok(())
     }
+}
+
+/// The lock key of a package on an arch (`package k3s/amd64`).
+pub fn package_key(name: &str, arch: &str) -> String {
+    format!("package {name}/{arch}")
+}
+
+/// The reference an image source is resolved by: pinned by its `digest`
+/// when the package file gives one.
+pub fn image_reference(source: &crate::project::package::ArtifactSource) -> Option<String> {
+    let image = source.image.as_ref()?;
+    Some(match &source.digest {
+        Some(digest) => format!("{}@{digest}", image.split('@').next().unwrap_or(image)),
+        None => image.clone(),
+    })
 }
 
 async fn fetch(url: &str) -> Result<bytes::Bytes, reqwest::Error> {

@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use super::lock::Lock;
-use super::packages::Resolver;
+use super::packages::{image_reference, package_key, Resolver};
 use super::ComposeError;
 use crate::platform::Platform;
 use crate::project::{Project, EDGEVPN_PACKAGE, FRAMEWORK_PACKAGE, PROVIDER_PACKAGE};
@@ -90,11 +90,11 @@ pub fn lock_project(
             let Some(source) = package.sources.get(arch.as_str()) else {
                 continue;
             };
-            let key = format!("package {name}/{arch}");
-            match (&source.image, &source.url) {
-                (Some(image), _) if resolver.lock.image(&key, image).is_some() => report.kept += 1,
+            let key = package_key(name, arch.as_str());
+            match (image_reference(source), &source.url) {
+                (Some(image), _) if resolver.lock.image(&key, &image).is_some() => report.kept += 1,
                 (Some(image), _) => {
-                    resolver.image(&key, image)?;
+                    resolver.image(&key, &image)?;
                     report.resolved += 1;
                 }
                 (None, Some(url)) => {

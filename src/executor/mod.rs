@@ -129,6 +129,8 @@ pub enum BuildError {
     },
     #[error("interrupted")]
     Interrupted,
+    #[error("stages {stages} wait for stages that were never built (a bug in kbuild)")]
+    Unscheduled { stages: String },
     #[error("stage {stage} stopped on an internal error (a bug in kbuild): {message}")]
     Panicked { stage: String, message: String },
     #[error("cannot read the build context {}", path.display())]

@@ -64,9 +64,16 @@ pub fn run(
             }
         }
     });
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
+    match (failure, pending.as_slice()) {
+        (Some(e), _) => Err(e),
+        (None, []) => Ok(()),
+        (None, stuck) => Err(BuildError::Unscheduled {
+            stages: stuck
+                .iter()
+                .map(|(s, _)| s.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }),
     }
 }
 
@@ -150,6 +157,16 @@ mod tests {
             }
             other => panic!("expected a Panicked error in time, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn stages_whose_dependencies_never_finish_are_an_error_not_a_hang() {
+        let stages = vec![(0, BTreeSet::new()), (1, [7].into())];
+        let result = bounded(stages, 2, |_| Ok(()));
+        assert!(
+            matches!(&result, Some(Err(BuildError::Unscheduled { stages })) if stages == "1"),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -300,6 +300,15 @@ fn load_packages(dir: &Path) -> Result<BTreeMap<String, Package>, ProjectError> 
             .unwrap_or_default()
             .to_string_lossy()
             .into_owned();
+        // The name becomes directory names and mount targets: one name,
+        // the file's, everywhere.
+        if package.name != stem {
+            return Err(ProjectError::Invalid {
+                path: path.clone(),
+                key: "name".into(),
+                message: format!("must be \"{stem}\", the file's name"),
+            });
+        }
         packages.insert(stem, package);
     }
     Ok(packages)

@@ -67,6 +67,28 @@ fn is_hex_digest(text: &str) -> bool {
 impl Package {
     /// Checks the invariants serde cannot; errors name the key path.
     pub fn validate(&self) -> Result<(), (String, String)> {
+        let plain = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
+        if !self
+            .name
+            .starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            || !self.name.chars().all(plain)
+        {
+            return Err((
+                "name".into(),
+                "a package name is lowercase letters, digits, '.', '_' and '-'".into(),
+            ));
+        }
+        if self.version.is_empty()
+            || self
+                .version
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace())
+        {
+            return Err((
+                "version".into(),
+                "a version is one word, without spaces or control characters".into(),
+            ));
+        }
         if self.sources.is_empty() {
             return Err((
                 "sources".into(),

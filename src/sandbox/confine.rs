@@ -45,8 +45,8 @@ const READ_ONLY: [&str; 5] = [
     "/proc/sysrq-trigger",
 ];
 
-/// `/proc` entries a step may not see at all.
-const MASKED: [&str; 9] = [
+/// `/proc` and `/sys` entries a step may not see at all.
+const MASKED: [&str; 11] = [
     "/proc/acpi",
     "/proc/asound",
     "/proc/kcore",
@@ -56,6 +56,8 @@ const MASKED: [&str; 9] = [
     "/proc/timer_stats",
     "/proc/sched_debug",
     "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
 ];
 
 /// Drops every capability outside [`KEPT_CAPABILITIES`] from the bounding

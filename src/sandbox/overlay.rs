@@ -66,10 +66,13 @@ pub fn mount(overlay: &Overlay, target: &Path) -> io::Result<()> {
         )));
     }
     let data = std::ffi::CString::new(options).map_err(io::Error::other)?;
+    // Device nodes from image layers never work through an overlay: no
+    // device cgroup guards a step, so a node for a host disk in a layer
+    // would otherwise be the disk. Read-only views carry no setuid either.
     let flags = if overlay.upper.is_some() {
-        MountFlags::empty()
+        MountFlags::NODEV
     } else {
-        MountFlags::RDONLY
+        MountFlags::RDONLY | MountFlags::NODEV | MountFlags::NOSUID
     };
     rustix::mount::mount("overlay", target, "overlay", flags, data.as_c_str())?;
     Ok(())
