@@ -81,6 +81,8 @@ pub enum ComposeError {
         expected: String,
         actual: String,
     },
+    #[error("{url} sent more than {limit} bytes; nothing was kept")]
+    TooLarge { url: String, limit: u64 },
     #[error("package {package}: a raw download needs files[0].from to be a plain file name")]
     RawFileName { package: String },
     #[error("cannot render {}", template.display())]
@@ -116,6 +118,8 @@ impl ComposeError {
                 | ComposeError::RawFileName { .. }
                 | ComposeError::Reference { .. }
                 | ComposeError::BadLayout { .. }
+                | ComposeError::Template { .. }
+                | ComposeError::Lock(lock::LockError::Parse { .. })
         )
     }
 

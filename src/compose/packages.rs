@@ -68,6 +68,16 @@ impl Resolver<'_> {
         }
         let found = match self.store.descriptor(name) {
             _ if name.starts_with("oci:") => self.import_layout(name)?,
+            // The locked digest already in the store (under the name a
+            // pull by digest gave it): no registry needed.
+            _ if pinned
+                .as_deref()
+                .is_some_and(|d| self.stored_by_digest(name, d).is_some()) =>
+            {
+                let digest = pinned.clone().expect("checked");
+                let stored = self.stored_by_digest(name, &digest).expect("checked");
+                (stored, digest)
+            }
             // One reference may serve several arches: a store image of
             // another arch is not this one, pull the right one.
             Ok(_) if !self.is_for_platform(name)? => self.pull(name, pinned.as_deref())?,
@@ -89,6 +99,21 @@ impl Resolver<'_> {
                 Ok(found)
             }
         }
+    }
+
+    /// A store tag of `name`'s repository that points at `digest`.
+    fn stored_by_digest(&self, name: &str, digest: &str) -> Option<String> {
+        let repository = ImageRef::parse(name).ok()?;
+        self.store
+            .tags()
+            .ok()?
+            .into_iter()
+            .find_map(|(tag, descriptor)| {
+                let same_repo = ImageRef::parse(&tag).is_ok_and(|r| {
+                    r.registry == repository.registry && r.repository == repository.repository
+                });
+                (same_repo && descriptor.digest().to_string() == digest).then_some(tag)
+            })
     }
 
     /// Whether the store image `name` is for this run's architecture.
@@ -210,19 +235,8 @@ impl Resolver<'_> {
         }
         let expected: Digest = format!("sha256:{sha256}").parse()?;
         if !self.store.has_blob(&expected) {
-            let bytes =
-                self.runtime
-                    .block_on(fetch(url))
-                    .map_err(|source| ComposeError::Download {
-                        url: url.to_string(),
-                        source,
-                    })?;
             let mut blob = self.store.blob_writer()?;
-            blob.write_all(&bytes)
-                .map_err(|source| crate::store::StoreError::Io {
-                    path: PathBuf::from(url),
-                    source,
-                })?;
+            self.runtime.block_on(fetch_into(url, &mut blob))?;
             blob.commit(Some(&expected)).map_err(|e| match e {
                 crate::store::StoreError::DigestMismatch { expected, actual } => {
                     ComposeError::Checksum {
@@ -255,19 +269,46 @@ pub fn image_reference(source: &crate::project::package::ArtifactSource) -> Opti
     })
 }
 
-async fn fetch(url: &str) -> Result<bytes::Bytes, reqwest::Error> {
+/// Downloads are streamed (never held in memory) and bounded: a server
+/// that stalls or never stops sending ends the build with an error.
+const MAX_DOWNLOAD: u64 = 4 << 30;
+const STALL: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// Streams `url` into `blob`.
+async fn fetch_into(url: &str, blob: &mut impl Write) -> Result<(), ComposeError> {
+    let network = |source| ComposeError::Download {
+        url: url.to_string(),
+        source,
+    };
     // rustls has no default provider here (see registry::transport).
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(30))
-        .build()?;
-    client
+        .read_timeout(STALL)
+        .build()
+        .map_err(network)?;
+    let mut response = client
         .get(url)
         .send()
-        .await?
-        .error_for_status()?
-        .bytes()
         .await
+        .and_then(|r| r.error_for_status())
+        .map_err(network)?;
+    let mut received: u64 = 0;
+    while let Some(chunk) = response.chunk().await.map_err(network)? {
+        received = received.saturating_add(chunk.len() as u64);
+        if received > MAX_DOWNLOAD {
+            return Err(ComposeError::TooLarge {
+                url: url.to_string(),
+                limit: MAX_DOWNLOAD,
+            });
+        }
+        blob.write_all(&chunk)
+            .map_err(|source| crate::store::StoreError::Io {
+                path: PathBuf::from(url),
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// Lays the verified blob out in `dir`: a raw artifact as the file its
