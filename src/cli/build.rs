@@ -8,11 +8,10 @@ use clap::{Args, ValueEnum};
 use super::progress::CliReporter;
 use super::registry::{describe_transfer, parse_reference, RegistryArgs};
 use super::{
-    cancel_on_signals, key_value, open_store, sandbox_helper, write_report, LayerArgs, StoreArgs,
-    UsageError,
+    cancel_on_signals, key_value, open_store, parse_output, sandbox_helper, write_report,
+    LayerArgs, StoreArgs, UsageError,
 };
 use crate::executor::BuildOptions;
-use crate::export::Destination;
 use crate::pipeline::{self, BuildReport, BuildRequest};
 use crate::plan::PlanRequest;
 use crate::platform::Platform;
@@ -110,16 +109,6 @@ fn parse_secret(text: &str) -> anyhow::Result<(String, PathBuf)> {
             Err(UsageError(format!("--secret {text}: {} is not a file", src.display())).into())
         }
         _ => Err(UsageError(format!("--secret {text}: expected id=ID,src=FILE")).into()),
-    }
-}
-
-fn parse_output(text: &str) -> anyhow::Result<Destination> {
-    match text.parse::<Destination>() {
-        Ok(dest @ (Destination::OciDir { .. } | Destination::OciArchive(_))) => Ok(dest),
-        _ => Err(UsageError(format!(
-            "--output {text}: use oci:DIR[:TAG] or oci-archive:FILE"
-        ))
-        .into()),
     }
 }
 

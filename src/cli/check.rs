@@ -3,8 +3,9 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
+use super::OutputFormat as Format;
 use super::{open_store, ArchArg, FailedError, K8sArg, StoreArgs, UsageError, VariantArg};
 use crate::check::{self, CheckReport, Expectations};
 use crate::project::{Arch, Project};
@@ -44,12 +45,6 @@ pub struct CheckArgs {
     format: Format,
     #[command(flatten)]
     store: StoreArgs,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 pub fn run(args: CheckArgs) -> anyhow::Result<()> {

@@ -1,10 +1,11 @@
 //! `kbuild doctor`: what this host has of what kbuild needs, with a hint
 //! for whatever is missing.
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 use serde::Serialize;
 
 use super::FailedError;
+use super::OutputFormat as Format;
 use crate::tools::{self, ToolError};
 
 /// List every host prerequisite, found or missing: root and the kernel
@@ -14,12 +15,6 @@ use crate::tools::{self, ToolError};
 pub struct DoctorArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Serialize)]

@@ -9,12 +9,11 @@ use clap::Args;
 use super::progress::CliReporter;
 use super::registry::{describe_transfer, RegistryArgs};
 use super::{
-    cancel_on_signals, key_value, open_store, sandbox_helper, write_report, ArchArg, K8sArg,
-    LayerArgs, StoreArgs, UsageError, VariantArg,
+    cancel_on_signals, key_value, open_store, parse_output, sandbox_helper, write_report, ArchArg,
+    K8sArg, LayerArgs, StoreArgs, VariantArg,
 };
 use crate::compose::image::{build_image, ImageReport, ImageRequest};
 use crate::executor::BuildOptions;
-use crate::export::Destination;
 use crate::plan::PlanRequest;
 use crate::project::{Project, SelectionRequest};
 use crate::sandbox::{Isolation, Network};
@@ -93,23 +92,8 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     if let Some(version) = &args.version {
         project.config.version = version.clone();
     }
-    let output = match args.output.as_deref() {
-        Some(text) => Some(match text.parse::<Destination>() {
-            Ok(dest @ (Destination::OciDir { .. } | Destination::OciArchive(_))) => dest,
-            _ => {
-                return Err(UsageError(format!(
-                    "--output {text}: use oci:DIR[:TAG] or oci-archive:FILE"
-                ))
-                .into())
-            }
-        }),
-        None => None,
-    };
-    let mut registry = args.registry.options()?;
-    registry
-        .transport
-        .insecure
-        .extend(project.config.insecure_registries.iter().cloned());
+    let output = args.output.as_deref().map(parse_output).transpose()?;
+    let registry = args.registry.options_for(&project)?;
     let request = ImageRequest {
         selection: SelectionRequest {
             flavor: args.flavor.clone(),

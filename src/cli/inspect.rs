@@ -1,17 +1,12 @@
 //! `kbuild inspect NAME` and `kbuild images`.
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 use oci_spec::image::ImageConfiguration;
 
+use super::OutputFormat as Format;
 use super::{open_store, StoreArgs};
 use crate::digest::Digest;
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Format {
-    Text,
-    Json,
-}
 
 /// Show an image's manifest digest, config and layers.
 #[derive(Debug, Args)]

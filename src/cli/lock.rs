@@ -33,11 +33,7 @@ pub struct LockArgs {
 pub fn run(args: LockArgs) -> anyhow::Result<()> {
     let project = Project::load(&args.project)
         .with_context(|| format!("cannot load the project in {}", args.project.display()))?;
-    let mut registry = args.registry.options()?;
-    registry
-        .transport
-        .insecure
-        .extend(project.config.insecure_registries.iter().cloned());
+    let registry = args.registry.options_for(&project)?;
     let store = open_store(&args.store)?;
     let reporter = CliReporter::new();
     let report = lock_project(&store, &project, args.update, &registry, &reporter)?;

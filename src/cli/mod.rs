@@ -258,6 +258,13 @@ fn write_report(path: &std::path::Path, report: &impl serde::Serialize) -> anyho
         .with_context(|| format!("cannot write the report to {}", path.display()))
 }
 
+/// `--format` of the commands that print a result.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
 /// `--variant`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum VariantArg {
@@ -303,6 +310,18 @@ impl From<ArchArg> for crate::project::Arch {
             ArchArg::Amd64 => Self::Amd64,
             ArchArg::Arm64 => Self::Arm64,
         }
+    }
+}
+
+/// `--output`: an OCI layout dir or archive.
+fn parse_output(text: &str) -> anyhow::Result<crate::export::Destination> {
+    use crate::export::Destination;
+    match text.parse::<Destination>() {
+        Ok(dest @ (Destination::OciDir { .. } | Destination::OciArchive(_))) => Ok(dest),
+        _ => Err(UsageError(format!(
+            "--output {text}: use oci:DIR[:TAG] or oci-archive:FILE"
+        ))
+        .into()),
     }
 }
 

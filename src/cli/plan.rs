@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use crate::compose;
 use crate::dockerfile;
@@ -13,6 +13,7 @@ use crate::plan::{self, Origin, Plan, PlanRequest};
 use crate::platform::Platform;
 use crate::project::{Arch, K8sDistribution, Project, SelectionRequest, Variant};
 
+use super::OutputFormat as Format;
 use super::{key_value, ArchArg, K8sArg, UsageError, VariantArg};
 
 /// Show the stage graph a build would run: build order, external images
@@ -73,12 +74,6 @@ pub struct PlanArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum Format {
-    Text,
-    Json,
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {

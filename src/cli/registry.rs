@@ -44,6 +44,17 @@ pub struct RegistryArgs {
 }
 
 impl RegistryArgs {
+    /// The options for a command that works on `project`: its
+    /// insecure_registries are reached over HTTP too.
+    pub fn options_for(&self, project: &Project) -> anyhow::Result<RegistryOptions> {
+        let mut options = self.options()?;
+        options
+            .transport
+            .insecure
+            .extend(project.config.insecure_registries.iter().cloned());
+        Ok(options)
+    }
+
     pub fn options(&self) -> anyhow::Result<RegistryOptions> {
         let mut insecure = self.insecure.clone();
         if let Some(dir) = &self.registries_from {
