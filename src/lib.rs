@@ -3,12 +3,14 @@
 //! The library holds the whole engine; the `kbuild` binary in `main.rs` and
 //! `cli/` only turns command lines into calls of these modules.
 
+pub mod boot;
 pub mod check;
 pub mod cli;
 pub mod compose;
 pub mod digest;
 pub mod dockerfile;
 pub mod executor;
+pub mod iso;
 pub mod export;
 pub mod layer;
 pub mod media;

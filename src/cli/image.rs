@@ -26,6 +26,14 @@ use crate::sandbox::{Isolation, Network};
 #[derive(Debug, Args)]
 #[command(disable_version_flag = true)]
 pub struct ImageArgs {
+    #[command(flatten)]
+    cell: CellArgs,
+}
+
+/// The flags that choose a cell of the matrix and say how to build its
+/// image: `kbuild image`'s, which `kbuild iso` takes too.
+#[derive(Debug, Args)]
+pub struct CellArgs {
     /// The flavor [default: kbuild.yaml's default_flavor].
     #[arg(long, value_name = "FLAVOR")]
     flavor: Option<String>,
@@ -60,7 +68,7 @@ pub struct ImageArgs {
     /// Resolve nothing that kbuild.lock does not hold (like cargo --locked).
     #[arg(long)]
     locked: bool,
-    /// Tag the image even if `kbuild check` fails (with a warning).
+    /// Go on even if `kbuild check` fails (with a warning).
     #[arg(long)]
     skip_check: bool,
     /// Write a JSON report (stages, steps, check, digests) to this file.
@@ -83,62 +91,91 @@ pub struct ImageArgs {
     store: StoreArgs,
 }
 
+impl CellArgs {
+    /// The project, with `--model` and `--version` applied.
+    pub fn project(&self) -> anyhow::Result<Project> {
+        let mut project = Project::load(&self.project)
+            .with_context(|| format!("cannot load the project in {}", self.project.display()))?;
+        if let Some(model) = &self.model {
+            project.config.model = model.clone();
+        }
+        if let Some(version) = &self.version {
+            project.config.version = version.clone();
+        }
+        Ok(project)
+    }
+
+    /// The library request these flags make.
+    pub fn request(&self, project: &Project) -> anyhow::Result<ImageRequest> {
+        let output = self.output.as_deref().map(parse_output).transpose()?;
+        let registry = self.registry.options_for(project)?;
+        Ok(ImageRequest {
+            selection: SelectionRequest {
+                flavor: self.flavor.clone(),
+                release: self.release.clone(),
+                variant: self.variant.map(Into::into),
+                arch: self.arch.map(Into::into),
+                k8s: self.k8s.map(Into::into),
+                k8s_version: self.k8s_version.clone(),
+            },
+            extra_args: self.build_args.iter().cloned().collect::<BTreeMap<_, _>>(),
+            base_image: self.base_image.clone(),
+            locked: self.locked,
+            skip_check: self.skip_check,
+            output,
+            push: self.push,
+            options: BuildOptions {
+                context: project.root.clone(),
+                plan: PlanRequest::default(),
+                no_cache: self.no_cache,
+                secrets: BTreeMap::new(),
+                isolation: Isolation::Builtin,
+                network: Network::Host,
+                jobs: registry.jobs,
+                layer: self.layer.options()?,
+                registry,
+                helper: sandbox_helper()?,
+            },
+        })
+    }
+
+    pub fn store(&self) -> anyhow::Result<crate::store::Store> {
+        open_store(&self.store)
+    }
+
+    pub fn report_path(&self) -> Option<&std::path::Path> {
+        self.report.as_deref()
+    }
+}
+
+/// Prints the check report of an image that failed it.
+pub fn show_failed_check(err: &crate::compose::ComposeError) {
+    if let crate::compose::ComposeError::CheckFailed { image, report } = err {
+        eprint!("{}", super::check::render(image, report));
+    }
+}
+
 pub fn run(args: ImageArgs) -> anyhow::Result<()> {
-    let mut project = Project::load(&args.project)
-        .with_context(|| format!("cannot load the project in {}", args.project.display()))?;
-    if let Some(model) = &args.model {
-        project.config.model = model.clone();
-    }
-    if let Some(version) = &args.version {
-        project.config.version = version.clone();
-    }
-    let output = args.output.as_deref().map(parse_output).transpose()?;
-    let registry = args.registry.options_for(&project)?;
-    let request = ImageRequest {
-        selection: SelectionRequest {
-            flavor: args.flavor.clone(),
-            release: args.release.clone(),
-            variant: args.variant.map(Into::into),
-            arch: args.arch.map(Into::into),
-            k8s: args.k8s.map(Into::into),
-            k8s_version: args.k8s_version.clone(),
-        },
-        extra_args: args.build_args.iter().cloned().collect::<BTreeMap<_, _>>(),
-        base_image: args.base_image.clone(),
-        locked: args.locked,
-        skip_check: args.skip_check,
-        output,
-        push: args.push,
-        options: BuildOptions {
-            context: project.root.clone(),
-            plan: PlanRequest::default(),
-            no_cache: args.no_cache,
-            secrets: BTreeMap::new(),
-            isolation: Isolation::Builtin,
-            network: Network::Host,
-            jobs: registry.jobs,
-            layer: args.layer.options()?,
-            registry,
-            helper: sandbox_helper()?,
-        },
-    };
-    let store = open_store(&args.store)?;
+    let cell = &args.cell;
+    let project = cell.project()?;
+    let request = cell.request(&project)?;
+    let store = cell.store()?;
     let reporter = CliReporter::new();
     let cancel = cancel_on_signals()?;
     let result = build_image(&store, &project, &request, &reporter, &cancel);
-    if let Err(crate::compose::ComposeError::CheckFailed { report, .. }) = &result {
-        eprint!("{}", super::check::render("the built image", report));
+    if let Err(err) = &result {
+        show_failed_check(err);
     }
     let report = result?;
     render(&report);
-    if let Some(path) = &args.report {
+    if let Some(path) = cell.report_path() {
         write_report(path, &report)?;
     }
     println!("{} {}", report.image, report.digest);
     Ok(())
 }
 
-fn render(report: &ImageReport) {
+pub fn render(report: &ImageReport) {
     for stage in &report.stages {
         eprintln!(
             "{:<9} {} steps, {} cached  {}",

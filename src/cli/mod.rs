@@ -2,6 +2,7 @@
 //! subcommand has its own file that turns arguments into library calls;
 //! errors become `anyhow` chains with context and are printed uv-style.
 
+mod boot;
 mod build;
 mod cache;
 mod check;
@@ -10,6 +11,7 @@ mod export;
 mod image;
 mod import;
 mod inspect;
+mod iso;
 mod lock;
 mod plan;
 mod progress;
@@ -51,6 +53,8 @@ enum Command {
     Build(Box<build::BuildArgs>),
     Check(check::CheckArgs),
     Image(Box<image::ImageArgs>),
+    Iso(Box<iso::IsoArgs>),
+    Boot(boot::BootArgs),
     Lock(lock::LockArgs),
     Doctor(doctor::DoctorArgs),
     Import(import::ImportArgs),
@@ -75,6 +79,8 @@ pub fn main() -> ExitCode {
         Command::Build(args) => build::run(*args),
         Command::Check(args) => check::run(args),
         Command::Image(args) => image::run(*args),
+        Command::Iso(args) => iso::run(*args),
+        Command::Boot(args) => boot::run(args),
         Command::Lock(args) => lock::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Import(args) => import::run(args),
@@ -104,6 +110,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || cause.is::<ParseFileError>()
             || cause.is::<UsageError>()
             || as_error::<crate::compose::ComposeError>(cause).is_some_and(|e| e.is_input())
+            || as_error::<crate::iso::IsoError>(cause).is_some_and(|e| e.is_input())
             || matches!(
                 cause.downcast_ref(),
                 Some(crate::pipeline::PipelineError::Parse(_))
@@ -141,6 +148,8 @@ fn hint(err: &anyhow::Error) -> Option<String> {
         hint.or_else(|| {
             as_error::<crate::tools::ToolError>(cause).and_then(|e| e.hint().map(str::to_string))
         })
+        .or_else(|| as_error::<crate::iso::IsoError>(cause).and_then(|e| e.hint()))
+        .or_else(|| as_error::<crate::boot::BootError>(cause).and_then(|e| e.hint()))
     })
 }
 

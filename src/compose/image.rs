@@ -178,7 +178,7 @@ pub fn build_image(
             ));
             None
         }
-        false => Some(check_built(store, project, &selection, &last)?),
+        false => Some(check_image(store, project, &selection, &last.manifest)?),
     };
     if let Some(report) = check.as_ref().filter(|r| !r.passed) {
         return Err(ComposeError::CheckFailed {
@@ -449,14 +449,14 @@ impl Composition<'_> {
     }
 }
 
-/// `kbuild check` on the built image, against what the cell should be.
-fn check_built(
+/// `kbuild check` on an image of the store, against what the cell should be.
+pub fn check_image(
     store: &Store,
     project: &Project,
     selection: &Selection,
-    built: &Built,
+    manifest: &oci_spec::image::ImageManifest,
 ) -> Result<CheckReport, ComposeError> {
-    let layers = store.manifest_layers(&built.manifest)?;
+    let layers = store.manifest_layers(manifest)?;
     let id = &selection.id;
     let expect = Expectations {
         flavor: project.flavors.get(&id.flavor),

@@ -29,6 +29,46 @@ pub struct ProjectConfig {
     pub variants: Vec<Variant>,
     #[serde(default)]
     pub kubernetes: BTreeMap<K8sDistribution, K8sEntry>,
+    #[serde(default)]
+    pub iso: IsoSettings,
+}
+
+/// `iso:` in kbuild.yaml: how ISOs pack the live root.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct IsoSettings {
+    #[serde(default)]
+    pub squashfs: SquashfsSettings,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SquashfsSettings {
+    #[serde(default)]
+    pub compression: SquashfsCompression,
+    /// The compressor's level (zstd 1-22, gzip 1-9, xz none); absent gives
+    /// the compressor's kbuild default.
+    #[serde(default)]
+    pub level: Option<u32>,
+}
+
+impl Default for SquashfsSettings {
+    fn default() -> Self {
+        SquashfsSettings {
+            compression: SquashfsCompression::Zstd,
+            level: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SquashfsCompression {
+    #[default]
+    Zstd,
+    Gzip,
+    Xz,
+    Lz4,
 }
 
 fn default_model() -> String {

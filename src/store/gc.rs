@@ -16,6 +16,8 @@ use crate::digest::Digest;
 #[derive(Debug, Default)]
 pub struct PruneReport {
     pub removed_blobs: u64,
+    /// Derived-file entries (ISO parts) of images no tag reaches.
+    pub removed_derived: u64,
     pub removed_snapshots: u64,
     pub removed_temp: u64,
     pub freed_bytes: u64,
@@ -152,6 +154,13 @@ impl Store {
                 report.removed_snapshots += 1;
             }
         }
+        for (path, entry) in self.derived_entries()? {
+            if !entry.is_some_and(|e| blobs.contains(&e.image)) {
+                report.freed_bytes += tree_size(&path);
+                remove_tree(&path)?;
+                report.removed_derived += 1;
+            }
+        }
         for sub in ["tmp", "."] {
             let dir = self.root.join(sub);
             for entry in fs::read_dir(&dir).map_err(io_at(&dir))? {
@@ -197,10 +206,51 @@ impl Store {
         // Snapshots are caches of their layers (absent ones are re-extracted
         // on use), so only the blobs carry the truth fsck verifies.
         let _ = diff_ids;
+        self.fsck_derived(&mut report)?;
         Ok(report)
     }
 
     fn quarantine_path(&self, digest: &Digest) -> PathBuf {
         self.root.join("quarantine").join(digest.hex())
     }
+}
+
+impl Store {
+    /// Re-hashes every derived entry's files; an entry that does not match
+    /// its record is removed (it is rebuilt on next use) and reported.
+    fn fsck_derived(&self, report: &mut FsckReport) -> Result<()> {
+        for (path, entry) in self.derived_entries()? {
+            let Some(entry) = entry else {
+                remove_tree(&path)?;
+                report
+                    .corrupt
+                    .push(format!("{}: unreadable record; removed", path.display()));
+                continue;
+            };
+            let bad = entry.files.iter().find(|(name, file)| {
+                hash_file(&path.join(name.as_str())).map_or(true, |d| d != file.sha256)
+            });
+            if let Some((name, _)) = bad {
+                remove_tree(&path)?;
+                report.corrupt.push(format!(
+                    "{}: {name} does not match its record; removed",
+                    path.display()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Bytes of the files under `path` (what prune frees).
+fn tree_size(path: &std::path::Path) -> u64 {
+    fs::read_dir(path).map_or(0, |entries| {
+        entries
+            .flatten()
+            .map(|e| match e.file_type() {
+                Ok(t) if t.is_dir() => tree_size(&e.path()),
+                _ => e.metadata().map_or(0, |m| m.len()),
+            })
+            .sum()
+    })
 }

@@ -8,6 +8,7 @@
 //! snapshots/<diff_id hex>/    extracted layers (overlay lower dirs)
 //! cache/steps/<key hex>.json   step cache entries (see [`cache`])
 //! sources/<digest hex>         registry/repository names known to hold a blob
+//! derived/<key hex>/          files made from an image (ISO parts; see [`derived`])
 //! tmp/                        staging for snapshots being built
 //! quarantine/                 what fsck found corrupt
 //! lock                        flock: shared while working, exclusive to commit or collect
@@ -24,6 +25,7 @@
 
 pub mod atomic;
 pub mod cache;
+pub mod derived;
 mod gc;
 pub mod image;
 pub mod import;

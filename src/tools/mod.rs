@@ -19,6 +19,8 @@ use std::process::{Command, Stdio};
 
 pub use hint::Distribution;
 
+use crate::sandbox::Cancel;
+
 /// Lines of stderr kept for an error.
 const STDERR_TAIL: usize = 12;
 
@@ -73,17 +75,30 @@ pub const MKSQUASHFS: Tool = Tool {
     },
 };
 
-pub const MKFS_FAT: Tool = Tool {
-    name: "mkfs.fat",
+/// mtools writes the EFI system partition: unlike mkfs.fat 4.2 it honours
+/// `SOURCE_DATE_EPOCH` for every time it writes, and `-N` sets the volume
+/// serial, so the FAT image is reproducible byte for byte.
+const MTOOLS: Packages = Packages {
+    debian: "mtools",
+    fedora: "mtools",
+    alpine: "mtools",
+    suse: "mtools",
+};
+
+pub const MFORMAT: Tool = Tool {
+    name: "mformat",
     purpose: "formats the EFI system partition of an ISO",
-    version_args: &["--help"],
-    minimum: Some((4, 1)),
-    packages: Packages {
-        debian: "dosfstools",
-        fedora: "dosfstools",
-        alpine: "dosfstools",
-        suse: "dosfstools",
-    },
+    version_args: &["--version"],
+    minimum: Some((4, 0)),
+    packages: MTOOLS,
+};
+
+pub const MMD: Tool = Tool {
+    name: "mmd",
+    purpose: "makes the directories of the EFI system partition",
+    version_args: &["--version"],
+    minimum: Some((4, 0)),
+    packages: MTOOLS,
 };
 
 pub const MCOPY: Tool = Tool {
@@ -91,12 +106,7 @@ pub const MCOPY: Tool = Tool {
     purpose: "copies the EFI boot files into the EFI system partition",
     version_args: &["--version"],
     minimum: Some((4, 0)),
-    packages: Packages {
-        debian: "mtools",
-        fedora: "mtools",
-        alpine: "mtools",
-        suse: "mtools",
-    },
+    packages: MTOOLS,
 };
 
 pub const QEMU_X86_64: Tool = Tool {
@@ -126,14 +136,18 @@ pub const RUNC: Tool = Tool {
 };
 
 /// Every host program kbuild may run, in the order `kbuild doctor` lists them.
-pub const ALL: [&Tool; 6] = [
+pub const ALL: [&Tool; 7] = [
     &RUNC,
     &MKSQUASHFS,
     &XORRISO,
-    &MKFS_FAT,
+    &MFORMAT,
+    &MMD,
     &MCOPY,
     &QEMU_X86_64,
 ];
+
+/// What `kbuild iso` runs, located before it does any work.
+pub const ISO: [&Tool; 5] = [&MKSQUASHFS, &XORRISO, &MFORMAT, &MMD, &MCOPY];
 
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
@@ -154,6 +168,8 @@ pub enum ToolError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{} was interrupted", tool.name)]
+    Cancelled { tool: &'static Tool },
     #[error("{} {} failed ({status}){}", tool.name, args, tail_text(stderr_tail))]
     Failed {
         tool: &'static Tool,
@@ -278,9 +294,15 @@ impl Located {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let args: Vec<OsString> = args.into_iter().map(|a| a.as_ref().to_owned()).collect();
-        let mut child = self
-            .command(&args)
+        self.run_command(self.command(args), &Cancel::default())
+    }
+
+    /// Runs `command` (made by [`Located::command`], with whatever
+    /// environment the caller set) to the end, or kills it as soon as
+    /// `cancel` is set.
+    pub fn run_command(&self, mut command: Command, cancel: &Cancel) -> Result<Vec<u8>, ToolError> {
+        let args: Vec<OsString> = command.get_args().map(OsStr::to_owned).collect();
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -289,22 +311,35 @@ impl Located {
                 path: self.path.clone(),
                 source,
             })?;
-        // stderr on its own thread, so a chatty program cannot block on a
-        // full pipe while we read stdout.
-        let mut stderr = child.stderr.take().expect("piped");
-        let errors = std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = stderr.read_to_end(&mut text);
-            text
-        });
-        let mut stdout = Vec::new();
-        let read = child.stdout.take().expect("piped").read_to_end(&mut stdout);
-        let status = child.wait().map_err(|source| ToolError::Spawn {
-            path: self.path.clone(),
-            source,
-        })?;
-        let stderr = errors.join().unwrap_or_default();
-        if status.success() && read.is_ok() {
+        // Both pipes on their own threads, so a chatty program cannot
+        // block on a full pipe while we wait for it.
+        let drain = |mut pipe: Box<dyn Read + Send>| {
+            std::thread::spawn(move || {
+                let mut text = Vec::new();
+                let read = pipe.read_to_end(&mut text);
+                (text, read.is_ok())
+            })
+        };
+        let errors = drain(Box::new(child.stderr.take().expect("piped")));
+        let output = drain(Box::new(child.stdout.take().expect("piped")));
+        let status = loop {
+            let waited = child.try_wait().map_err(|source| ToolError::Spawn {
+                path: self.path.clone(),
+                source,
+            })?;
+            if let Some(status) = waited {
+                break status;
+            }
+            if cancel.is_cancelled() {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ToolError::Cancelled { tool: self.tool });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        };
+        let (stdout, read) = output.join().unwrap_or_default();
+        let (stderr, _) = errors.join().unwrap_or_default();
+        if status.success() && read {
             return Ok(stdout);
         }
         Err(ToolError::Failed {
@@ -413,7 +448,6 @@ mod tests {
                 "QEMU emulator version 7.2.19 (Debian 1:7.2+dfsg-7+deb12u16)",
                 "7.2.19",
             ),
-            ("mkfs.fat 4.2 (2021-01-31)\nUsage: ...", "4.2"),
             ("mcopy (GNU mtools) 4.0.33\nconfigured with ...", "4.0.33"),
             ("runc version 1.1.5+ds1\ncommit: ...", "1.1.5"),
         ] {

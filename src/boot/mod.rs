@@ -1,0 +1,186 @@
+//! `kbuild boot`: an ISO booted in QEMU on a serial console, with
+//! expectations on what the console shows.
+//!
+//! ```text
+//! qemu (KVM when /dev/kvm opens, else TCG -cpu max), no network
+//!   firmware: SeaBIOS | OVMF (a private copy of its variable store)
+//!   medium:   CD-ROM (AHCI) | USB stick (xHCI mass storage), read-only
+//!   serial:   stdio  -> console text -> [--serial-log], [stderr]
+//! wait for --expect (default: a login prompt)
+//! [--login U:P] type the user and password, wait for a shell prompt
+//! [--run CMD]   type CMD between two markers, take its output and status
+//! ```
+//!
+//! Invariants:
+//! * QEMU gets an argument vector and a medium it cannot write; it is
+//!   killed when the run ends, however it ends (timeout, Ctrl-C, error).
+//! * The guest has no network device: a boot test sends no traffic.
+//! * A timeout is an error carrying the last console lines.
+
+mod console;
+mod qemu;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+pub use qemu::{Firmware, Media};
+
+use crate::sandbox::Cancel;
+use crate::tools::ToolError;
+
+/// The default expectation: a getty's login prompt.
+pub const LOGIN_PROMPT: &str = r"\S+ login: ?";
+
+/// Console lines kept for an error.
+const TAIL_LINES: usize = 30;
+
+#[derive(Debug, Clone)]
+pub struct BootRequest {
+    pub iso: PathBuf,
+    pub firmware: Firmware,
+    pub media: Media,
+    pub timeout: Duration,
+    pub expect: regex::Regex,
+    /// Log in with this user and password once `expect` matched.
+    pub login: Option<(String, String)>,
+    /// Run this command after logging in.
+    pub run: Option<String>,
+    /// The command's output must match this (else its exit status must be 0).
+    pub expect_output: Option<regex::Regex>,
+    pub serial_log: Option<PathBuf>,
+    /// Copy the console to stderr as it comes.
+    pub show_console: bool,
+    pub memory_mib: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BootReport {
+    /// `kvm` or `tcg`.
+    pub accelerator: &'static str,
+    /// The console text that matched `expect`.
+    pub matched: String,
+    pub seconds_to_match: f64,
+    /// The command's output and exit status, with `--run`.
+    pub output: Option<String>,
+    pub exit_status: Option<i32>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error("no {what} firmware file found (looked for {})", looked.join(", "))]
+    NoFirmware {
+        what: &'static str,
+        looked: Vec<String>,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is not an ISO file")]
+    NoIso(PathBuf),
+    #[error("timed out after {}s waiting for {waiting}; last console lines:\n{}", waited.as_secs(), tail.join("\n"))]
+    Timeout {
+        waiting: String,
+        waited: Duration,
+        tail: Vec<String>,
+    },
+    #[error("QEMU ended ({status}) while waiting for {waiting}; last console lines:\n{}", tail.join("\n"))]
+    Exited {
+        status: String,
+        waiting: String,
+        tail: Vec<String>,
+    },
+    #[error("`{command}` exited with {status}; its output:\n{output}")]
+    CommandFailed {
+        command: String,
+        status: i32,
+        output: String,
+    },
+    #[error("the output of `{command}` does not match /{regex}/; it was:\n{output}")]
+    OutputMismatch {
+        command: String,
+        regex: String,
+        output: String,
+    },
+    #[error("interrupted")]
+    Cancelled,
+}
+
+impl BootError {
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            BootError::Tool(e) => e.hint().map(str::to_string),
+            BootError::NoFirmware { .. } => Some(
+                "install the distribution's OVMF package (Debian/Ubuntu: apt-get install ovmf; Fedora: dnf install edk2-ovmf)".into(),
+            ),
+            BootError::Timeout { .. } => Some(
+                "without KVM a live system takes minutes to boot: raise --timeout, or see the whole console with --serial-log FILE".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// Boots `request.iso` and checks the console.
+pub fn boot(request: &BootRequest, cancel: &Cancel) -> Result<BootReport, BootError> {
+    if !request.iso.is_file() {
+        return Err(BootError::NoIso(request.iso.clone()));
+    }
+    let started = Instant::now();
+    let machine = qemu::Machine::start(request)?;
+    let mut console = console::Console::new(machine, request, cancel)?;
+    let deadline = started + request.timeout;
+    let matched = console.wait_for(&request.expect, "the expected text", deadline)?;
+    let seconds_to_match = started.elapsed().as_secs_f64();
+    let (output, exit_status) = match &request.login {
+        Some((user, password)) => {
+            console.log_in(user, password, deadline)?;
+            match &request.run {
+                Some(command) => {
+                    let (output, status) = console.run(command, deadline)?;
+                    check_output(request, command, &output, status)?;
+                    (Some(output), Some(status))
+                }
+                None => (None, None),
+            }
+        }
+        None => (None, None),
+    };
+    Ok(BootReport {
+        accelerator: console.accelerator(),
+        matched,
+        seconds_to_match,
+        output,
+        exit_status,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn check_output(
+    request: &BootRequest,
+    command: &str,
+    output: &str,
+    status: i32,
+) -> Result<(), BootError> {
+    match &request.expect_output {
+        Some(regex) if !regex.is_match(output) => Err(BootError::OutputMismatch {
+            command: command.to_string(),
+            regex: regex.to_string(),
+            output: output.to_string(),
+        }),
+        Some(_) => Ok(()),
+        None if status != 0 => Err(BootError::CommandFailed {
+            command: command.to_string(),
+            status,
+            output: output.to_string(),
+        }),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,287 @@
+//! The QEMU machine: arguments, firmware files, and the child process
+//! whose stdio is the guest's serial port.
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc::{self, Receiver};
+
+use super::{BootError, BootRequest};
+use crate::tools::{self, Located};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Firmware {
+    /// SeaBIOS, QEMU's default.
+    Bios,
+    /// OVMF (EDK II), Secure Boot off.
+    Uefi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Media {
+    /// The ISO as a CD-ROM on the AHCI controller (El Torito boot).
+    Cdrom,
+    /// The ISO as a USB stick on an xHCI controller (MBR / GPT boot).
+    Usb,
+}
+
+use serde::Serialize;
+
+/// Where distributions install OVMF: (code, variable store template).
+const OVMF: &[(&str, &str)] = &[
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.fd",
+    ),
+    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+    (
+        "/usr/share/edk2/ovmf/OVMF_CODE.fd",
+        "/usr/share/edk2/ovmf/OVMF_VARS.fd",
+    ),
+    (
+        "/usr/share/qemu/ovmf-x86_64-code.bin",
+        "/usr/share/qemu/ovmf-x86_64-vars.bin",
+    ),
+];
+
+/// A running guest.
+pub struct Machine {
+    child: Child,
+    pub stdin: ChildStdin,
+    /// Console bytes as they come; closed when QEMU ends.
+    pub output: Receiver<Vec<u8>>,
+    pub accelerator: &'static str,
+    /// This run's copy of the UEFI variable store, removed on drop.
+    vars: Option<PathBuf>,
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(vars) = &self.vars {
+            let _ = std::fs::remove_file(vars);
+        }
+    }
+}
+
+/// Whether KVM can be used: `/dev/kvm` opens for reading and writing and
+/// a paused guest with the host's CPU starts. Under nested virtualisation
+/// `/dev/kvm` may open yet QEMU abort setting up the vCPU, so the device
+/// alone proves nothing.
+fn kvm_works(qemu: &Located) -> bool {
+    let device = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm");
+    if device.is_err() {
+        return false;
+    }
+    let probe = qemu
+        .command([
+            "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "64", "-nodefaults",
+            "-display", "none", "-monitor", "none", "-serial", "none", "-S",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    let Ok(mut probe) = probe else {
+        return false;
+    };
+    let started = std::time::Instant::now();
+    let alive = loop {
+        match probe.try_wait() {
+            Ok(Some(_)) | Err(_) => break false,
+            Ok(None) if started.elapsed() > std::time::Duration::from_millis(1500) => break true,
+            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
+    };
+    let _ = probe.kill();
+    let _ = probe.wait();
+    alive
+}
+
+fn ovmf() -> Result<(&'static str, &'static str), BootError> {
+    OVMF.iter()
+        .find(|(code, vars)| Path::new(code).is_file() && Path::new(vars).is_file())
+        .copied()
+        .ok_or_else(|| BootError::NoFirmware {
+            what: "OVMF (UEFI)",
+            looked: OVMF.iter().map(|(code, _)| code.to_string()).collect(),
+        })
+}
+
+/// A private, writable copy of the variable store template.
+fn private_vars(template: &str) -> Result<PathBuf, BootError> {
+    let dest = crate::store::atomic::temp_path_in(&std::env::temp_dir());
+    std::fs::copy(template, &dest).map_err(|source| BootError::Io {
+        path: dest.clone(),
+        source,
+    })?;
+    Ok(dest)
+}
+
+/// QEMU's arguments for `request`, with the variable store at `vars`.
+pub(super) fn arguments(
+    request: &BootRequest,
+    kvm: bool,
+    ovmf: Option<(&str, &Path)>,
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    let mut push = |words: &[&str]| args.extend(words.iter().map(OsString::from));
+    push(&["-machine", "q35", "-m", &request.memory_mib.to_string(), "-smp", "2"]);
+    match kvm {
+        true => push(&["-accel", "kvm", "-cpu", "host"]),
+        false => push(&["-accel", "tcg", "-cpu", "max"]),
+    }
+    push(&[
+        "-nodefaults",
+        "-vga",
+        "std",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-monitor",
+        "none",
+        "-nic",
+        "none",
+        "-no-reboot",
+    ]);
+    if let Some((code, vars)) = ovmf {
+        push(&[
+            "-drive",
+            &format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
+        ]);
+        let mut drive = OsString::from("if=pflash,format=raw,unit=1,file=");
+        drive.push(vars);
+        args.push("-drive".into());
+        args.push(drive);
+    }
+    let mut drive = OsString::from("if=none,id=boot,format=raw,readonly=on,file=");
+    drive.push(&request.iso);
+    if request.media == Media::Cdrom {
+        drive.push(",media=cdrom");
+    }
+    args.push("-drive".into());
+    args.push(drive);
+    let mut push = |words: &[&str]| args.extend(words.iter().map(OsString::from));
+    match request.media {
+        Media::Cdrom => push(&["-device", "ide-cd,drive=boot,bootindex=0"]),
+        Media::Usb => push(&[
+            "-device",
+            "qemu-xhci,id=xhci",
+            "-device",
+            "usb-storage,bus=xhci.0,drive=boot,removable=on,bootindex=0",
+        ]),
+    }
+    args
+}
+
+impl Machine {
+    pub fn start(request: &BootRequest) -> Result<Machine, BootError> {
+        let qemu: Located = tools::locate(&tools::QEMU_X86_64)?;
+        let kvm = kvm_works(&qemu);
+        let (vars, code) = match request.firmware {
+            Firmware::Bios => (None, None),
+            Firmware::Uefi => {
+                let (code, template) = ovmf()?;
+                (Some(private_vars(template)?), Some(code))
+            }
+        };
+        let ovmf = code.zip(vars.as_deref());
+        let mut child = qemu
+            .command(arguments(request, kvm, ovmf))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|source| BootError::Io {
+                path: qemu.path.clone(),
+                source,
+            })?;
+        let stdin = child.stdin.take().expect("piped");
+        let mut stdout = child.stdout.take().expect("piped");
+        let (sender, output) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 || sender.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Machine {
+            child,
+            stdin,
+            output,
+            accelerator: if kvm { "kvm" } else { "tcg" },
+            vars,
+        })
+    }
+
+    /// How QEMU ended, if it has.
+    pub fn exit_status(&mut self) -> Option<String> {
+        self.child
+            .try_wait()
+            .ok()
+            .flatten()
+            .map(|status| status.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(firmware: Firmware, media: Media) -> BootRequest {
+        BootRequest {
+            iso: "/out/a b.iso".into(),
+            firmware,
+            media,
+            timeout: std::time::Duration::from_secs(1),
+            expect: regex::Regex::new(super::super::LOGIN_PROMPT).unwrap(),
+            login: None,
+            run: None,
+            expect_output: None,
+            serial_log: None,
+            show_console: false,
+            memory_mib: 2048,
+        }
+    }
+
+    fn text(args: &[OsString]) -> String {
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    #[test]
+    fn a_read_only_medium_no_network_and_the_serial_port_on_stdio() {
+        let cd = arguments(&request(Firmware::Bios, Media::Cdrom), false, None);
+        let shown = text(&cd);
+        assert!(shown.contains("-accel tcg -cpu max"), "{shown}");
+        assert!(shown.contains("-nic none"), "{shown}");
+        assert!(shown.contains("-serial stdio"), "{shown}");
+        // The path is one argument, spaces and all.
+        assert!(cd
+            .iter()
+            .any(|a| a == "if=none,id=boot,format=raw,readonly=on,file=/out/a b.iso,media=cdrom"));
+        assert!(!shown.contains("pflash"), "{shown}");
+        let usb = text(&arguments(
+            &request(Firmware::Uefi, Media::Usb),
+            true,
+            Some(("/ovmf/CODE.fd", Path::new("/tmp/vars.fd"))),
+        ));
+        assert!(usb.contains("-accel kvm -cpu host"), "{usb}");
+        assert!(usb.contains("usb-storage,bus=xhci.0,drive=boot"), "{usb}");
+        assert!(usb.contains("unit=0,readonly=on,file=/ovmf/CODE.fd"), "{usb}");
+        assert!(usb.contains("unit=1,file=/tmp/vars.fd"), "{usb}");
+        assert!(!usb.contains("media=cdrom"), "{usb}");
+    }
+}

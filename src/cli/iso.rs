@@ -1,0 +1,97 @@
+//! `kbuild iso`: a cell's image as a bootable hybrid BIOS/UEFI ISO.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::image::{show_failed_check, CellArgs};
+use super::progress::CliReporter;
+use super::{cancel_on_signals, write_report};
+use crate::iso::{build_iso, IsoError, IsoReport, IsoRequest};
+
+/// Build (or reuse) a cell's image, exactly as `kbuild image` does, and
+/// write it as a hybrid ISO that boots as a CD and as a USB stick, on BIOS
+/// and UEFI: the live root as squashfs, the kernel and initrd, GRUB made
+/// with the image's own grub-mkimage, an EFI system partition, and
+/// `<iso>.sha256`. With SOURCE_DATE_EPOCH (else the image's creation time)
+/// every date and id in it is fixed: the same image gives the same bytes.
+/// Needs xorriso, mksquashfs and mtools (see `kbuild doctor`).
+#[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
+pub struct IsoArgs {
+    #[command(flatten)]
+    cell: CellArgs,
+    /// Make the ISO of this image instead of building the cell's: a store
+    /// name, a registry reference or oci:DIR[:TAG]. The cell flags still
+    /// choose the flavor's boot facts and the ISO's name.
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["output", "push", "base_image"])]
+    from: Option<String>,
+    /// The directory the ISO is written to [default: kbuild.yaml's output_dir].
+    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// The ISO's file name without .iso [default: the naming scheme's].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Merge the files of this directory into the ISO's root (e.g. a
+    /// cloud-config); they may not replace what kbuild writes.
+    #[arg(long = "overlay-iso", value_name = "DIR")]
+    overlay_iso: Option<PathBuf>,
+    /// Append to the flavor's live kernel command line.
+    #[arg(long, value_name = "EXTRA")]
+    cmdline: Option<String>,
+}
+
+pub fn run(args: IsoArgs) -> anyhow::Result<()> {
+    let cell = &args.cell;
+    let project = cell.project()?;
+    let output_dir = args
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| project.root.join(&project.config.output_dir));
+    let request = IsoRequest {
+        image: cell.request(&project)?,
+        from: args.from.clone(),
+        output_dir,
+        name: args.name.clone(),
+        overlay: args.overlay_iso.clone(),
+        extra_cmdline: args.cmdline.clone(),
+    };
+    let store = cell.store()?;
+    let reporter = CliReporter::new();
+    let cancel = cancel_on_signals()?;
+    let result = build_iso(&store, &project, &request, &reporter, &cancel);
+    if let Err(IsoError::Compose(err)) = &result {
+        show_failed_check(err);
+    }
+    let report = result?;
+    render(&report);
+    if let Some(path) = cell.report_path() {
+        write_report(path, &report)?;
+    }
+    println!("{}", report.iso.display());
+    println!("sha256 {}", report.sha256);
+    Ok(())
+}
+
+fn render(report: &IsoReport) {
+    if let Some(built) = &report.built {
+        super::image::render(built);
+    }
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    let parts = match report.parts_cached {
+        true => "cached",
+        false => "made",
+    };
+    let iso = match report.assembled {
+        true => "written",
+        false => "already up to date",
+    };
+    eprintln!(
+        "iso       {} ({:.1} MiB, parts {parts}, {iso}, {:.1}s)",
+        report.iso.display(),
+        report.size as f64 / (1 << 20) as f64,
+        report.seconds
+    );
+}

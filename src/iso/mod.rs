@@ -1,0 +1,475 @@
+//! `kbuild iso`: a cell's image (built through `kbuild image`'s library
+//! call, or taken `--from` a store, registry or OCI layout) as a hybrid
+//! BIOS/UEFI ISO that boots as a CD and as a USB stick.
+//!
+//! ```text
+//! tools located (xorriso, mksquashfs, mtools)       before any work
+//! image: compose::image::build_image | --from        checked
+//! parts (derived entry, cached by image digest):
+//!   GRUB core images  <- the image's grub-mkimage, in the sandbox
+//!   kernel, initrd, boot_hybrid.img <- the image's root
+//!   squashfs          <- mksquashfs of the image's root
+//!   ESP               <- mtools, holding the EFI GRUB
+//! ISO tree: grub.cfg (templates/), .disk/, --overlay-iso files
+//! one xorriso call -> <out>/.tmp-* -> sha256 -> <name>.iso + <name>.iso.sha256
+//! ```
+//!
+//! Invariants:
+//! * A missing or too old host tool fails the run before anything is
+//!   built or written.
+//! * The ISO appears under its final name only whole (written to a temp
+//!   name in the output directory, hashed, renamed); a failure or Ctrl-C
+//!   leaves no partial file there and nothing half-made in the store.
+//! * Every date and id in the ISO derives from the inputs: the epoch is
+//!   `SOURCE_DATE_EPOCH` or, unset, the image's creation time, so the same
+//!   image always gives the same bytes.
+//! * Nothing from the image runs on the host: the image's grub-mkimage runs
+//!   in the build sandbox; kernel, initrd and GRUB's MBR are read through
+//!   the image root's in-root path resolution.
+
+mod esp;
+mod grub;
+mod overlay;
+mod parts;
+mod squashfs;
+mod write;
+mod xorriso;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+pub use squashfs::DEFAULT_ZSTD_LEVEL;
+
+use crate::compose::image::{build_image, check_image, ImageReport, ImageRequest};
+use crate::compose::lock::Lock;
+use crate::compose::packages::Resolver;
+use crate::compose::ComposeError;
+use crate::digest::Digest;
+use crate::pipeline::Pipeline;
+use crate::platform::Platform;
+use crate::project::flavor::Grub;
+use crate::project::{Arch, Project, Selection};
+use crate::report::{phase, Reporter};
+use crate::rootfs::Root;
+use crate::sandbox::Cancel;
+use crate::store::Store;
+use crate::tools::{self, Located, ToolError};
+use write::Assembly;
+
+/// The ISO 9660 volume id. The Alpine flavor's live init finds its medium
+/// by it (`root=live:CDLABEL=KBUILD`).
+pub const VOLUME_ID: &str = "KBUILD";
+
+/// What `kbuild iso` was asked for.
+#[derive(Debug, Clone)]
+pub struct IsoRequest {
+    /// The cell, and how to build its image when there is no `from`.
+    pub image: ImageRequest,
+    /// An existing image instead of building one: a store name, a
+    /// registry reference or `oci:DIR[:TAG]`.
+    pub from: Option<String>,
+    pub output_dir: PathBuf,
+    /// The file name without `.iso` [default: the naming scheme's].
+    pub name: Option<String>,
+    /// Files merged into the ISO's root (e.g. a cloud-config).
+    pub overlay: Option<PathBuf>,
+    /// Appended to the flavor's live command line.
+    pub extra_cmdline: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct IsoReport {
+    pub iso: PathBuf,
+    pub sha256: String,
+    pub size: u64,
+    /// The image the ISO was made from, and its manifest digest.
+    pub image: String,
+    pub image_digest: String,
+    /// What building the image did (absent with `--from`).
+    pub built: Option<ImageReport>,
+    /// The squashfs, GRUB images and ESP came from the store's cache.
+    pub parts_cached: bool,
+    /// False when the ISO was already there, verified, for these inputs.
+    pub assembled: bool,
+    /// The time every date in the ISO is set to.
+    pub epoch: i64,
+    /// Host tools used, with their versions (the bytes depend on them).
+    pub tools: BTreeMap<&'static str, String>,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IsoError {
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error(transparent)]
+    Compose(#[from] ComposeError),
+    #[error(transparent)]
+    Project(#[from] crate::project::ProjectError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Digest(#[from] crate::digest::DigestError),
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    #[error(transparent)]
+    Platform(#[from] crate::platform::PlatformError),
+    #[error("--name \"{0}\" must be a plain file name (no `/`, not `.` or `..`)")]
+    BadName(String),
+    #[error("--overlay-iso {}: {reason}", path.display())]
+    Overlay { path: PathBuf, reason: String },
+    #[error("the image has no {what} at {path}")]
+    NotInImage {
+        what: String,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{} has {} MiB free; the ISO needs about {} MiB", dir.display(), available >> 20, needed >> 20)]
+    NoSpace {
+        dir: PathBuf,
+        needed: u64,
+        available: u64,
+    },
+    #[error("cannot render {}", template.display())]
+    Template {
+        template: PathBuf,
+        #[source]
+        source: Box<minijinja::Error>,
+    },
+    #[error("interrupted")]
+    Cancelled,
+}
+
+impl IsoError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IsoError + '_ {
+        move |source| IsoError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Whether the request or the project files are at fault (exit 2).
+    pub fn is_input(&self) -> bool {
+        match self {
+            IsoError::Compose(e) => e.is_input(),
+            IsoError::Project(_)
+            | IsoError::BadName(_)
+            | IsoError::Overlay { .. }
+            | IsoError::Template { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// What the user can do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            IsoError::Tool(e) => e.hint().map(str::to_string),
+            IsoError::Compose(e) => e.hint().map(str::to_string),
+            IsoError::NotInImage { .. } => Some(
+                "`kbuild check` the image: the flavor's boot paths (flavors/<f>.yaml, boot:) must exist in it"
+                    .into(),
+            ),
+            IsoError::NoSpace { .. } => {
+                Some("free space there, or write the ISO elsewhere with -o DIR".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The firmware an ISO boots on, by architecture.
+#[derive(Debug, Clone)]
+pub struct Firmware {
+    pub arch: Arch,
+    /// BIOS (El Torito + hybrid MBR): amd64 only.
+    pub bios: bool,
+    /// grub-mkimage's EFI format.
+    pub efi_format: &'static str,
+    /// The removable-media default name under `EFI/BOOT/`.
+    pub efi_loader: &'static str,
+}
+
+impl Firmware {
+    pub fn for_arch(arch: Arch) -> Firmware {
+        match arch {
+            Arch::Amd64 => Firmware {
+                arch,
+                bios: true,
+                efi_format: "x86_64-efi",
+                efi_loader: "BOOTX64.EFI",
+            },
+            Arch::Arm64 => Firmware {
+                arch,
+                bios: false,
+                efi_format: "arm64-efi",
+                efi_loader: "BOOTAA64.EFI",
+            },
+        }
+    }
+
+    /// The EFI module directory: the flavor names x86_64's; arm64's is its
+    /// sibling.
+    fn efi_modules(&self, grub: &Grub) -> String {
+        match self.arch {
+            Arch::Amd64 => grub.efi_modules.clone(),
+            Arch::Arm64 => grub.efi_modules.replace("x86_64-efi", "arm64-efi"),
+        }
+    }
+}
+
+/// The host tools `kbuild iso` runs.
+pub struct IsoTools {
+    mksquashfs: Located,
+    xorriso: Located,
+    mtools: esp::Mtools,
+}
+
+impl IsoTools {
+    /// Finds them all, or fails naming the first one missing.
+    pub fn locate() -> Result<IsoTools, ToolError> {
+        let [mksquashfs, xorriso, mformat, mmd, mcopy] = tools::ISO.map(tools::locate);
+        Ok(IsoTools {
+            mksquashfs: mksquashfs?,
+            xorriso: xorriso?,
+            mtools: esp::Mtools {
+                mformat: mformat?,
+                mmd: mmd?,
+                mcopy: mcopy?,
+            },
+        })
+    }
+
+    fn versions(&self) -> BTreeMap<&'static str, &str> {
+        [
+            &self.mksquashfs,
+            &self.xorriso,
+            &self.mtools.mformat,
+            &self.mtools.mmd,
+            &self.mtools.mcopy,
+        ]
+        .into_iter()
+        .map(|t| (t.tool.name, t.version.as_str()))
+        .collect()
+    }
+}
+
+/// Copies the file at `path` of the image root to `dest`.
+fn copy_out(root: &Root, path: &str, dest: &Path) -> Result<(), IsoError> {
+    let rel = crate::rootfs::clean(path);
+    let not_in_image = |source| IsoError::NotInImage {
+        what: Path::new(path)
+            .file_name()
+            .map_or_else(|| path.to_string(), |n| n.to_string_lossy().into_owned()),
+        path: path.to_string(),
+        source,
+    };
+    let fd = root
+        .open_at(&rel, rustix::fs::OFlags::RDONLY)
+        .map_err(not_in_image)?;
+    let mut source = std::fs::File::from(fd);
+    if !source.metadata().map_err(not_in_image)?.is_file() {
+        return Err(not_in_image(std::io::Error::other("not a regular file")));
+    }
+    let mut file = std::fs::File::create(dest).map_err(IsoError::io(dest))?;
+    std::io::copy(&mut source, &mut file).map_err(IsoError::io(dest))?;
+    Ok(())
+}
+
+/// Builds (or reuses) the image of `request` and writes its ISO.
+pub fn build_iso(
+    store: &Store,
+    project: &Project,
+    request: &IsoRequest,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<IsoReport, IsoError> {
+    let started = Instant::now();
+    let tools = IsoTools::locate()?;
+    let selection = project.select(&request.image.selection)?;
+    let name = match &request.name {
+        Some(name) if !crate::rootfs::is_plain_name(name) => {
+            return Err(IsoError::BadName(name.clone()))
+        }
+        Some(name) => name.clone(),
+        None => selection.id.iso_name(),
+    };
+    let flavor = &project.flavors[&selection.id.flavor];
+    let squashfs_path = iso_path(&flavor.boot.live.squashfs_path);
+    let overlay = request
+        .overlay
+        .as_deref()
+        .map(|dir| overlay::scan(dir, &squashfs_path))
+        .transpose()?;
+    std::fs::create_dir_all(&request.output_dir).map_err(IsoError::io(&request.output_dir))?;
+
+    let platform = Platform::parse(&format!("linux/{}", selection.id.arch))?;
+    let pipeline = Pipeline::new(store, reporter, cancel)?;
+    let mut warnings = Vec::new();
+    let (image_name, built) = match &request.from {
+        Some(from) => {
+            let name = existing_image(&pipeline, project, &selection, request, from, &platform)?;
+            if request.image.skip_check {
+                warnings.push(format!("--skip-check: {name} was not checked"));
+            }
+            (name, None)
+        }
+        None => {
+            let report = build_image(store, project, &request.image, reporter, cancel)?;
+            warnings.extend(report.warnings.iter().cloned());
+            (report.image.clone(), Some(report))
+        }
+    };
+    let (descriptor, manifest) = store.resolve(&image_name)?;
+    let image_digest = Digest::try_from(descriptor.digest())?;
+    let layers = store.manifest_layers(&manifest)?;
+    let epoch = epoch_of(store, &manifest)?;
+    let firmware = Firmware::for_arch(selection.id.arch);
+    let inputs = parts::Inputs {
+        image_name: &image_name,
+        image: &image_digest,
+        layers: &layers,
+        boot: &flavor.boot,
+        firmware: &firmware,
+        squashfs: &project.config.iso.squashfs,
+        epoch,
+        tools: &tools,
+    };
+    let key = inputs.key();
+    let marker = format!("/.disk/kbuild-{}", &key.hex()[..16]);
+    let parts = parts::ensure(
+        &inputs,
+        &key,
+        &parts::Maker {
+            pipeline: &pipeline,
+            options: &request.image.options,
+            platform: &platform,
+            cancel,
+            marker: &marker,
+        },
+    )?;
+    if cancel.is_cancelled() {
+        return Err(IsoError::Cancelled);
+    }
+
+    let cmdline = match &request.extra_cmdline {
+        Some(extra) => format!("{} {extra}", flavor.boot.live.cmdline),
+        None => flavor.boot.live.cmdline.clone(),
+    };
+    let menu = grub::menu(
+        &project.root,
+        &grub::MenuContext {
+            cmdline: &cmdline,
+            iso_label: VOLUME_ID,
+            marker: &marker,
+            title: &name,
+        },
+    )?;
+    let assembly = Assembly {
+        store,
+        parts: &parts,
+        key: &key,
+        firmware: &firmware,
+        squashfs_path: &squashfs_path,
+        menu: &menu,
+        info: &format!("kbuild {image_name} {image_digest}\n"),
+        marker: &marker,
+        overlay: overlay.as_ref(),
+        xorriso: &tools.xorriso,
+        epoch,
+    };
+    let iso = request.output_dir.join(format!("{name}.iso"));
+    let (sha256, assembled) = phase(
+        reporter,
+        "xorriso",
+        || assembly.write(&iso, cancel),
+        |(_, assembled)| match assembled {
+            true => format!("{}", iso.display()),
+            false => format!("{} is up to date", iso.display()),
+        },
+    )?;
+    let size = std::fs::metadata(&iso).map_err(IsoError::io(&iso))?.len();
+    Ok(IsoReport {
+        iso,
+        sha256,
+        size,
+        image: image_name,
+        image_digest: image_digest.to_string(),
+        built,
+        parts_cached: parts.cached,
+        assembled,
+        epoch,
+        tools: tools
+            .versions()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect(),
+        warnings,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// `--from`: the image resolved into the store (pulled or imported if
+/// need be) and checked against the cell, unless `--skip-check`.
+fn existing_image(
+    pipeline: &Pipeline,
+    project: &Project,
+    selection: &Selection,
+    request: &IsoRequest,
+    from: &str,
+    platform: &Platform,
+) -> Result<String, IsoError> {
+    // A one-off image is not a project input: nothing goes to kbuild.lock.
+    let mut lock = Lock::default();
+    let mut resolver = Resolver {
+        store: pipeline.store(),
+        registry: &request.image.options.registry,
+        platform: platform.clone(),
+        runtime: pipeline.runtime(),
+        reporter: pipeline.reporter(),
+        lock: &mut lock,
+        locked: false,
+    };
+    let (name, _) = resolver.image("iso --from", from)?;
+    if !request.image.skip_check {
+        let (_, manifest) = pipeline.store().resolve(&name)?;
+        let report = check_image(pipeline.store(), project, selection, &manifest)?;
+        if !report.passed {
+            return Err(ComposeError::CheckFailed {
+                image: name,
+                report: Box::new(report),
+            }
+            .into());
+        }
+    }
+    Ok(name)
+}
+
+/// `SOURCE_DATE_EPOCH`, else the image's creation time, else 0.
+fn epoch_of(store: &Store, manifest: &oci_spec::image::ImageManifest) -> Result<i64, IsoError> {
+    if let Some(epoch) = crate::store::image::source_date_epoch() {
+        return Ok(epoch);
+    }
+    let config: oci_spec::image::ImageConfiguration =
+        store.read_json(&Digest::try_from(manifest.config().digest())?)?;
+    Ok(config
+        .created()
+        .as_deref()
+        .and_then(crate::store::image::parse_rfc3339)
+        .unwrap_or(0))
+}
+
+/// A path of the flavor file as an absolute ISO path.
+fn iso_path(path: &str) -> String {
+    format!("/{}", crate::rootfs::clean(path).display())
+}

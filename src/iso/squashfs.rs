@@ -1,0 +1,88 @@
+//! The live root as squashfs: mksquashfs over the read-only view of the
+//! image, with the project's compressor and 1 MiB blocks.
+//!
+//! Invariants:
+//! * mksquashfs 4.5+ writes the same bytes for the same tree (its default);
+//!   `SOURCE_DATE_EPOCH` sets the filesystem time and clamps newer file
+//!   times, so the epoch kbuild derives makes the whole file reproducible.
+//! * It runs until done or until the cancel flag is set, then is killed:
+//!   Ctrl-C never leaves it running.
+
+use std::path::Path;
+use std::process::Command;
+
+use super::IsoError;
+use crate::project::config::{SquashfsCompression, SquashfsSettings};
+use crate::sandbox::Cancel;
+use crate::tools::Located;
+
+/// The zstd level used when kbuild.yaml names none: the knee of the
+/// size/time table in docs/BENCHMARKS.md.
+pub const DEFAULT_ZSTD_LEVEL: u32 = 3;
+
+/// Block size: 1 MiB, the largest squashfs allows, compresses best and
+/// reads fastest from optical media.
+const BLOCK_SIZE: &str = "1M";
+
+/// The arguments after the source and destination.
+pub(super) fn options(settings: &SquashfsSettings) -> Vec<String> {
+    let mut args: Vec<String> = ["-noappend", "-no-progress", "-quiet", "-b", BLOCK_SIZE]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (name, level) = match settings.compression {
+        SquashfsCompression::Zstd => ("zstd", Some(settings.level.unwrap_or(DEFAULT_ZSTD_LEVEL))),
+        SquashfsCompression::Gzip => ("gzip", settings.level),
+        SquashfsCompression::Xz => ("xz", None),
+        SquashfsCompression::Lz4 => ("lz4", None),
+    };
+    args.extend(["-comp".to_string(), name.to_string()]);
+    if let Some(level) = level {
+        args.extend(["-Xcompression-level".to_string(), level.to_string()]);
+    }
+    args
+}
+
+/// Packs `root` (a mounted view) into `dest`.
+pub(super) fn make(
+    tool: &Located,
+    root: &Path,
+    dest: &Path,
+    settings: &SquashfsSettings,
+    epoch: i64,
+    cancel: &Cancel,
+) -> Result<(), IsoError> {
+    let mut command: Command = tool.command([root.as_os_str(), dest.as_os_str()]);
+    command
+        .args(options(settings))
+        .env("SOURCE_DATE_EPOCH", epoch.to_string())
+        .env("TZ", "UTC");
+    tool.run_command(command, cancel)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zstd_with_1m_blocks_by_default_and_levels_only_where_they_exist() {
+        let args = options(&SquashfsSettings::default()).join(" ");
+        assert_eq!(
+            args,
+            "-noappend -no-progress -quiet -b 1M -comp zstd -Xcompression-level 3"
+        );
+        let xz = options(&SquashfsSettings {
+            compression: SquashfsCompression::Xz,
+            level: Some(9),
+        })
+        .join(" ");
+        assert!(xz.ends_with("-comp xz"), "{xz}");
+        let gzip = options(&SquashfsSettings {
+            compression: SquashfsCompression::Gzip,
+            level: Some(9),
+        })
+        .join(" ");
+        assert!(gzip.ends_with("-comp gzip -Xcompression-level 9"), "{gzip}");
+    }
+}

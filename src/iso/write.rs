@@ -1,0 +1,193 @@
+//! Assembling the ISO from its parts with one xorriso call, and only
+//! when the ISO under its final name is not already the one these inputs
+//! give.
+//!
+//! Invariants:
+//! * xorriso writes to a temp name in the output directory; the ISO is
+//!   hashed, synced and renamed into place, then `<iso>.sha256` is written
+//!   the same way. A failure removes the temp file.
+//! * "Up to date" means: the ISO there hashes to what this store recorded
+//!   for exactly these inputs (parts key, menu, overlay, tool version).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::overlay::Overlay;
+use super::parts::{self, Parts};
+use super::{xorriso, Firmware, IsoError};
+use crate::digest::Digest;
+use crate::sandbox::Cancel;
+use crate::store::{atomic, Store};
+use crate::tools::Located;
+
+/// Room for ISO 9660 structures, the catalog and padding.
+const OVERHEAD: u64 = 8 << 20;
+
+pub(super) struct Assembly<'a> {
+    pub store: &'a Store,
+    pub parts: &'a Parts,
+    pub key: &'a Digest,
+    pub firmware: &'a Firmware,
+    /// Absolute ISO path of the squashfs.
+    pub squashfs_path: &'a str,
+    /// `boot/grub/grub.cfg`.
+    pub menu: &'a str,
+    /// `.disk/info`.
+    pub info: &'a str,
+    /// The marker file's ISO path.
+    pub marker: &'a str,
+    pub overlay: Option<&'a Overlay>,
+    pub xorriso: &'a Located,
+    pub epoch: i64,
+}
+
+impl Assembly<'_> {
+    /// The digest of everything that decides the ISO's bytes.
+    fn inputs(&self) -> Digest {
+        let document = serde_json::json!({
+            "parts": self.key.to_string(),
+            "squashfs": self.squashfs_path,
+            "menu": self.menu,
+            "info": self.info,
+            "marker": self.marker,
+            "overlay": self.overlay.map(|o| o.digest.as_str()),
+            "xorriso": self.xorriso.version,
+            "epoch": self.epoch,
+        });
+        Digest::of(&crate::store::canonical_json(&document))
+    }
+
+    /// Writes `iso` (and `iso.sha256`) unless it is already right; returns
+    /// its sha256 hex and whether it was written.
+    pub fn write(&self, iso: &Path, cancel: &Cancel) -> Result<(String, bool), IsoError> {
+        let note = format!("iso {}", self.inputs().hex());
+        if let Some(sha256) = self.up_to_date(iso, &note)? {
+            return Ok((sha256, false));
+        }
+        let dir = iso.parent().unwrap_or(Path::new("."));
+        self.check_space(dir)?;
+        let tree = self.store.staging_dir()?;
+        let temp = atomic::temp_path_in(dir);
+        let result = self.assemble(&tree, &temp, iso, cancel);
+        let _ = crate::store::remove_tree(&tree);
+        if result.is_err() {
+            let _ = std::fs::remove_file(&temp);
+        }
+        let sha256 = result?;
+        self.store
+            .note_derived(self.key, BTreeMap::from([(note, sha256.clone())]))?;
+        Ok((sha256, true))
+    }
+
+    fn up_to_date(&self, iso: &Path, note: &str) -> Result<Option<String>, IsoError> {
+        let Some(recorded) = self.parts.entry.notes.get(note) else {
+            return Ok(None);
+        };
+        let sums = sums_path(iso);
+        let listed = std::fs::read_to_string(&sums).unwrap_or_default();
+        if !iso.is_file() || listed != sums_line(recorded, iso) {
+            return Ok(None);
+        }
+        let actual = crate::store::hash_file(iso).map_err(IsoError::io(iso))?;
+        Ok((actual.hex() == recorded).then(|| recorded.clone()))
+    }
+
+    fn check_space(&self, dir: &Path) -> Result<(), IsoError> {
+        let stat = rustix::fs::statvfs(dir).map_err(|e| IsoError::Io {
+            path: dir.to_path_buf(),
+            source: e.into(),
+        })?;
+        let available = stat.f_bavail.saturating_mul(stat.f_frsize);
+        let needed = self.parts.size().saturating_add(OVERHEAD);
+        if available < needed {
+            return Err(IsoError::NoSpace {
+                dir: dir.to_path_buf(),
+                needed,
+                available,
+            });
+        }
+        Ok(())
+    }
+
+    /// The small files kbuild writes into the ISO, under `tree`.
+    fn small_files(&self, tree: &Path) -> Result<(), IsoError> {
+        let files = [
+            ("boot/grub/grub.cfg", self.menu),
+            (".disk/info", self.info),
+            (self.marker.trim_start_matches('/'), self.info),
+        ];
+        for (rel, text) in files {
+            let path = tree.join(rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(IsoError::io(parent))?;
+            }
+            std::fs::write(&path, text).map_err(IsoError::io(&path))?;
+        }
+        Ok(())
+    }
+
+    fn layout(&self, tree: &Path) -> xorriso::Layout {
+        let part = |name: &str| self.parts.path(name);
+        let mut maps: Vec<(PathBuf, String)> = Vec::new();
+        if let Some(overlay) = self.overlay {
+            maps.push((overlay.dir.clone(), "/".into()));
+        }
+        maps.push((tree.to_path_buf(), "/".into()));
+        maps.push((part(parts::KERNEL), "/boot/kernel".into()));
+        maps.push((part(parts::INITRD), "/boot/initrd".into()));
+        maps.push((part(parts::SQUASHFS), self.squashfs_path.to_string()));
+        let bios = self.firmware.bios.then(|| {
+            maps.push((part(parts::ELTORITO), "/boot/grub/eltorito.img".into()));
+            (
+                "/boot/grub/eltorito.img".to_string(),
+                part(parts::HYBRID_MBR),
+            )
+        });
+        xorriso::Layout {
+            maps,
+            bios,
+            esp: part(parts::ESP),
+            epoch: self.epoch,
+            disk_guid: self.key.hex()[..32].to_string(),
+        }
+    }
+
+    fn assemble(
+        &self,
+        tree: &Path,
+        temp: &Path,
+        iso: &Path,
+        cancel: &Cancel,
+    ) -> Result<String, IsoError> {
+        self.small_files(tree)?;
+        let args = xorriso::arguments(&self.layout(tree), temp);
+        let mut command = self.xorriso.command(args);
+        command
+            .env("SOURCE_DATE_EPOCH", self.epoch.to_string())
+            .env("TZ", "UTC");
+        self.xorriso.run_command(command, cancel)?;
+        let file = std::fs::File::open(temp).map_err(IsoError::io(temp))?;
+        file.sync_all().map_err(IsoError::io(temp))?;
+        let sha256 = crate::store::hash_file(temp)
+            .map_err(IsoError::io(temp))?
+            .hex()
+            .to_string();
+        std::fs::rename(temp, iso).map_err(IsoError::io(iso))?;
+        let sums = sums_path(iso);
+        atomic::write(&sums, sums_line(&sha256, iso).as_bytes()).map_err(IsoError::io(&sums))?;
+        Ok(sha256)
+    }
+}
+
+fn sums_path(iso: &Path) -> PathBuf {
+    let mut name = iso.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
+
+/// A `sha256sum -c` line naming the ISO by its file name, so the pair can
+/// be checked wherever it is copied.
+fn sums_line(sha256: &str, iso: &Path) -> String {
+    let name = iso.file_name().unwrap_or_default().to_string_lossy();
+    format!("{sha256}  {name}\n")
+}
