@@ -24,6 +24,15 @@ packages=(
   # layer benchmark pipelines
   pigz
   zstd
+  # kbuild iso: the live squashfs, the ISO, the EFI system partition
+  squashfs-tools
+  xorriso
+  mtools
+  # kbuild boot and the boot tests: QEMU, OVMF (UEFI); busybox-static goes
+  # into the Alpine live-init test's initrd
+  qemu-system-x86
+  ovmf
+  busybox-static
 )
 
 missing=()

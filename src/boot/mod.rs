@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use qemu::{Firmware, Media};
+pub use qemu::{kvm_works, ovmf, Firmware, Media};
 
 use crate::sandbox::Cancel;
 use crate::tools::ToolError;

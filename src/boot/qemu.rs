@@ -72,7 +72,7 @@ impl Drop for Machine {
 /// a paused guest with the host's CPU starts. Under nested virtualisation
 /// `/dev/kvm` may open yet QEMU abort setting up the vCPU, so the device
 /// alone proves nothing.
-fn kvm_works(qemu: &Located) -> bool {
+pub fn kvm_works(qemu: &Located) -> bool {
     let device = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -105,7 +105,8 @@ fn kvm_works(qemu: &Located) -> bool {
     alive
 }
 
-fn ovmf() -> Result<(&'static str, &'static str), BootError> {
+/// The OVMF code and variable-store template this host has.
+pub fn ovmf() -> Result<(&'static str, &'static str), BootError> {
     OVMF.iter()
         .find(|(code, vars)| Path::new(code).is_file() && Path::new(vars).is_file())
         .copied()

@@ -75,8 +75,12 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
         CacheCommand::Prune => {
             let r = store.prune()?;
             println!(
-                "removed {} blobs, {} snapshots, {} temp files; freed {} bytes",
-                r.removed_blobs, r.removed_snapshots, r.removed_temp, r.freed_bytes
+                "removed {} blobs, {} snapshots, {} derived entries, {} temp files; freed {} bytes",
+                r.removed_blobs,
+                r.removed_snapshots,
+                r.removed_derived,
+                r.removed_temp,
+                r.freed_bytes
             );
         }
         CacheCommand::Fsck => {

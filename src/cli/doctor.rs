@@ -79,11 +79,9 @@ fn host_items() -> Vec<Item> {
     let overlay = filesystems
         .lines()
         .any(|l| l.trim_end().ends_with("overlay"));
-    let kvm = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-        .is_ok();
+    let kvm = crate::tools::locate(&crate::tools::QEMU_X86_64)
+        .is_ok_and(|qemu| crate::boot::kvm_works(&qemu));
+    let ovmf = crate::boot::ovmf();
     vec![
         Item {
             name: "root".into(),
@@ -110,10 +108,20 @@ fn host_items() -> Vec<Item> {
             purpose: "fast `kbuild boot` (optional: QEMU falls back to TCG)".into(),
             ok: true,
             detail: match kvm {
-                true => "/dev/kvm usable".into(),
-                false => "no usable /dev/kvm: boots use TCG (slower)".into(),
+                true => "/dev/kvm starts a guest".into(),
+                false => "no working KVM: boots use TCG (slower)".into(),
             },
             hint: None,
+        },
+        Item {
+            name: "ovmf".into(),
+            purpose: "UEFI firmware for `kbuild boot --firmware uefi`".into(),
+            ok: ovmf.is_ok(),
+            detail: match &ovmf {
+                Ok((code, vars)) => format!("{code}, {vars}"),
+                Err(e) => e.to_string(),
+            },
+            hint: ovmf.as_ref().err().and_then(|e| e.hint()),
         },
     ]
 }

@@ -382,7 +382,7 @@ pub fn build_iso(
         firmware: &firmware,
         squashfs_path: &squashfs_path,
         menu: &menu,
-        info: &format!("kbuild {image_name} {image_digest}\n"),
+        info: &format!("{name} {image_digest}\n"),
         marker: &marker,
         overlay: overlay.as_ref(),
         xorriso: &tools.xorriso,

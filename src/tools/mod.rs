@@ -421,6 +421,29 @@ mod tests {
     }
 
     #[test]
+    fn a_cancelled_run_kills_the_program_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mksquashfs");
+        std::fs::write(
+            &path,
+            "#!/bin/sh\ncase \"$1\" in -version) echo 'mksquashfs version 4.5.1'; exit 0;; esac\nexec sleep 30\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let tool = locate_in(&MKSQUASHFS, dir.path().as_os_str()).unwrap();
+        let cancel = std::sync::Arc::new(Cancel::default());
+        let setter = std::sync::Arc::clone(&cancel);
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            setter.cancel();
+        });
+        let started = std::time::Instant::now();
+        let err = tool.run_command(tool.command(["x"]), &cancel).unwrap_err();
+        assert!(matches!(err, ToolError::Cancelled { .. }), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+
+    #[test]
     fn missing_and_old_tools_say_how_to_install() {
         let dir = tempfile::tempdir().unwrap();
         let err = locate_in(&XORRISO, dir.path().as_os_str()).unwrap_err();

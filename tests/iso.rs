@@ -1,0 +1,648 @@
+//! `kbuild iso` and `kbuild boot` end to end (root, QEMU): the project's
+//! real `images/Dockerfile.debian` on an `mmdebstrap` base, composed as
+//! core and as standard with k3s, written as hybrid ISOs, and booted on a
+//! serial console as SeaBIOS CD, OVMF CD, SeaBIOS USB disk and OVMF USB
+//! disk. The ISOs are built once per run and shared by the boot tests.
+//!
+//! The composed packages are honest fixtures, not the real artifacts: the
+//! framework, provider-kairos and edgevpn stand-ins are small images
+//! imported into the store, and k3s is a script printing its pinned
+//! version, served over HTTP on 127.0.0.1 with its sha256 pinned in a copy
+//! of the project. What booted is checked by what those fixtures put in
+//! the image (`/etc/kairos-release`, `k3s --version`).
+//!
+//! The Alpine test exercises only the Alpine flavor's own live init (the
+//! script in `images/Dockerfile.alpine`): packed with Debian's
+//! busybox-static and the Debian kernel's modules, it boots the Debian
+//! squashfs with the Alpine flavor's command line. It proves the init
+//! finds the medium by label, mounts the squashfs with an overlay and
+//! hands over to the real init; it does not prove Alpine's kernel, its
+//! mkinitfs packing or OpenRC, which need Alpine's archive.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::builds::{assert_clean, stderr, store_with_base};
+use common::harness::Needs;
+use common::http::FileServer;
+use common::{kbuild, ok, sha256_hex};
+
+const EPOCH: &str = "1700000000";
+const K3S: &[u8] = b"#!/bin/sh\necho 'k3s version v1.31.4+k3s1 (kbuild test fixture)'\n";
+/// Seconds a boot may take: TCG on a loaded 2-core runner is slow.
+const BOOT_TIMEOUT: &str = "900";
+
+const TOOLS: &[&str] = &[
+    "mmdebstrap",
+    "mksquashfs",
+    "xorriso",
+    "mformat",
+    "mcopy",
+    "qemu-system-x86_64",
+    "findmnt",
+];
+
+/// What every test shares: one store, the fixture project, the core and
+/// standard ISOs.
+struct Fixture {
+    _work: tempfile::TempDir,
+    work: PathBuf,
+    store: PathBuf,
+    project: PathBuf,
+    core_image: String,
+    core_iso: PathBuf,
+    standard_iso: PathBuf,
+}
+
+/// Built by the first test that needs it; a failure is kept, so the
+/// other tests fail at once with it instead of building it again.
+static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
+
+fn fixture() -> &'static Fixture {
+    let built = FIXTURE.get_or_init(|| {
+        std::panic::catch_unwind(build_fixture).map_err(|panic| {
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        })
+    });
+    match built {
+        Ok(fixture) => fixture,
+        Err(message) => panic!("the shared ISO fixture could not be built: {message}"),
+    }
+}
+
+/// A package stand-in: `files` (path, content, mode) as one layer,
+/// imported under `name`.
+fn import_package(store: &Path, files: &[(&str, &[u8], u32)], name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = dir.path().join("rootfs.tar");
+    let mut builder = tar::Builder::new(fs::File::create(&tarball).unwrap());
+    for (path, content, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(*mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_700_000_000);
+        header.set_cksum();
+        builder.append_data(&mut header, path, *content).unwrap();
+    }
+    builder.into_inner().unwrap();
+    ok(&kbuild(
+        &[
+            "import",
+            tarball.to_str().unwrap(),
+            "-t",
+            name,
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    ));
+}
+
+/// A copy of the project whose packages are the stand-ins.
+fn fixture_project(work: &Path, http: &FileServer) -> PathBuf {
+    let dir = work.join("project");
+    fs::create_dir_all(&dir).unwrap();
+    common::copy_project(&dir);
+    let config = fs::read_to_string(dir.join("kbuild.yaml"))
+        .unwrap()
+        .replace("arches: [amd64, arm64]", "arches: [amd64]");
+    fs::write(dir.join("kbuild.yaml"), config).unwrap();
+    let packages = dir.join("packages");
+    let image = |name: &str, version: &str, from: &str, mode: &str| {
+        let text = format!(
+            "# Test fixture standing in for the pinned upstream artifact.\nname: {name}\nversion: {version}\nsources:\n  amd64: {{ image: \"kbuild.local/fixture/{name}:{version}\" }}\nfiles:\n  - {{ from: \"{from}\", to: \"{from}\"{mode} }}\n"
+        );
+        fs::write(packages.join(format!("{name}.yaml")), text).unwrap();
+    };
+    image("framework", "v2.14.8", "/", "");
+    image(
+        "provider-kairos",
+        "v2.7.5",
+        "/system/providers/agent-provider-kairos",
+        ", mode: \"0755\"",
+    );
+    image("edgevpn", "v0.28.4", "/usr/bin/edgevpn", ", mode: \"0755\"");
+    let text = format!(
+        "# Test fixture standing in for the pinned upstream release binary.\nname: k3s\nversion: v1.31.4+k3s1\nsources:\n  amd64: {{ url: \"{}\", sha256: \"{}\", format: raw }}\nfiles:\n  - {{ from: k3s, to: /usr/bin/k3s, mode: \"0755\" }}\n",
+        http.url("k3s"),
+        sha256_hex(K3S)
+    );
+    fs::write(packages.join("k3s.yaml"), text).unwrap();
+    dir
+}
+
+fn iso_args<'a>(fixture_project: &'a str, store: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "iso",
+        "--project",
+        fixture_project,
+        "--store",
+        store,
+        "-o",
+        out,
+        "--flavor",
+        "debian",
+    ]
+}
+
+fn build_fixture() -> Fixture {
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().to_path_buf();
+    let store = store_with_base(&path);
+    for (name, files) in [
+        (
+            "kbuild.local/fixture/framework:v2.14.8",
+            vec![
+                (
+                    "etc/kairos/framework-fixture",
+                    &b"test fixture for the Kairos framework\n"[..],
+                    0o644,
+                ),
+                (
+                    "usr/bin/kairos-agent",
+                    &b"#!/bin/sh\necho kairos-agent fixture\n"[..],
+                    0o755,
+                ),
+            ],
+        ),
+        (
+            "kbuild.local/fixture/provider-kairos:v2.7.5",
+            vec![(
+                "system/providers/agent-provider-kairos",
+                &b"#!/bin/sh\necho provider fixture\n"[..],
+                0o755,
+            )],
+        ),
+        (
+            "kbuild.local/fixture/edgevpn:v0.28.4",
+            vec![(
+                "usr/bin/edgevpn",
+                &b"#!/bin/sh\necho edgevpn fixture\n"[..],
+                0o755,
+            )],
+        ),
+    ] {
+        import_package(&store, &files, name);
+    }
+    let http = FileServer::start(BTreeMap::from([("k3s".to_string(), K3S.to_vec())]));
+    let project = fixture_project(&path, &http);
+    let out = path.join("out");
+    let report = path.join("core.json");
+    let (p, s, o) = (
+        project.to_str().unwrap(),
+        store.to_str().unwrap(),
+        out.to_str().unwrap(),
+    );
+    let mut args = iso_args(p, s, o);
+    args.extend([
+        "--variant",
+        "core",
+        "--base-image",
+        "debian:bookworm",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    let printed = ok(&kbuild(&args, &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    let report: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    let core_iso = PathBuf::from(report["iso"].as_str().unwrap());
+    assert!(
+        printed.contains(&format!("sha256 {}", report["sha256"].as_str().unwrap())),
+        "{printed}"
+    );
+    let mut args = iso_args(p, s, o);
+    args.extend([
+        "--variant",
+        "standard",
+        "--k8s",
+        "k3s",
+        "--base-image",
+        "debian:bookworm",
+    ]);
+    let printed = ok(&kbuild(&args, &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    let standard_iso = PathBuf::from(printed.lines().next().unwrap());
+    Fixture {
+        core_image: report["image"].as_str().unwrap().to_string(),
+        _work: work,
+        work: path,
+        store,
+        project,
+        core_iso,
+        standard_iso,
+    }
+}
+
+/// `kbuild boot` with `extra`; the console goes to `<work>/<label>.log`.
+fn boot(label: &str, iso: &Path, extra: &[&str]) -> Output {
+    let logs = fixture().work.join("serial-logs");
+    fs::create_dir_all(&logs).unwrap();
+    let log = logs.join(format!("{label}.log"));
+    let mut args = vec![
+        "boot",
+        iso.to_str().unwrap(),
+        "--quiet",
+        "--timeout",
+        BOOT_TIMEOUT,
+        "--serial-log",
+        log.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    kbuild(&args, &[])
+}
+
+fn assert_booted(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} did not reach its expectation: {}",
+        stderr(out)
+    );
+    assert!(stderr(out).contains("login:"), "{what}: {}", stderr(out));
+}
+
+fn core_iso_boots_from_a_seabios_cd_and_is_the_composed_core() {
+    let f = fixture();
+    let out = boot(
+        "seabios-cd",
+        &f.core_iso,
+        &[
+            "--firmware",
+            "bios",
+            "--media",
+            "cdrom",
+            "--login",
+            "root:kairos",
+            "--run",
+            "cat /etc/kairos-release",
+            "--expect-output",
+            "KAIROS_VARIANT=\"core\"",
+        ],
+    );
+    assert_booted(&out, "SeaBIOS CD");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    for key in ["KAIROS_FLAVOR=\"debian\"", "KAIROS_VERSION=\"v3.2.4\"", "KAIROS_ARTIFACT="] {
+        assert!(printed.contains(key), "{key} missing from:\n{printed}");
+    }
+}
+
+fn core_iso_boots_from_an_ovmf_cd() {
+    let out = boot("ovmf-cd", &fixture().core_iso, &["--firmware", "uefi", "--media", "cdrom"]);
+    assert_booted(&out, "OVMF CD");
+}
+
+fn core_iso_boots_from_a_seabios_usb_disk() {
+    let out = boot("seabios-usb", &fixture().core_iso, &["--firmware", "bios", "--media", "usb"]);
+    assert_booted(&out, "SeaBIOS USB disk");
+}
+
+fn core_iso_boots_from_an_ovmf_usb_disk() {
+    let out = boot("ovmf-usb", &fixture().core_iso, &["--firmware", "uefi", "--media", "usb"]);
+    assert_booted(&out, "OVMF USB disk");
+}
+
+fn standard_k3s_iso_boots_and_runs_its_k3s() {
+    let out = boot(
+        "standard-k3s",
+        &fixture().standard_iso,
+        &[
+            "--firmware",
+            "uefi",
+            "--login",
+            "root:kairos",
+            "--run",
+            "k3s --version",
+            "--expect-output",
+            r"k3s version v1\.31\.4\+k3s1",
+        ],
+    );
+    assert_booted(&out, "standard k3s ISO");
+}
+
+fn xorriso_report(iso: &Path) -> String {
+    let out = Command::new("xorriso")
+        .args(["-indev", iso.to_str().unwrap()])
+        .args(["-report_el_torito", "plain", "-report_system_area", "plain"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn iso_has_bios_and_uefi_boot_a_gpt_esp_a_checksum_and_is_cached() {
+    let f = fixture();
+    let report = xorriso_report(&f.core_iso);
+    assert!(report.contains("El Torito boot img :   1  BIOS"), "{report}");
+    assert!(report.contains("El Torito boot img :   2  UEFI"), "{report}");
+    assert!(report.contains("GPT partname local :   2  Appended2"), "{report}");
+    // The EFI System Partition type GUID C12A7328-F81F-11D2-BA4B-00A0C93EC93B,
+    // as xorriso prints its bytes.
+    assert!(report.contains("28732ac11ff8d211ba4b00a0c93ec93b"), "{report}");
+    let sums = Command::new("sha256sum")
+        .arg("-c")
+        .arg(f.core_iso.with_extension("iso.sha256"))
+        .current_dir(f.core_iso.parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(sums.status.success(), "{}", String::from_utf8_lossy(&sums.stdout));
+
+    // Unchanged inputs: nothing is made or written again.
+    let (p, s) = (f.project.to_str().unwrap(), f.store.to_str().unwrap());
+    let out_dir = f.core_iso.parent().unwrap().to_str().unwrap().to_string();
+    let report_path = f.work.join("again.json");
+    let mut args = iso_args(p, s, &out_dir);
+    args.extend(["--from", &f.core_image, "--report", report_path.to_str().unwrap()]);
+    ok(&kbuild(&args, &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    let again: serde_json::Value =
+        serde_json::from_slice(&fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(again["parts_cached"], true, "{again}");
+    assert_eq!(again["assembled"], false, "{again}");
+
+    // An overlay changes the ISO, not its parts.
+    let overlay = f.work.join("overlay");
+    fs::create_dir_all(&overlay).unwrap();
+    fs::write(overlay.join("cloud-config.yaml"), "#cloud-config\nhostname: kbuild\n").unwrap();
+    let other = f.work.join("overlaid");
+    let o = other.to_str().unwrap().to_string();
+    let mut args = iso_args(p, s, &o);
+    args.extend([
+        "--from",
+        &f.core_image,
+        "--overlay-iso",
+        overlay.to_str().unwrap(),
+        "--report",
+        report_path.to_str().unwrap(),
+    ]);
+    ok(&kbuild(&args, &[("SOURCE_DATE_EPOCH", EPOCH)]));
+    let overlaid: serde_json::Value =
+        serde_json::from_slice(&fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(overlaid["parts_cached"], true, "{overlaid}");
+    assert_eq!(overlaid["assembled"], true, "{overlaid}");
+    let iso = PathBuf::from(overlaid["iso"].as_str().unwrap());
+    let listing = Command::new("xorriso")
+        .args(["-indev", iso.to_str().unwrap(), "-find", "/", "-name", "cloud-config.yaml"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).contains("/cloud-config.yaml"));
+}
+
+fn the_same_image_and_epoch_give_the_same_iso_from_two_empty_stores() {
+    let f = fixture();
+    let layout = f.work.join("core-oci");
+    let dest = format!("oci:{}:core", layout.display());
+    ok(&kbuild(
+        &["export", &f.core_image, &dest, "--store", f.store.to_str().unwrap()],
+        &[],
+    ));
+    let mut sums = Vec::new();
+    for side in ["a", "b"] {
+        let store = f.work.join(format!("repro-store-{side}"));
+        let out = f.work.join(format!("repro-out-{side}"));
+        let (p, s, o) = (
+            f.project.to_str().unwrap(),
+            store.to_str().unwrap(),
+            out.to_str().unwrap(),
+        );
+        let mut args = iso_args(p, s, o);
+        args.extend(["--variant", "core", "--from", &dest]);
+        let printed = ok(&kbuild(&args, &[("SOURCE_DATE_EPOCH", EPOCH)]));
+        sums.push(printed.lines().nth(1).unwrap().to_string());
+    }
+    assert_eq!(sums[0], sums[1], "two empty stores gave two ISOs");
+    // And the ISO `kbuild iso` built the image for is that same ISO.
+    let built = fs::read_to_string(f.core_iso.with_extension("iso.sha256")).unwrap();
+    assert!(
+        built.starts_with(sums[0].trim_start_matches("sha256 ")),
+        "{built} vs {}",
+        sums[0]
+    );
+}
+
+/// Files in `dir` (none expected after a failure).
+fn entries(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn failures_are_clear_and_leave_nothing_half_written() {
+    let f = fixture();
+    let (p, s) = (f.project.to_str().unwrap(), f.store.to_str().unwrap());
+
+    // A missing host tool: refused before any work, with an install hint.
+    let out_dir = f.work.join("no-tools");
+    let o = out_dir.to_str().unwrap().to_string();
+    let mut args = iso_args(p, s, &o);
+    args.extend(["--from", &f.core_image]);
+    let out = kbuild(&args, &[("PATH", "/nonexistent")]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("mksquashfs is not installed"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("hint:"), "{}", stderr(&out));
+    assert!(!out_dir.exists(), "the output directory was created");
+
+    // An image that fails `kbuild check` (the bare base has no kernel).
+    let out_dir = f.work.join("unchecked");
+    let o = out_dir.to_str().unwrap().to_string();
+    let mut args = iso_args(p, s, &o);
+    args.extend(["--from", "debian:bookworm"]);
+    let out = kbuild(&args, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("failed kbuild check"), "{}", stderr(&out));
+    assert!(entries(&out_dir).is_empty(), "{:?}", entries(&out_dir));
+
+    // A full disk: a 16 MiB tmpfs as the output directory.
+    let small = f.work.join("small");
+    fs::create_dir_all(&small).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs", small.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let o = small.to_str().unwrap().to_string();
+    let mut args = iso_args(p, s, &o);
+    args.extend(["--from", &f.core_image]);
+    let out = kbuild(&args, &[("SOURCE_DATE_EPOCH", EPOCH)]);
+    let left = entries(&small);
+    let _ = Command::new("umount").arg(&small).status();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("MiB free; the ISO needs about"), "{}", stderr(&out));
+    assert!(left.is_empty(), "left in the full directory: {left:?}");
+    assert_clean(&f.store);
+
+    // Ctrl-C while mksquashfs runs (a fresh store, so the parts are made).
+    let layout = f.work.join("interrupt-oci");
+    let dest = format!("oci:{}:core", layout.display());
+    ok(&kbuild(&["export", &f.core_image, &dest, "--store", s], &[]));
+    let store = f.work.join("interrupt-store");
+    let out_dir = f.work.join("interrupted");
+    let (s2, o) = (store.to_str().unwrap(), out_dir.to_str().unwrap());
+    let mut args = iso_args(p, s2, o);
+    args.extend(["--from", &dest]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kbuild"))
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let pattern = format!("mksquashfs .*{}", store.display());
+    loop {
+        let found = Command::new("pgrep").args(["-f", &pattern]).output().unwrap();
+        if found.status.success() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "mksquashfs never started"
+        );
+        assert!(child.try_wait().unwrap().is_none(), "kbuild ended before mksquashfs ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
+    let still = Command::new("pgrep").args(["-f", &pattern]).output().unwrap();
+    assert!(!still.status.success(), "mksquashfs still runs");
+    assert!(entries(&out_dir).is_empty(), "{:?}", entries(&out_dir));
+    assert_clean(&store);
+}
+
+/// The body of the heredoc that writes `target` in the Alpine spec.
+fn alpine_heredoc(target: &str) -> String {
+    let spec = fs::read_to_string(common::root().join("images/Dockerfile.alpine")).unwrap();
+    let (head, rest) = spec
+        .split_once(&format!("cat > {target} <<'"))
+        .unwrap_or_else(|| panic!("{target} is not written by images/Dockerfile.alpine"));
+    let _ = head;
+    let (delimiter, rest) = rest.split_once("'\n").unwrap();
+    let (body, _) = rest.split_once(&format!("\n{delimiter}\n")).unwrap();
+    format!("{body}\n")
+}
+
+fn alpine_live_init_boots_the_debian_squashfs() {
+    let f = fixture();
+    let context = f.work.join("alpine-init");
+    fs::create_dir_all(&context).unwrap();
+    fs::write(context.join("live-init"), alpine_heredoc("/usr/share/kbuild/live-init")).unwrap();
+    fs::write(
+        context.join("kbuild-live.modules"),
+        alpine_heredoc("/etc/mkinitfs/features.d/kbuild-live.modules"),
+    )
+    .unwrap();
+    fs::copy("/bin/busybox", context.join("busybox")).unwrap();
+    // The initrd: the Alpine init as /init, busybox-static, and the
+    // modules the Alpine feature file names with their dependencies (what
+    // mkinitfs packs), from the Debian kernel.
+    let spec = format!(
+        r#"FROM {image}
+COPY live-init kbuild-live.modules busybox /kbuild-alpine/
+RUN <<'EOF'
+set -eu
+kver="$(ls /usr/lib/modules | sort -V | tail -n 1)"
+w=/tmp/alpine-initrd
+mkdir -p "$w/bin" "$w/lib/modules/$kver"
+cp /kbuild-alpine/busybox "$w/bin/busybox"
+cp /kbuild-alpine/live-init "$w/init"
+chmod 0755 "$w/bin/busybox" "$w/init"
+cd "/usr/lib/modules/$kver"
+while read -r pattern; do
+    for path in $pattern; do
+        [ -e "$path" ] && cp -a --parents "$path" "$w/lib/modules/$kver/"
+    done
+done < /kbuild-alpine/kbuild-live.modules
+# Their dependencies too, as mkinitfs adds them (modules.dep is transitive).
+find "$w/lib/modules/$kver" -name '*.ko*' | sed "s|^$w/lib/modules/$kver/||" > /tmp/listed
+while read -r module; do
+    grep "^$module:" modules.dep | cut -d: -f2 | tr ' ' '\n'
+done < /tmp/listed | sort -u | while read -r dependency; do
+    [ -n "$dependency" ] && cp -a --parents "$dependency" "$w/lib/modules/$kver/"
+done
+rm -f /tmp/listed
+cp -a modules.order modules.builtin modules.builtin.modinfo "$w/lib/modules/$kver/"
+depmod -b "$w" "$kver"
+cd "$w"
+find . | sort | cpio --quiet -o -H newc > /boot/initrd-alpine-live
+ln -sfn initrd-alpine-live /boot/initrd
+rm -rf "$w" /kbuild-alpine
+EOF
+"#,
+        image = f.core_image
+    );
+    fs::write(context.join("Dockerfile"), spec).unwrap();
+    let s = f.store.to_str().unwrap();
+    ok(&kbuild(
+        &["build", "--store", s, "-t", "kbuild.test/alpine-init-on-debian:1", context.to_str().unwrap()],
+        &[],
+    ));
+    let out_dir = f.work.join("alpine-out");
+    let (p, o) = (f.project.to_str().unwrap(), out_dir.to_str().unwrap());
+    let args = vec![
+        "iso",
+        "--project",
+        p,
+        "--store",
+        s,
+        "-o",
+        o,
+        "--flavor",
+        "alpine",
+        "--arch",
+        "amd64",
+        "--from",
+        "kbuild.test/alpine-init-on-debian:1",
+        "--skip-check",
+        "--name",
+        "alpine-init-on-debian",
+    ];
+    let printed = ok(&kbuild(&args, &[]));
+    let iso = PathBuf::from(printed.lines().next().unwrap());
+    let out = boot(
+        "alpine-init",
+        &iso,
+        &[
+            "--login",
+            "root:kairos",
+            "--run",
+            "cat /proc/cmdline; findmnt -n -o FSTYPE /",
+            "--expect-output",
+            r"(?s)root=live:CDLABEL=KBUILD kbuild\.live\.squashfs=/live/filesystem\.squashfs.*overlay",
+        ],
+    );
+    assert_booted(&out, "the Alpine live init");
+}
+
+tests!(
+    core_iso_boots_from_a_seabios_cd_and_is_the_composed_core: Needs::root_and(TOOLS),
+    core_iso_boots_from_an_ovmf_cd: Needs::root_and(TOOLS),
+    core_iso_boots_from_a_seabios_usb_disk: Needs::root_and(TOOLS),
+    core_iso_boots_from_an_ovmf_usb_disk: Needs::root_and(TOOLS),
+    standard_k3s_iso_boots_and_runs_its_k3s: Needs::root_and(TOOLS),
+    iso_has_bios_and_uefi_boot_a_gpt_esp_a_checksum_and_is_cached: Needs::root_and(TOOLS),
+    the_same_image_and_epoch_give_the_same_iso_from_two_empty_stores: Needs::root_and(TOOLS),
+    failures_are_clear_and_leave_nothing_half_written: Needs::root_and(TOOLS),
+    alpine_live_init_boots_the_debian_squashfs: Needs::root_and(&[
+        "mmdebstrap",
+        "mksquashfs",
+        "xorriso",
+        "mformat",
+        "mcopy",
+        "qemu-system-x86_64",
+        "findmnt",
+        "busybox",
+    ]),
+);
