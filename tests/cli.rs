@@ -452,7 +452,8 @@ fn doctor_lists_every_prerequisite_with_hints_for_the_missing() {
     );
     for missing in [
         "mksquashfs",
-        "mkfs.fat",
+        "mformat",
+        "mmd",
         "mcopy",
         "qemu-system-x86_64",
         "runc",
@@ -461,4 +462,47 @@ fn doctor_lists_every_prerequisite_with_hints_for_the_missing() {
         assert_eq!(item["ok"], false, "{item}");
         assert!(item["hint"].as_str().unwrap().contains("install"), "{item}");
     }
+    // Without QEMU on PATH, KVM cannot be proven: boots would use TCG.
+    assert!(
+        by_name("kvm")["detail"].as_str().unwrap().contains("TCG"),
+        "{items}"
+    );
+    assert!(by_name("ovmf")["purpose"]
+        .as_str()
+        .unwrap()
+        .contains("uefi"));
+}
+
+#[test]
+fn boot_refuses_a_bad_regex_a_bad_login_and_a_missing_iso() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kbuild"))
+        .args(["boot", "x.iso", "--expect", "("])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--expect is not a regular expression"),
+        "{}",
+        stderr(&out)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kbuild"))
+        .args(["boot", "x.iso", "--login", "root"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--login takes USER:PASS"),
+        "{}",
+        stderr(&out)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kbuild"))
+        .args(["boot", "/nonexistent/x.iso"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is not an ISO file"),
+        "{}",
+        stderr(&out)
+    );
 }

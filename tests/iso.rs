@@ -290,23 +290,39 @@ fn core_iso_boots_from_a_seabios_cd_and_is_the_composed_core() {
     );
     assert_booted(&out, "SeaBIOS CD");
     let printed = String::from_utf8_lossy(&out.stdout);
-    for key in ["KAIROS_FLAVOR=\"debian\"", "KAIROS_VERSION=\"v3.2.4\"", "KAIROS_ARTIFACT="] {
+    for key in [
+        "KAIROS_FLAVOR=\"debian\"",
+        "KAIROS_VERSION=\"v3.2.4\"",
+        "KAIROS_ARTIFACT=",
+    ] {
         assert!(printed.contains(key), "{key} missing from:\n{printed}");
     }
 }
 
 fn core_iso_boots_from_an_ovmf_cd() {
-    let out = boot("ovmf-cd", &fixture().core_iso, &["--firmware", "uefi", "--media", "cdrom"]);
+    let out = boot(
+        "ovmf-cd",
+        &fixture().core_iso,
+        &["--firmware", "uefi", "--media", "cdrom"],
+    );
     assert_booted(&out, "OVMF CD");
 }
 
 fn core_iso_boots_from_a_seabios_usb_disk() {
-    let out = boot("seabios-usb", &fixture().core_iso, &["--firmware", "bios", "--media", "usb"]);
+    let out = boot(
+        "seabios-usb",
+        &fixture().core_iso,
+        &["--firmware", "bios", "--media", "usb"],
+    );
     assert_booted(&out, "SeaBIOS USB disk");
 }
 
 fn core_iso_boots_from_an_ovmf_usb_disk() {
-    let out = boot("ovmf-usb", &fixture().core_iso, &["--firmware", "uefi", "--media", "usb"]);
+    let out = boot(
+        "ovmf-usb",
+        &fixture().core_iso,
+        &["--firmware", "uefi", "--media", "usb"],
+    );
     assert_booted(&out, "OVMF USB disk");
 }
 
@@ -334,33 +350,58 @@ fn xorriso_report(iso: &Path) -> String {
         .args(["-report_el_torito", "plain", "-report_system_area", "plain"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn iso_has_bios_and_uefi_boot_a_gpt_esp_a_checksum_and_is_cached() {
     let f = fixture();
     let report = xorriso_report(&f.core_iso);
-    assert!(report.contains("El Torito boot img :   1  BIOS"), "{report}");
-    assert!(report.contains("El Torito boot img :   2  UEFI"), "{report}");
-    assert!(report.contains("GPT partname local :   2  Appended2"), "{report}");
+    assert!(
+        report.contains("El Torito boot img :   1  BIOS"),
+        "{report}"
+    );
+    assert!(
+        report.contains("El Torito boot img :   2  UEFI"),
+        "{report}"
+    );
+    assert!(
+        report.contains("GPT partname local :   2  Appended2"),
+        "{report}"
+    );
     // The EFI System Partition type GUID C12A7328-F81F-11D2-BA4B-00A0C93EC93B,
     // as xorriso prints its bytes.
-    assert!(report.contains("28732ac11ff8d211ba4b00a0c93ec93b"), "{report}");
+    assert!(
+        report.contains("28732ac11ff8d211ba4b00a0c93ec93b"),
+        "{report}"
+    );
     let sums = Command::new("sha256sum")
         .arg("-c")
         .arg(f.core_iso.with_extension("iso.sha256"))
         .current_dir(f.core_iso.parent().unwrap())
         .output()
         .unwrap();
-    assert!(sums.status.success(), "{}", String::from_utf8_lossy(&sums.stdout));
+    assert!(
+        sums.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sums.stdout)
+    );
 
     // Unchanged inputs: nothing is made or written again.
     let (p, s) = (f.project.to_str().unwrap(), f.store.to_str().unwrap());
     let out_dir = f.core_iso.parent().unwrap().to_str().unwrap().to_string();
     let report_path = f.work.join("again.json");
     let mut args = iso_args(p, s, &out_dir);
-    args.extend(["--from", &f.core_image, "--report", report_path.to_str().unwrap()]);
+    args.extend([
+        "--from",
+        &f.core_image,
+        "--report",
+        report_path.to_str().unwrap(),
+    ]);
     ok(&kbuild(&args, &[("SOURCE_DATE_EPOCH", EPOCH)]));
     let again: serde_json::Value =
         serde_json::from_slice(&fs::read(&report_path).unwrap()).unwrap();
@@ -370,7 +411,11 @@ fn iso_has_bios_and_uefi_boot_a_gpt_esp_a_checksum_and_is_cached() {
     // An overlay changes the ISO, not its parts.
     let overlay = f.work.join("overlay");
     fs::create_dir_all(&overlay).unwrap();
-    fs::write(overlay.join("cloud-config.yaml"), "#cloud-config\nhostname: kbuild\n").unwrap();
+    fs::write(
+        overlay.join("cloud-config.yaml"),
+        "#cloud-config\nhostname: kbuild\n",
+    )
+    .unwrap();
     let other = f.work.join("overlaid");
     let o = other.to_str().unwrap().to_string();
     let mut args = iso_args(p, s, &o);
@@ -389,7 +434,14 @@ fn iso_has_bios_and_uefi_boot_a_gpt_esp_a_checksum_and_is_cached() {
     assert_eq!(overlaid["assembled"], true, "{overlaid}");
     let iso = PathBuf::from(overlaid["iso"].as_str().unwrap());
     let listing = Command::new("xorriso")
-        .args(["-indev", iso.to_str().unwrap(), "-find", "/", "-name", "cloud-config.yaml"])
+        .args([
+            "-indev",
+            iso.to_str().unwrap(),
+            "-find",
+            "/",
+            "-name",
+            "cloud-config.yaml",
+        ])
         .output()
         .unwrap();
     assert!(String::from_utf8_lossy(&listing.stdout).contains("/cloud-config.yaml"));
@@ -400,7 +452,13 @@ fn the_same_image_and_epoch_give_the_same_iso_from_two_empty_stores() {
     let layout = f.work.join("core-oci");
     let dest = format!("oci:{}:core", layout.display());
     ok(&kbuild(
-        &["export", &f.core_image, &dest, "--store", f.store.to_str().unwrap()],
+        &[
+            "export",
+            &f.core_image,
+            &dest,
+            "--store",
+            f.store.to_str().unwrap(),
+        ],
         &[],
     ));
     let mut sums = Vec::new();
@@ -449,7 +507,11 @@ fn failures_are_clear_and_leave_nothing_half_written() {
     args.extend(["--from", &f.core_image]);
     let out = kbuild(&args, &[("PATH", "/nonexistent")]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("mksquashfs is not installed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("mksquashfs is not installed"),
+        "{}",
+        stderr(&out)
+    );
     assert!(stderr(&out).contains("hint:"), "{}", stderr(&out));
     assert!(!out_dir.exists(), "the output directory was created");
 
@@ -460,14 +522,25 @@ fn failures_are_clear_and_leave_nothing_half_written() {
     args.extend(["--from", "debian:bookworm"]);
     let out = kbuild(&args, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("failed kbuild check"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("failed kbuild check"),
+        "{}",
+        stderr(&out)
+    );
     assert!(entries(&out_dir).is_empty(), "{:?}", entries(&out_dir));
 
     // A full disk: a 16 MiB tmpfs as the output directory.
     let small = f.work.join("small");
     fs::create_dir_all(&small).unwrap();
     let mounted = Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs", small.to_str().unwrap()])
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=16m",
+            "tmpfs",
+            small.to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(mounted.success());
@@ -478,14 +551,21 @@ fn failures_are_clear_and_leave_nothing_half_written() {
     let left = entries(&small);
     let _ = Command::new("umount").arg(&small).status();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("MiB free; the ISO needs about"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("MiB free; the ISO needs about"),
+        "{}",
+        stderr(&out)
+    );
     assert!(left.is_empty(), "left in the full directory: {left:?}");
     assert_clean(&f.store);
 
     // Ctrl-C while mksquashfs runs (a fresh store, so the parts are made).
     let layout = f.work.join("interrupt-oci");
     let dest = format!("oci:{}:core", layout.display());
-    ok(&kbuild(&["export", &f.core_image, &dest, "--store", s], &[]));
+    ok(&kbuild(
+        &["export", &f.core_image, &dest, "--store", s],
+        &[],
+    ));
     let store = f.work.join("interrupt-store");
     let out_dir = f.work.join("interrupted");
     let (s2, o) = (store.to_str().unwrap(), out_dir.to_str().unwrap());
@@ -500,7 +580,10 @@ fn failures_are_clear_and_leave_nothing_half_written() {
     let started = Instant::now();
     let pattern = format!("mksquashfs .*{}", store.display());
     loop {
-        let found = Command::new("pgrep").args(["-f", &pattern]).output().unwrap();
+        let found = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
         if found.status.success() {
             break;
         }
@@ -508,15 +591,25 @@ fn failures_are_clear_and_leave_nothing_half_written() {
             started.elapsed() < Duration::from_secs(300),
             "mksquashfs never started"
         );
-        assert!(child.try_wait().unwrap().is_none(), "kbuild ended before mksquashfs ran");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "kbuild ended before mksquashfs ran"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap()
+        .success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("interrupted"), "{}", stderr(&out));
-    let still = Command::new("pgrep").args(["-f", &pattern]).output().unwrap();
+    let still = Command::new("pgrep")
+        .args(["-f", &pattern])
+        .output()
+        .unwrap();
     assert!(!still.status.success(), "mksquashfs still runs");
     assert!(entries(&out_dir).is_empty(), "{:?}", entries(&out_dir));
     assert_clean(&store);
@@ -538,7 +631,11 @@ fn alpine_live_init_boots_the_debian_squashfs() {
     let f = fixture();
     let context = f.work.join("alpine-init");
     fs::create_dir_all(&context).unwrap();
-    fs::write(context.join("live-init"), alpine_heredoc("/usr/share/kbuild/live-init")).unwrap();
+    fs::write(
+        context.join("live-init"),
+        alpine_heredoc("/usr/share/kbuild/live-init"),
+    )
+    .unwrap();
     fs::write(
         context.join("kbuild-live.modules"),
         alpine_heredoc("/etc/mkinitfs/features.d/kbuild-live.modules"),
@@ -586,7 +683,14 @@ EOF
     fs::write(context.join("Dockerfile"), spec).unwrap();
     let s = f.store.to_str().unwrap();
     ok(&kbuild(
-        &["build", "--store", s, "-t", "kbuild.test/alpine-init-on-debian:1", context.to_str().unwrap()],
+        &[
+            "build",
+            "--store",
+            s,
+            "-t",
+            "kbuild.test/alpine-init-on-debian:1",
+            context.to_str().unwrap(),
+        ],
         &[],
     ));
     let out_dir = f.work.join("alpine-out");

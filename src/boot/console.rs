@@ -117,7 +117,10 @@ impl<'a> Console<'a> {
             }
             if !self.receive(deadline)? {
                 // Give the reader a moment to hand over the last bytes.
-                let status = self.machine.exit_status().unwrap_or_else(|| "closed".into());
+                let status = self
+                    .machine
+                    .exit_status()
+                    .unwrap_or_else(|| "closed".into());
                 return Err(BootError::Exited {
                     status,
                     waiting: waiting.to_string(),
@@ -149,7 +152,12 @@ impl<'a> Console<'a> {
 
     /// Logs in at the login prompt that was just seen. A prompt redrawn by
     /// late boot messages is retried, twice.
-    pub fn log_in(&mut self, user: &str, password: &str, deadline: Instant) -> Result<(), BootError> {
+    pub fn log_in(
+        &mut self,
+        user: &str,
+        password: &str,
+        deadline: Instant,
+    ) -> Result<(), BootError> {
         let password_prompt = Regex::new("Password: ?").expect("valid");
         let login_prompt = Regex::new(LOGIN_PROMPT).expect("valid");
         let mut attempts = 0;

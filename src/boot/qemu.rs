@@ -36,7 +36,10 @@ const OVMF: &[(&str, &str)] = &[
         "/usr/share/OVMF/OVMF_CODE_4M.fd",
         "/usr/share/OVMF/OVMF_VARS_4M.fd",
     ),
-    ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
+    (
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_VARS.fd",
+    ),
     (
         "/usr/share/edk2/ovmf/OVMF_CODE.fd",
         "/usr/share/edk2/ovmf/OVMF_VARS.fd",
@@ -82,8 +85,22 @@ pub fn kvm_works(qemu: &Located) -> bool {
     }
     let probe = qemu
         .command([
-            "-machine", "q35", "-accel", "kvm", "-cpu", "host", "-m", "64", "-nodefaults",
-            "-display", "none", "-monitor", "none", "-serial", "none", "-S",
+            "-machine",
+            "q35",
+            "-accel",
+            "kvm",
+            "-cpu",
+            "host",
+            "-m",
+            "64",
+            "-nodefaults",
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-serial",
+            "none",
+            "-S",
         ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -134,7 +151,14 @@ pub(super) fn arguments(
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |words: &[&str]| args.extend(words.iter().map(OsString::from));
-    push(&["-machine", "q35", "-m", &request.memory_mib.to_string(), "-smp", "2"]);
+    push(&[
+        "-machine",
+        "q35",
+        "-m",
+        &request.memory_mib.to_string(),
+        "-smp",
+        "2",
+    ]);
     match kvm {
         true => push(&["-accel", "kvm", "-cpu", "host"]),
         false => push(&["-accel", "tcg", "-cpu", "max"]),
@@ -281,7 +305,10 @@ mod tests {
         ));
         assert!(usb.contains("-accel kvm -cpu host"), "{usb}");
         assert!(usb.contains("usb-storage,bus=xhci.0,drive=boot"), "{usb}");
-        assert!(usb.contains("unit=0,readonly=on,file=/ovmf/CODE.fd"), "{usb}");
+        assert!(
+            usb.contains("unit=0,readonly=on,file=/ovmf/CODE.fd"),
+            "{usb}"
+        );
         assert!(usb.contains("unit=1,file=/tmp/vars.fd"), "{usb}");
         assert!(!usb.contains("media=cdrom"), "{usb}");
     }

@@ -83,7 +83,12 @@ pub(super) fn make(
     )?;
     run(
         &tools.mmd,
-        &["-i".as_ref(), image, "::/EFI".as_ref(), "::/EFI/BOOT".as_ref()],
+        &[
+            "-i".as_ref(),
+            image,
+            "::/EFI".as_ref(),
+            "::/EFI/BOOT".as_ref(),
+        ],
     )?;
     let target = format!("::/EFI/BOOT/{}", firmware.efi_loader);
     run(

@@ -211,7 +211,10 @@ mod tests {
         );
         let parsed = dockerfile::parse("Dockerfile", &text).unwrap();
         let shown = format!("{parsed:?}");
-        assert!(text.contains("FROM kbuild.local/p/debian:12-core\n"), "{text}");
+        assert!(
+            text.contains("FROM kbuild.local/p/debian:12-core\n"),
+            "{text}"
+        );
         assert!(
             text.contains("RUN [\"grub-mkimage\",\"--directory\",\"/usr/lib/grub/i386-pc\",\"--format\",\"i386-pc-eltorito\""),
             "{text}"
@@ -246,9 +249,15 @@ mod tests {
             },
         )
         .unwrap();
-        assert!(text.contains("linux /boot/kernel boot=live components quiet"), "{text}");
+        assert!(
+            text.contains("linux /boot/kernel boot=live components quiet"),
+            "{text}"
+        );
         assert!(text.contains("console=tty0 console=ttyS0,115200"), "{text}");
-        assert!(text.contains("search --no-floppy --set=root --file /.disk/kbuild-x"), "{text}");
+        assert!(
+            text.contains("search --no-floppy --set=root --file /.disk/kbuild-x"),
+            "{text}"
+        );
         assert!(text.matches("menuentry").count() >= 2, "{text}");
     }
 }

@@ -118,7 +118,7 @@ pub enum IsoError {
     Pipeline(#[from] crate::pipeline::PipelineError),
     #[error(transparent)]
     Platform(#[from] crate::platform::PlatformError),
-    #[error("--name \"{0}\" must be a plain file name (no `/`, not `.` or `..`)")]
+    #[error("--name \"{0}\" must be a plain file name (no `/`, not starting with `.`)")]
     BadName(String),
     #[error("--overlay-iso {}: {reason}", path.display())]
     Overlay { path: PathBuf, reason: String },
@@ -298,10 +298,7 @@ pub fn build_iso(
     let tools = IsoTools::locate()?;
     let selection = project.select(&request.image.selection)?;
     let name = match &request.name {
-        Some(name) if !crate::rootfs::is_plain_name(name) => {
-            return Err(IsoError::BadName(name.clone()))
-        }
-        Some(name) => name.clone(),
+        Some(name) => iso_name(name)?,
         None => selection.id.iso_name(),
     };
     let flavor = &project.flavors[&selection.id.flavor];
@@ -311,25 +308,11 @@ pub fn build_iso(
         .as_deref()
         .map(|dir| overlay::scan(dir, &squashfs_path))
         .transpose()?;
-    std::fs::create_dir_all(&request.output_dir).map_err(IsoError::io(&request.output_dir))?;
-
     let platform = Platform::parse(&format!("linux/{}", selection.id.arch))?;
     let pipeline = Pipeline::new(store, reporter, cancel)?;
-    let mut warnings = Vec::new();
-    let (image_name, built) = match &request.from {
-        Some(from) => {
-            let name = existing_image(&pipeline, project, &selection, request, from, &platform)?;
-            if request.image.skip_check {
-                warnings.push(format!("--skip-check: {name} was not checked"));
-            }
-            (name, None)
-        }
-        None => {
-            let report = build_image(store, project, &request.image, reporter, cancel)?;
-            warnings.extend(report.warnings.iter().cloned());
-            (report.image.clone(), Some(report))
-        }
-    };
+    let (image_name, built, warnings) = image_for(
+        &pipeline, project, &selection, request, &platform, reporter, cancel,
+    )?;
     let (descriptor, manifest) = store.resolve(&image_name)?;
     let image_digest = Digest::try_from(descriptor.digest())?;
     let layers = store.manifest_layers(&manifest)?;
@@ -419,6 +402,34 @@ pub fn build_iso(
     })
 }
 
+/// The image to pack: built as `kbuild image` builds it, or `--from`.
+/// Returns its store name, the build's report and warnings.
+fn image_for(
+    pipeline: &Pipeline,
+    project: &Project,
+    selection: &Selection,
+    request: &IsoRequest,
+    platform: &Platform,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<(String, Option<ImageReport>, Vec<String>), IsoError> {
+    match &request.from {
+        Some(from) => {
+            let name = existing_image(pipeline, project, selection, request, from, platform)?;
+            let warnings = match request.image.skip_check {
+                true => vec![format!("--skip-check: {name} was not checked")],
+                false => Vec::new(),
+            };
+            Ok((name, None, warnings))
+        }
+        None => {
+            let report = build_image(pipeline.store(), project, &request.image, reporter, cancel)?;
+            let warnings = report.warnings.clone();
+            Ok((report.image.clone(), Some(report), warnings))
+        }
+    }
+}
+
 /// `--from`: the image resolved into the store (pulled or imported if
 /// need be) and checked against the cell, unless `--skip-check`.
 fn existing_image(
@@ -469,7 +480,48 @@ fn epoch_of(store: &Store, manifest: &oci_spec::image::ImageManifest) -> Result<
         .unwrap_or(0))
 }
 
+/// `--name`: a plain file name; `x.iso` means x.iso, not x.iso.iso.
+fn iso_name(name: &str) -> Result<String, IsoError> {
+    let stem = name.strip_suffix(".iso").unwrap_or(name);
+    match crate::rootfs::is_plain_name(stem) && !stem.starts_with('.') {
+        true => Ok(stem.to_string()),
+        false => Err(IsoError::BadName(name.to_string())),
+    }
+}
+
 /// A path of the flavor file as an absolute ISO path.
 fn iso_path(path: &str) -> String {
     format!("/{}", crate::rootfs::clean(path).display())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_plain_files_and_iso_is_not_doubled() {
+        assert_eq!(iso_name("my-live").unwrap(), "my-live");
+        assert_eq!(iso_name("my-live.iso").unwrap(), "my-live");
+        for bad in ["../x", "a/b", ".iso", ".hidden", "..", ""] {
+            let err = iso_name(bad).unwrap_err();
+            assert!(err.is_input(), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn arm64_boots_uefi_only_from_its_own_modules() {
+        let grub = Grub {
+            bios_modules: "/usr/lib/grub/i386-pc".into(),
+            efi_modules: "/usr/lib/grub/x86_64-efi".into(),
+            mkimage: "grub-mkimage".into(),
+        };
+        let arm = Firmware::for_arch(Arch::Arm64);
+        assert!(!arm.bios);
+        assert_eq!(arm.efi_modules(&grub), "/usr/lib/grub/arm64-efi");
+        assert_eq!(arm.efi_loader, "BOOTAA64.EFI");
+        assert_eq!(
+            Firmware::for_arch(Arch::Amd64).efi_modules(&grub),
+            "/usr/lib/grub/x86_64-efi"
+        );
+    }
 }

@@ -50,7 +50,11 @@ pub fn scan(dir: &Path, squashfs: &str) -> Result<Overlay, IsoError> {
     walk(dir, "", &reserved, &mut hasher).map_err(fail)?;
     Ok(Overlay {
         dir: dir.to_path_buf(),
-        digest: hasher.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        digest: hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect(),
     })
 }
 
@@ -153,12 +157,16 @@ mod tests {
         let first = scan(dir.path(), "/live/filesystem.squashfs").unwrap();
         assert_eq!(
             first.digest,
-            scan(dir.path(), "/live/filesystem.squashfs").unwrap().digest
+            scan(dir.path(), "/live/filesystem.squashfs")
+                .unwrap()
+                .digest
         );
         std::fs::write(dir.path().join("cloud-config.yaml"), b"#cloud-config\nx\n").unwrap();
         assert_ne!(
             first.digest,
-            scan(dir.path(), "/live/filesystem.squashfs").unwrap().digest
+            scan(dir.path(), "/live/filesystem.squashfs")
+                .unwrap()
+                .digest
         );
         assert!(scan(&dir.path().join("missing"), "/l").is_err());
     }

@@ -141,16 +141,20 @@ fn make(
 ) -> Result<BTreeMap<String, FileRecord>, IsoError> {
     let reporter = maker.pipeline.reporter();
     let firmware = inputs.firmware;
-    let spec = grub::spec_text(
-        inputs.image_name,
-        &inputs.boot.grub,
-        firmware,
-        maker.marker,
-    );
+    let spec = grub::spec_text(inputs.image_name, &inputs.boot.grub, firmware, maker.marker);
     let efi_loader = phase(
         reporter,
         "grub",
-        || grub::core_images(maker.pipeline, maker.options, maker.platform, &spec, firmware, dir),
+        || {
+            grub::core_images(
+                maker.pipeline,
+                maker.options,
+                maker.platform,
+                &spec,
+                firmware,
+                dir,
+            )
+        },
         |_| "core images made by the image's grub-mkimage".to_string(),
     )?;
     let squashfs = dir.join(SQUASHFS);

@@ -65,6 +65,7 @@ impl Assembly<'_> {
             return Ok((sha256, false));
         }
         let dir = iso.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir).map_err(IsoError::io(dir))?;
         self.check_space(dir)?;
         let tree = self.store.staging_dir()?;
         let temp = atomic::temp_path_in(dir);

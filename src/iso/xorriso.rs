@@ -112,8 +112,16 @@ mod tests {
 
     fn layout(bios: bool) -> Layout {
         Layout {
-            maps: vec![("/s/filesystem.squashfs".into(), "/live/filesystem.squashfs".into())],
-            bios: bios.then(|| ("/boot/grub/eltorito.img".to_string(), "/s/boot hybrid.img".into())),
+            maps: vec![(
+                "/s/filesystem.squashfs".into(),
+                "/live/filesystem.squashfs".into(),
+            )],
+            bios: bios.then(|| {
+                (
+                    "/boot/grub/eltorito.img".to_string(),
+                    "/s/boot hybrid.img".into(),
+                )
+            }),
             esp: "/s/efi.img".into(),
             epoch: 1_700_000_000,
             disk_guid: "0123456789abcdef0123456789abcdef".into(),
@@ -121,25 +129,46 @@ mod tests {
     }
 
     fn text(args: &[OsString]) -> String {
-        args.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ")
+        args.iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 
     #[test]
     fn dates_and_ids_come_from_the_inputs() {
         let args = text(&arguments(&layout(true), "/o/x.iso".as_ref()));
-        assert!(args.contains("-volume_date uuid 2023111422132000"), "{args}");
-        assert!(args.contains("-volume_date all_file_dates =1700000000 -iso_nowtime =1700000000"), "{args}");
-        assert!(args.contains("gpt_disk_guid=0123456789abcdef0123456789abcdef"), "{args}");
+        assert!(
+            args.contains("-volume_date uuid 2023111422132000"),
+            "{args}"
+        );
+        assert!(
+            args.contains("-volume_date all_file_dates =1700000000 -iso_nowtime =1700000000"),
+            "{args}"
+        );
+        assert!(
+            args.contains("gpt_disk_guid=0123456789abcdef0123456789abcdef"),
+            "{args}"
+        );
     }
 
     #[test]
     fn bios_and_uefi_entries_with_a_gpt_esp() {
         let args = arguments(&layout(true), "/o/x.iso".as_ref());
         let shown = text(&args);
-        assert!(shown.contains("-boot_image grub bin_path=/boot/grub/eltorito.img"), "{shown}");
+        assert!(
+            shown.contains("-boot_image grub bin_path=/boot/grub/eltorito.img"),
+            "{shown}"
+        );
         // A path with a space stays one argument.
-        assert!(args.iter().any(|a| a == "grub2_mbr=/s/boot hybrid.img"), "{shown}");
-        assert!(shown.contains("-boot_image any next -append_partition 2 0xef /s/efi.img"), "{shown}");
+        assert!(
+            args.iter().any(|a| a == "grub2_mbr=/s/boot hybrid.img"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("-boot_image any next -append_partition 2 0xef /s/efi.img"),
+            "{shown}"
+        );
         assert!(shown.contains("appended_part_as=gpt"), "{shown}");
         assert!(shown.contains("mbr_force_bootable=on"), "{shown}");
         let uefi_only = text(&arguments(&layout(false), "/o/x.iso".as_ref()));

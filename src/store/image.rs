@@ -133,11 +133,18 @@ pub fn rfc3339(secs: i64) -> String {
 pub fn parse_rfc3339(text: &str) -> Option<i64> {
     let number = |range: std::ops::Range<usize>| -> Option<i64> {
         let part = text.get(range)?;
-        part.bytes().all(|b| b.is_ascii_digit()).then(|| part.parse().ok())?
+        part.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| part.parse().ok())?
     };
     let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
     let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || !(1..=31).contains(&day)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     // Howard Hinnant's days-from-civil, the inverse of `rfc3339`.
@@ -289,7 +296,12 @@ mod tests {
             parse_rfc3339("2023-11-14T23:13:20.123456+01:00"),
             Some(1_700_000_000)
         );
-        for bad in ["", "2023-13-01T00:00:00Z", "2023-11-14 22:13", "2023-11-14T22:13:20Q"] {
+        for bad in [
+            "",
+            "2023-13-01T00:00:00Z",
+            "2023-11-14 22:13",
+            "2023-11-14T22:13:20Q",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
     }
