@@ -18,7 +18,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Output;
 
-use common::builds::{assert_clean, stderr, store_with_base};
+use common::builds::{assert_clean, import_files, stderr, store_with_base};
 use common::harness::Needs;
 use common::http::FileServer;
 use common::registry::Registry;
@@ -30,33 +30,8 @@ const K0S: &[u8] = b"#!/bin/sh\necho 'v1.31.5+k0s.0 (kbuild test fixture)'\n";
 /// A fixture package image: `files` (path, content, mode) as one layer,
 /// imported and pushed to `target`.
 fn push_fixture(store: &Path, files: &[(&str, &[u8], u32)], target: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = dir.path().join("rootfs.tar");
-    let mut builder = tar::Builder::new(fs::File::create(&tarball).unwrap());
-    for (path, content, mode) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(*mode);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(1_700_000_000);
-        header.set_cksum();
-        builder.append_data(&mut header, path, *content).unwrap();
-    }
-    builder.finish().unwrap();
-    drop(builder);
+    import_files(store, files, "fixture:pkg");
     let s = store.to_str().unwrap();
-    ok(&kbuild(
-        &[
-            "import",
-            tarball.to_str().unwrap(),
-            "-t",
-            "fixture:pkg",
-            "--store",
-            s,
-        ],
-        &[],
-    ));
     ok(&kbuild(&["push", "fixture:pkg", target, "--store", s], &[]));
 }
 

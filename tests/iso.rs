@@ -28,7 +28,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::builds::{assert_clean, stderr, store_with_base};
+use common::builds::{assert_clean, import_files, stderr, store_with_base};
 use common::harness::Needs;
 use common::http::FileServer;
 use common::{kbuild, ok, sha256_hex};
@@ -78,36 +78,6 @@ fn fixture() -> &'static Fixture {
         Ok(fixture) => fixture,
         Err(message) => panic!("the shared ISO fixture could not be built: {message}"),
     }
-}
-
-/// A package stand-in: `files` (path, content, mode) as one layer,
-/// imported under `name`.
-fn import_package(store: &Path, files: &[(&str, &[u8], u32)], name: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = dir.path().join("rootfs.tar");
-    let mut builder = tar::Builder::new(fs::File::create(&tarball).unwrap());
-    for (path, content, mode) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(*mode);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_mtime(1_700_000_000);
-        header.set_cksum();
-        builder.append_data(&mut header, path, *content).unwrap();
-    }
-    builder.into_inner().unwrap();
-    ok(&kbuild(
-        &[
-            "import",
-            tarball.to_str().unwrap(),
-            "-t",
-            name,
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-    ));
 }
 
 /// A copy of the project whose packages are the stand-ins.
@@ -194,7 +164,7 @@ fn build_fixture() -> Fixture {
             )],
         ),
     ] {
-        import_package(&store, &files, name);
+        import_files(&store, &files, name);
     }
     let http = FileServer::start(BTreeMap::from([("k3s".to_string(), K3S.to_vec())]));
     let project = fixture_project(&path, &http);

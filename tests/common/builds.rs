@@ -83,3 +83,33 @@ pub fn assert_absent_from_blobs(store: &Path, needle: &str) {
         );
     }
 }
+
+/// A package stand-in: `files` (path, content, mode), owned by root, as a
+/// one-layer image imported into `store` under `name`.
+pub fn import_files(store: &Path, files: &[(&str, &[u8], u32)], name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = dir.path().join("rootfs.tar");
+    let mut builder = tar::Builder::new(fs::File::create(&tarball).unwrap());
+    for (path, content, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(content.len() as u64);
+        header.set_mode(*mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(1_700_000_000);
+        header.set_cksum();
+        builder.append_data(&mut header, path, *content).unwrap();
+    }
+    builder.into_inner().unwrap();
+    ok(&kbuild(
+        &[
+            "import",
+            tarball.to_str().unwrap(),
+            "-t",
+            name,
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    ));
+}
