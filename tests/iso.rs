@@ -48,6 +48,18 @@ const TOOLS: &[&str] = &[
     "findmnt",
 ];
 
+/// The Alpine test also packs the host's busybox-static.
+const ALPINE_TOOLS: &[&str] = &[
+    "mmdebstrap",
+    "mksquashfs",
+    "xorriso",
+    "mformat",
+    "mcopy",
+    "qemu-system-x86_64",
+    "findmnt",
+    "busybox",
+];
+
 /// What every test shares: one store, the fixture project, the core and
 /// standard ISOs.
 struct Fixture {
@@ -700,23 +712,58 @@ EOF
     assert_booted(&out, "the Alpine live init");
 }
 
-tests!(
-    core_iso_boots_from_a_seabios_cd_and_is_the_composed_core: Needs::root_and(TOOLS),
-    core_iso_boots_from_an_ovmf_cd: Needs::root_and(TOOLS),
-    core_iso_boots_from_a_seabios_usb_disk: Needs::root_and(TOOLS),
-    core_iso_boots_from_an_ovmf_usb_disk: Needs::root_and(TOOLS),
-    standard_k3s_iso_boots_and_runs_its_k3s: Needs::root_and(TOOLS),
-    iso_has_bios_and_uefi_boot_a_gpt_esp_a_checksum_and_is_cached: Needs::root_and(TOOLS),
-    the_same_image_and_epoch_give_the_same_iso_from_two_empty_stores: Needs::root_and(TOOLS),
-    failures_are_clear_and_leave_nothing_half_written: Needs::root_and(TOOLS),
-    alpine_live_init_boots_the_debian_squashfs: Needs::root_and(&[
-        "mmdebstrap",
-        "mksquashfs",
-        "xorriso",
-        "mformat",
-        "mcopy",
-        "qemu-system-x86_64",
-        "findmnt",
-        "busybox",
-    ]),
-);
+/// The suite, then the shared fixture's files (a static is never dropped,
+/// so its temporary directory is removed here).
+fn main() -> std::process::ExitCode {
+    let code = common::harness::main(vec![
+        (
+            "core_iso_boots_from_a_seabios_cd_and_is_the_composed_core",
+            Needs::root_and(TOOLS),
+            core_iso_boots_from_a_seabios_cd_and_is_the_composed_core as fn(),
+        ),
+        (
+            "core_iso_boots_from_an_ovmf_cd",
+            Needs::root_and(TOOLS),
+            core_iso_boots_from_an_ovmf_cd as fn(),
+        ),
+        (
+            "core_iso_boots_from_a_seabios_usb_disk",
+            Needs::root_and(TOOLS),
+            core_iso_boots_from_a_seabios_usb_disk as fn(),
+        ),
+        (
+            "core_iso_boots_from_an_ovmf_usb_disk",
+            Needs::root_and(TOOLS),
+            core_iso_boots_from_an_ovmf_usb_disk as fn(),
+        ),
+        (
+            "standard_k3s_iso_boots_and_runs_its_k3s",
+            Needs::root_and(TOOLS),
+            standard_k3s_iso_boots_and_runs_its_k3s as fn(),
+        ),
+        (
+            "iso_has_bios_and_uefi_boot_a_gpt_esp_a_checksum_and_is_cached",
+            Needs::root_and(TOOLS),
+            iso_has_bios_and_uefi_boot_a_gpt_esp_a_checksum_and_is_cached as fn(),
+        ),
+        (
+            "the_same_image_and_epoch_give_the_same_iso_from_two_empty_stores",
+            Needs::root_and(TOOLS),
+            the_same_image_and_epoch_give_the_same_iso_from_two_empty_stores as fn(),
+        ),
+        (
+            "failures_are_clear_and_leave_nothing_half_written",
+            Needs::root_and(TOOLS),
+            failures_are_clear_and_leave_nothing_half_written as fn(),
+        ),
+        (
+            "alpine_live_init_boots_the_debian_squashfs",
+            Needs::root_and(ALPINE_TOOLS),
+            alpine_live_init_boots_the_debian_squashfs as fn(),
+        ),
+    ]);
+    if let Some(Ok(fixture)) = FIXTURE.get() {
+        let _ = fs::remove_dir_all(&fixture.work);
+    }
+    code
+}

@@ -120,6 +120,8 @@ pub enum IsoError {
     Platform(#[from] crate::platform::PlatformError),
     #[error("--name \"{0}\" must be a plain file name (no `/`, not starting with `.`)")]
     BadName(String),
+    #[error("the kernel command line \"{}\" holds {found:?}, which would end GRUB's `linux` line", cmdline.escape_debug())]
+    BadCmdline { cmdline: String, found: char },
     #[error("--overlay-iso {}: {reason}", path.display())]
     Overlay { path: PathBuf, reason: String },
     #[error("the image has no {what} at {path}")]
@@ -165,6 +167,7 @@ impl IsoError {
             IsoError::Compose(e) => e.is_input(),
             IsoError::Project(_)
             | IsoError::BadName(_)
+            | IsoError::BadCmdline { .. }
             | IsoError::Overlay { .. }
             | IsoError::Template { .. } => true,
             _ => false,
@@ -308,6 +311,11 @@ pub fn build_iso(
         .as_deref()
         .map(|dir| overlay::scan(dir, &squashfs_path))
         .transpose()?;
+    let cmdline = match &request.extra_cmdline {
+        Some(extra) => format!("{} {extra}", flavor.boot.live.cmdline),
+        None => flavor.boot.live.cmdline.clone(),
+    };
+    check_cmdline(&cmdline)?;
     let platform = Platform::parse(&format!("linux/{}", selection.id.arch))?;
     let pipeline = Pipeline::new(store, reporter, cancel)?;
     let (image_name, built, warnings) = image_for(
@@ -345,10 +353,6 @@ pub fn build_iso(
         return Err(IsoError::Cancelled);
     }
 
-    let cmdline = match &request.extra_cmdline {
-        Some(extra) => format!("{} {extra}", flavor.boot.live.cmdline),
-        None => flavor.boot.live.cmdline.clone(),
-    };
     let menu = grub::menu(
         &project.root,
         &grub::MenuContext {
@@ -480,6 +484,22 @@ fn epoch_of(store: &Store, manifest: &oci_spec::image::ImageManifest) -> Result<
         .unwrap_or(0))
 }
 
+/// The command line goes into a `linux` line of grub.cfg: a newline, a
+/// control character or a GRUB metacharacter would end that line and
+/// start GRUB commands.
+fn check_cmdline(cmdline: &str) -> Result<(), IsoError> {
+    match cmdline
+        .chars()
+        .find(|c| c.is_control() || matches!(c, ';' | '{' | '}' | '&' | '|' | '`'))
+    {
+        Some(c) => Err(IsoError::BadCmdline {
+            cmdline: cmdline.to_string(),
+            found: c,
+        }),
+        None => Ok(()),
+    }
+}
+
 /// `--name`: a plain file name; `x.iso` means x.iso, not x.iso.iso.
 fn iso_name(name: &str) -> Result<String, IsoError> {
     let stem = name.strip_suffix(".iso").unwrap_or(name);
@@ -504,6 +524,15 @@ mod tests {
         assert_eq!(iso_name("my-live.iso").unwrap(), "my-live");
         for bad in ["../x", "a/b", ".iso", ".hidden", "..", ""] {
             let err = iso_name(bad).unwrap_err();
+            assert!(err.is_input(), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_command_line_cannot_start_grub_commands() {
+        assert!(check_cmdline("boot=live components quiet console=ttyS0,115200").is_ok());
+        for bad in ["a\nmenuentry x {", "a; reboot", "a } b", "x\u{7}"] {
+            let err = check_cmdline(bad).unwrap_err();
             assert!(err.is_input(), "{bad}: {err}");
         }
     }
