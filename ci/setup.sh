@@ -33,6 +33,8 @@ packages=(
   qemu-system-x86
   ovmf
   busybox-static
+  # release tests: the SPDX project's validator (pyspdxtools) in a venv
+  python3-venv
 )
 
 missing=()
@@ -45,6 +47,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -q
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# pyspdxtools (PyPI spdx-tools) validates the release's SBOMs; Debian 12
+# ships no package of it, and its pip refuses system-wide installs.
+if ! command -v pyspdxtools >/dev/null; then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" python3 -m venv /opt/kbuild-spdx-tools
+  "${sudo_cmd[@]}" /opt/kbuild-spdx-tools/bin/pip install --quiet spdx-tools
+  "${sudo_cmd[@]}" ln -sf /opt/kbuild-spdx-tools/bin/pyspdxtools /usr/local/bin/pyspdxtools
 fi
 
 command -v cargo >/dev/null || {

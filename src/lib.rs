@@ -20,6 +20,7 @@ pub mod platform;
 pub mod project;
 pub mod reference;
 pub mod registry;
+pub mod release;
 pub mod report;
 pub mod rootfs;
 pub mod sandbox;

@@ -21,20 +21,17 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::builds::{assert_clean, import_files, stderr, store_with_base};
+use common::builds::{assert_clean, stderr, store_with_base};
 use common::harness::Needs;
-use common::http::FileServer;
-use common::{kbuild, ok, sha256_hex};
+use common::{kbuild, ok, standins};
 
 const EPOCH: &str = "1700000000";
-const K3S: &[u8] = b"#!/bin/sh\necho 'k3s version v1.31.4+k3s1 (kbuild test fixture)'\n";
 /// Seconds a boot may take: TCG on a loaded 2-core runner is slow.
 const BOOT_TIMEOUT: &str = "900";
 
@@ -92,39 +89,6 @@ fn fixture() -> &'static Fixture {
     }
 }
 
-/// A copy of the project whose packages are the stand-ins.
-fn fixture_project(work: &Path, http: &FileServer) -> PathBuf {
-    let dir = work.join("project");
-    fs::create_dir_all(&dir).unwrap();
-    common::copy_project(&dir);
-    let config = fs::read_to_string(dir.join("kbuild.yaml"))
-        .unwrap()
-        .replace("arches: [amd64, arm64]", "arches: [amd64]");
-    fs::write(dir.join("kbuild.yaml"), config).unwrap();
-    let packages = dir.join("packages");
-    let image = |name: &str, version: &str, from: &str, mode: &str| {
-        let text = format!(
-            "# Test fixture standing in for the pinned upstream artifact.\nname: {name}\nversion: {version}\nsources:\n  amd64: {{ image: \"kbuild.local/fixture/{name}:{version}\" }}\nfiles:\n  - {{ from: \"{from}\", to: \"{from}\"{mode} }}\n"
-        );
-        fs::write(packages.join(format!("{name}.yaml")), text).unwrap();
-    };
-    image("framework", "v2.14.8", "/", "");
-    image(
-        "provider-kairos",
-        "v2.7.5",
-        "/system/providers/agent-provider-kairos",
-        ", mode: \"0755\"",
-    );
-    image("edgevpn", "v0.28.4", "/usr/bin/edgevpn", ", mode: \"0755\"");
-    let text = format!(
-        "# Test fixture standing in for the pinned upstream release binary.\nname: k3s\nversion: v1.31.4+k3s1\nsources:\n  amd64: {{ url: \"{}\", sha256: \"{}\", format: raw }}\nfiles:\n  - {{ from: k3s, to: /usr/bin/k3s, mode: \"0755\" }}\n",
-        http.url("k3s"),
-        sha256_hex(K3S)
-    );
-    fs::write(packages.join("k3s.yaml"), text).unwrap();
-    dir
-}
-
 fn iso_args<'a>(fixture_project: &'a str, store: &'a str, out: &'a str) -> Vec<&'a str> {
     vec![
         "iso",
@@ -143,43 +107,9 @@ fn build_fixture() -> Fixture {
     let work = tempfile::tempdir().unwrap();
     let path = work.path().to_path_buf();
     let store = store_with_base(&path);
-    for (name, files) in [
-        (
-            "kbuild.local/fixture/framework:v2.14.8",
-            vec![
-                (
-                    "etc/kairos/framework-fixture",
-                    &b"test fixture for the Kairos framework\n"[..],
-                    0o644,
-                ),
-                (
-                    "usr/bin/kairos-agent",
-                    &b"#!/bin/sh\necho kairos-agent fixture\n"[..],
-                    0o755,
-                ),
-            ],
-        ),
-        (
-            "kbuild.local/fixture/provider-kairos:v2.7.5",
-            vec![(
-                "system/providers/agent-provider-kairos",
-                &b"#!/bin/sh\necho provider fixture\n"[..],
-                0o755,
-            )],
-        ),
-        (
-            "kbuild.local/fixture/edgevpn:v0.28.4",
-            vec![(
-                "usr/bin/edgevpn",
-                &b"#!/bin/sh\necho edgevpn fixture\n"[..],
-                0o755,
-            )],
-        ),
-    ] {
-        import_files(&store, &files, name);
-    }
-    let http = FileServer::start(BTreeMap::from([("k3s".to_string(), K3S.to_vec())]));
-    let project = fixture_project(&path, &http);
+    standins::import_images(&store);
+    let http = standins::binaries();
+    let project = standins::project(&path, &http);
     let out = path.join("out");
     let report = path.join("core.json");
     let (p, s, o) = (

@@ -16,6 +16,7 @@ mod lock;
 mod plan;
 mod progress;
 mod registry;
+mod release;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,7 @@ enum Command {
     Image(Box<image::ImageArgs>),
     Iso(Box<iso::IsoArgs>),
     Boot(boot::BootArgs),
+    Release(Box<release::ReleaseArgs>),
     Lock(lock::LockArgs),
     Doctor(doctor::DoctorArgs),
     Import(import::ImportArgs),
@@ -81,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Image(args) => image::run(*args),
         Command::Iso(args) => iso::run(*args),
         Command::Boot(args) => boot::run(args),
+        Command::Release(args) => release::run(*args),
         Command::Lock(args) => lock::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Import(args) => import::run(args),
@@ -111,6 +114,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || cause.is::<UsageError>()
             || as_error::<crate::compose::ComposeError>(cause).is_some_and(|e| e.is_input())
             || as_error::<crate::iso::IsoError>(cause).is_some_and(|e| e.is_input())
+            || as_error::<crate::release::ReleaseError>(cause).is_some_and(|e| e.is_input())
             || matches!(
                 cause.downcast_ref(),
                 Some(crate::pipeline::PipelineError::Parse(_))

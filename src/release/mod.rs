@@ -1,0 +1,741 @@
+//! `kbuild release`: the project's whole matrix (or a filtered slice of
+//! it, or one shard of it) built through the same library call as
+//! `kbuild iso`, with per-cell SBOM and provenance, and one manifest and
+//! `SHA256SUMS` for the release.
+//!
+//! ```text
+//! matrix::cells -> --only -> --shard I/N
+//!   per cell (core first, so its standard cells find it in the store):
+//!     iso::build_iso (image: flavor, core, standard; check; push)
+//!     <cell>/<name>.iso, .iso.sha256, .spdx.json, .provenance.json
+//!   a failing cell is recorded (cell, step, message) and the others go on
+//! manifest.json + SHA256SUMS        (a shard writes manifest-shard-I-of-N.json;
+//!                                    `release merge` joins the shards)
+//! ```
+//!
+//! Invariants:
+//! * Artifacts are written whole (temp file + rename); `SHA256SUMS` lists
+//!   every artifact by its path relative to the release directory, sorted,
+//!   so a merged sharded release and an unsharded one with the same inputs
+//!   and `SOURCE_DATE_EPOCH` list the same lines.
+//! * Nothing in an artifact depends on the runner or the wall clock.
+
+mod matrix;
+pub mod provenance;
+pub mod sbom;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+pub use matrix::{Cell, Shard};
+
+use crate::compose::image::{ImageReport, ImageRequest};
+use crate::compose::lock::Lock;
+use crate::compose::packages::package_key;
+use crate::executor::BuildOptions;
+use crate::iso::{build_iso, IsoError, IsoRequest};
+use crate::pipeline::Pipeline;
+use crate::project::Project;
+use crate::reference::ImageRef;
+use crate::report::Reporter;
+use crate::sandbox::Cancel;
+use crate::store::{atomic, Store};
+
+/// What `kbuild release` was asked for.
+#[derive(Debug, Clone)]
+pub struct ReleaseRequest {
+    /// A glob on cell names (the ISO base names).
+    pub only: Option<String>,
+    pub shard: Option<Shard>,
+    pub push: bool,
+    pub output_dir: PathBuf,
+    pub locked: bool,
+    /// Instead of each flavor's base image (machines without the public
+    /// registry).
+    pub base_image: Option<String>,
+    pub extra_args: BTreeMap<String, String>,
+    pub options: BuildOptions,
+    /// Step cache shared between runners: imported before the first cell
+    /// (a missing one is a warning: the first runner has none yet) and
+    /// exported after the last.
+    pub cache_from: Option<ImageRef>,
+    pub cache_to: Option<ImageRef>,
+}
+
+/// A file of the release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Relative to the release directory: `<cell>/<file>`.
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// One cell in the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestCell {
+    pub cell: String,
+    pub image: String,
+    pub image_digest: String,
+    /// Flavor, release, variant, arch, k8s and each composed package's
+    /// version.
+    pub versions: BTreeMap<String, String>,
+    pub artifacts: Vec<Artifact>,
+}
+
+/// `manifest.json` (or one shard's part of it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub project: String,
+    pub version: String,
+    /// `I/N` for a shard's part; absent for a whole release.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+    /// Sorted by cell name.
+    pub cells: Vec<ManifestCell>,
+}
+
+/// Why a cell failed.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    /// `image`, `iso`, `sbom` or `provenance`.
+    pub step: &'static str,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CellReport {
+    pub cell: String,
+    pub ok: bool,
+    pub failure: Option<Failure>,
+    /// The image build's stages (steps and cache hits), when it ran.
+    pub image: Option<ImageReport>,
+    pub iso_size: Option<u64>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ReleaseReport {
+    pub cells: Vec<CellReport>,
+    pub manifest: PathBuf,
+    /// Absent for a shard (`release merge` writes it).
+    pub sums: Option<PathBuf>,
+    pub failed: usize,
+    pub warnings: Vec<String>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReleaseError {
+    #[error(transparent)]
+    Project(#[from] crate::project::ProjectError),
+    #[error("--only \"{pattern}\" is not a glob: {source}")]
+    Pattern {
+        pattern: String,
+        #[source]
+        source: glob::PatternError,
+    },
+    #[error("--only \"{0}\" matches no cell of the matrix (see `kbuild plan --flavor F`)")]
+    NothingSelected(String),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a release manifest: {source}", path.display())]
+    BadManifest {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("cannot merge: {0}")]
+    Merge(String),
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+}
+
+impl ReleaseError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ReleaseError + '_ {
+        move |source| ReleaseError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    /// Whether the request is at fault (exit 2).
+    pub fn is_input(&self) -> bool {
+        matches!(
+            self,
+            ReleaseError::Project(_)
+                | ReleaseError::Pattern { .. }
+                | ReleaseError::NothingSelected(_)
+                | ReleaseError::BadManifest { .. }
+        )
+    }
+}
+
+/// The manifest's file name for `shard`.
+fn manifest_name(shard: Option<Shard>) -> String {
+    match shard {
+        Some(s) => format!("manifest-shard-{}-of-{}.json", s.index, s.count),
+        None => "manifest.json".into(),
+    }
+}
+
+/// The error and its causes on one line (a cause its parent's message
+/// already shows is not repeated).
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let more = e.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = e.source();
+    }
+    text
+}
+
+/// Builds the selected cells and writes the release.
+pub fn release(
+    store: &Store,
+    project: &Project,
+    request: &ReleaseRequest,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<ReleaseReport, ReleaseError> {
+    let started = Instant::now();
+    let only = request
+        .only
+        .as_deref()
+        .map(|pattern| {
+            glob::Pattern::new(pattern).map_err(|source| ReleaseError::Pattern {
+                pattern: pattern.to_string(),
+                source,
+            })
+        })
+        .transpose()?;
+    let cells = matrix::select(matrix::cells(project)?, only.as_ref(), request.shard);
+    if cells.is_empty() && request.shard.is_none() {
+        return Err(ReleaseError::NothingSelected(
+            request.only.clone().unwrap_or_default(),
+        ));
+    }
+    let out = &request.output_dir;
+    std::fs::create_dir_all(out).map_err(ReleaseError::io(out))?;
+    let pipeline = Pipeline::new(store, reporter, cancel)?;
+    let mut warnings = Vec::new();
+    if let Some(reference) = &request.cache_from {
+        if let Err(e) = pipeline.cache_from(reference, &request.options.registry) {
+            warnings.push(format!("--cache-from: {}", chain(&e)));
+        }
+    }
+    let mut reports = Vec::new();
+    let mut manifest_cells = Vec::new();
+    for cell in &cells {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let cell_started = Instant::now();
+        let mut report = CellReport {
+            cell: cell.name.clone(),
+            ok: false,
+            failure: None,
+            image: None,
+            iso_size: None,
+            seconds: 0.0,
+        };
+        match build_cell(store, project, request, cell, reporter, cancel, &mut report) {
+            Ok(entry) => {
+                report.ok = true;
+                manifest_cells.push(entry);
+            }
+            Err(failure) => report.failure = Some(failure),
+        }
+        report.seconds = cell_started.elapsed().as_secs_f64();
+        reports.push(report);
+    }
+    manifest_cells.sort_by(|a, b| a.cell.cmp(&b.cell));
+    let manifest = Manifest {
+        project: project.config.name.clone(),
+        version: project.config.version.clone(),
+        shard: request.shard.map(|s| s.to_string()),
+        cells: manifest_cells,
+    };
+    let manifest_path = out.join(manifest_name(request.shard));
+    write_json(&manifest_path, &manifest)?;
+    let sums = match request.shard {
+        Some(_) => None,
+        None => Some(write_sums(out, &manifest.cells)?),
+    };
+    if let Some(reference) = &request.cache_to {
+        pipeline.cache_to(reference, &request.options.registry)?;
+    }
+    Ok(ReleaseReport {
+        failed: reports.iter().filter(|r| !r.ok).count(),
+        cells: reports,
+        manifest: manifest_path,
+        sums,
+        warnings,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> Result<(), ReleaseError> {
+    let mut bytes = serde_json::to_vec_pretty(value).expect("serializable");
+    bytes.push(b'\n');
+    atomic::write(path, &bytes).map_err(ReleaseError::io(path))
+}
+
+/// `SHA256SUMS` of every artifact of `cells`, sorted by path.
+fn write_sums(out: &Path, cells: &[ManifestCell]) -> Result<PathBuf, ReleaseError> {
+    let lines: BTreeSet<String> = cells
+        .iter()
+        .flat_map(|c| &c.artifacts)
+        .map(|a| format!("{}  {}\n", a.sha256, a.path))
+        .collect();
+    let path = out.join("SHA256SUMS");
+    atomic::write(&path, lines.into_iter().collect::<String>().as_bytes())
+        .map_err(ReleaseError::io(&path))?;
+    Ok(path)
+}
+
+fn failure(step: &'static str) -> impl FnOnce(&dyn std::error::Error) -> Failure {
+    move |error| Failure {
+        step,
+        message: chain(error),
+    }
+}
+
+/// One cell: image and ISO, then SBOM and provenance.
+fn build_cell(
+    store: &Store,
+    project: &Project,
+    request: &ReleaseRequest,
+    cell: &Cell,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+    report: &mut CellReport,
+) -> Result<ManifestCell, Failure> {
+    let dir = request.output_dir.join(&cell.name);
+    let iso_request = IsoRequest {
+        image: ImageRequest {
+            selection: cell.request.clone(),
+            extra_args: request.extra_args.clone(),
+            base_image: request.base_image.clone(),
+            locked: request.locked,
+            skip_check: false,
+            output: None,
+            push: request.push,
+            options: request.options.clone(),
+        },
+        from: None,
+        output_dir: dir.clone(),
+        name: None,
+        overlay: None,
+        extra_cmdline: None,
+    };
+    let iso = build_iso(store, project, &iso_request, reporter, cancel).map_err(|e| {
+        let step = match e {
+            IsoError::Compose(_) => "image",
+            _ => "iso",
+        };
+        failure(step)(&e)
+    })?;
+    report.iso_size = Some(iso.size);
+    let built = iso.built.clone().ok_or_else(|| Failure {
+        step: "image",
+        message: "the image was not built".into(),
+    })?;
+    report.image = Some(built.clone());
+    let selection = project
+        .select(&cell.request)
+        .map_err(|e| failure("image")(&e))?;
+    let lock = Lock::load(&project.root).map_err(|e| failure("sbom")(&e))?;
+    let composed = composed_packages(&built, &lock, selection.id.arch.as_str());
+    let epoch = iso.epoch;
+    let sbom_path = dir.join(format!("{}.spdx.json", cell.name));
+    let sbom = write_sbom(
+        store,
+        project,
+        &iso.image,
+        &iso.image_digest,
+        &composed,
+        epoch,
+        cell,
+    )
+    .map_err(|e| failure("sbom")(e.as_ref()))?;
+    write_json(&sbom_path, &sbom).map_err(|e| failure("sbom")(&e))?;
+    let statement = provenance::statement(
+        &[
+            provenance::Subject {
+                name: iso.image.clone(),
+                digest: iso.image_digest.clone(),
+            },
+            provenance::Subject {
+                name: format!("{}.iso", cell.name),
+                digest: format!("sha256:{}", iso.sha256),
+            },
+        ],
+        &format!("kbuild/{}", env!("CARGO_PKG_VERSION")),
+        serde_json::to_value(&built.plan).unwrap_or_default(),
+        &materials(project, request, &selection, &lock, &composed),
+    );
+    let provenance_path = dir.join(format!("{}.provenance.json", cell.name));
+    write_json(&provenance_path, &statement).map_err(|e| failure("provenance")(&e))?;
+    let mut artifacts = Vec::new();
+    for path in [
+        iso.iso.clone(),
+        PathBuf::from(format!("{}.sha256", iso.iso.display())),
+        sbom_path,
+        provenance_path,
+    ] {
+        artifacts.push(artifact(&request.output_dir, &path).map_err(|e| failure("iso")(&e))?);
+    }
+    Ok(ManifestCell {
+        cell: cell.name.clone(),
+        image: iso.image.clone(),
+        image_digest: iso.image_digest.clone(),
+        versions: versions(&built, &composed),
+        artifacts,
+    })
+}
+
+/// `path`'s record, named relative to the release directory.
+fn artifact(out: &Path, path: &Path) -> Result<Artifact, ReleaseError> {
+    let size = std::fs::metadata(path)
+        .map_err(ReleaseError::io(path))?
+        .len();
+    let sha256 = crate::store::hash_file(path)
+        .map_err(ReleaseError::io(path))?
+        .hex()
+        .to_string();
+    let relative = path.strip_prefix(out).unwrap_or(path);
+    Ok(Artifact {
+        path: relative.to_string_lossy().into_owned(),
+        size,
+        sha256,
+    })
+}
+
+/// The packages the cell's layers composed, with the digests the lock
+/// recorded for them.
+fn composed_packages(built: &ImageReport, lock: &Lock, arch: &str) -> Vec<sbom::Composed> {
+    built
+        .plan
+        .layers
+        .iter()
+        .flat_map(|layer| &layer.packages)
+        .filter_map(|package| {
+            let key = package_key(&package.name, arch);
+            let (source, digest, image) = match (&package.source.image, &package.source.url) {
+                (Some(image), _) => {
+                    let entry = lock.images.get(&key)?;
+                    (image.clone(), entry.digest.clone(), true)
+                }
+                (None, Some(url)) => {
+                    let entry = lock.urls.get(&key)?;
+                    let sha = entry.sha256.trim_start_matches("sha256:");
+                    (url.clone(), format!("sha256:{sha}"), false)
+                }
+                (None, None) => return None,
+            };
+            Some(sbom::Composed {
+                name: package.name.clone(),
+                version: package.version.clone(),
+                digest,
+                source,
+                image,
+            })
+        })
+        .collect()
+}
+
+fn versions(built: &ImageReport, composed: &[sbom::Composed]) -> BTreeMap<String, String> {
+    let plan = &built.plan;
+    let mut versions = BTreeMap::from([
+        ("flavor".to_string(), plan.flavor.clone()),
+        ("flavor_release".to_string(), plan.flavor_release.clone()),
+        ("variant".to_string(), plan.variant.to_string()),
+        ("arch".to_string(), plan.arch.to_string()),
+    ]);
+    if let Some(k8s) = &plan.k8s {
+        versions.insert(k8s.distribution.to_string(), k8s.version.clone());
+    }
+    for package in composed {
+        versions.insert(package.name.clone(), package.version.clone());
+    }
+    versions
+}
+
+/// The base image, the composed packages and the flavor's spec.
+fn materials(
+    project: &Project,
+    request: &ReleaseRequest,
+    selection: &crate::project::Selection,
+    lock: &Lock,
+    composed: &[sbom::Composed],
+) -> Vec<provenance::Material> {
+    let id = &selection.id;
+    let cell = format!("{}/{}/{}", id.flavor, id.flavor_release, id.arch);
+    let base_key = match request.base_image {
+        Some(_) => format!("base-override {cell}"),
+        None => format!("base {cell}"),
+    };
+    let mut materials: Vec<provenance::Material> = lock
+        .images
+        .get(&base_key)
+        .map(|entry| provenance::Material {
+            uri: entry.reference.clone(),
+            digest: entry.digest.clone(),
+        })
+        .into_iter()
+        .collect();
+    materials.extend(composed.iter().map(|p| provenance::Material {
+        uri: p.source.clone(),
+        digest: p.digest.clone(),
+    }));
+    let spec = crate::project::dockerfile_path(&project.root, &id.flavor);
+    if let Ok(hash) = crate::store::hash_file(&spec) {
+        let relative = spec.strip_prefix(&project.root).unwrap_or(&spec);
+        materials.push(provenance::Material {
+            uri: relative.to_string_lossy().into_owned(),
+            digest: hash.to_string(),
+        });
+    }
+    materials
+}
+
+fn write_sbom(
+    store: &Store,
+    project: &Project,
+    image: &str,
+    digest: &str,
+    composed: &[sbom::Composed],
+    epoch: i64,
+    cell: &Cell,
+) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
+    let (_, manifest) = store.resolve(image)?;
+    let layers = store.manifest_layers(&manifest)?;
+    let (manager, installed) =
+        store.with_image_root(&layers, |root, _| sbom::installed(root))??;
+    let flavor_release = cell.request.release.clone().unwrap_or_default();
+    let flavor = cell.request.flavor.clone().unwrap_or_default();
+    let family = project
+        .flavors
+        .get(&flavor)
+        .map(|f| format!("{:?}", f.family).to_lowercase())
+        .unwrap_or_default();
+    let subject = sbom::Subject {
+        image,
+        digest,
+        distro: &format!("{flavor}-{flavor_release}"),
+        vendor: &family,
+        epoch,
+        creator: &format!("kbuild-{}", env!("CARGO_PKG_VERSION")),
+    };
+    Ok(sbom::document(&subject, manager, &installed, composed))
+}
+
+/// `kbuild release merge`: joins the shards' manifests found in `dirs`
+/// into `out/manifest.json` and `out/SHA256SUMS`, copying each cell's
+/// artifacts into `out` when they are elsewhere. Every shard 1..N must be
+/// there once, and every artifact must hash to what its manifest says.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest, ReleaseError> {
+    let mut shards: BTreeMap<usize, (PathBuf, Manifest)> = BTreeMap::new();
+    let mut count = None;
+    for dir in dirs {
+        let entries = std::fs::read_dir(dir).map_err(ReleaseError::io(dir))?;
+        for entry in entries {
+            let path = entry.map_err(ReleaseError::io(dir))?.path();
+            let name = path.file_name().unwrap_or_default().to_string_lossy();
+            if !(name.starts_with("manifest-shard-") && name.ends_with(".json")) {
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(ReleaseError::io(&path))?;
+            let manifest: Manifest =
+                serde_json::from_slice(&bytes).map_err(|source| ReleaseError::BadManifest {
+                    path: path.clone(),
+                    source,
+                })?;
+            let shard: Shard = manifest
+                .shard
+                .as_deref()
+                .unwrap_or_default()
+                .parse()
+                .map_err(|e: String| ReleaseError::Merge(format!("{}: {e}", path.display())))?;
+            if *count.get_or_insert(shard.count) != shard.count {
+                return Err(ReleaseError::Merge(format!(
+                    "{} is a shard of {}, the others of {}",
+                    path.display(),
+                    shard.count,
+                    count.unwrap_or_default()
+                )));
+            }
+            if shards
+                .insert(shard.index, (dir.clone(), manifest))
+                .is_some()
+            {
+                return Err(ReleaseError::Merge(format!("shard {shard} is there twice")));
+            }
+        }
+    }
+    let count = count.ok_or_else(|| {
+        ReleaseError::Merge("no manifest-shard-*.json in the given directories".into())
+    })?;
+    let missing: Vec<String> = (1..=count)
+        .filter(|i| !shards.contains_key(i))
+        .map(|i| format!("{i}/{count}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ReleaseError::Merge(format!(
+            "shards {} are missing",
+            missing.join(", ")
+        )));
+    }
+    std::fs::create_dir_all(out).map_err(ReleaseError::io(out))?;
+    let mut cells = Vec::new();
+    let mut first: Option<(String, String)> = None;
+    for (dir, manifest) in shards.into_values() {
+        let project = (manifest.project.clone(), manifest.version.clone());
+        if *first.get_or_insert(project.clone()) != project {
+            return Err(ReleaseError::Merge(
+                "the shards are of different releases".into(),
+            ));
+        }
+        for cell in manifest.cells {
+            for artifact in &cell.artifacts {
+                bring(&dir, out, artifact)?;
+            }
+            cells.push(cell);
+        }
+    }
+    cells.sort_by(|a, b| a.cell.cmp(&b.cell));
+    if let Some(twice) = cells.windows(2).find(|w| w[0].cell == w[1].cell) {
+        return Err(ReleaseError::Merge(format!(
+            "cell {} is in two shards",
+            twice[0].cell
+        )));
+    }
+    let (project, version) = first.unwrap_or_default();
+    let manifest = Manifest {
+        project,
+        version,
+        shard: None,
+        cells,
+    };
+    write_json(&out.join("manifest.json"), &manifest)?;
+    write_sums(out, &manifest.cells)?;
+    Ok(manifest)
+}
+
+/// Checks `artifact` in `from` and makes it present in `out`.
+fn bring(from: &Path, out: &Path, artifact: &Artifact) -> Result<(), ReleaseError> {
+    let relative = Path::new(&artifact.path);
+    let plain = relative
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        return Err(ReleaseError::Merge(format!(
+            "artifact path {} leaves the release directory",
+            artifact.path
+        )));
+    }
+    let source = from.join(relative);
+    let actual = crate::store::hash_file(&source).map_err(ReleaseError::io(&source))?;
+    if actual.hex() != artifact.sha256 {
+        return Err(ReleaseError::Merge(format!(
+            "{} hashes to {}, not the {} its manifest lists",
+            source.display(),
+            actual.hex(),
+            artifact.sha256
+        )));
+    }
+    let dest = out.join(relative);
+    if dest == source {
+        return Ok(());
+    }
+    if let Some(parent) = dest.parent() {
+        std::fs::create_dir_all(parent).map_err(ReleaseError::io(parent))?;
+    }
+    let temp = atomic::temp_path_in(dest.parent().unwrap_or(out));
+    std::fs::copy(&source, &temp).map_err(ReleaseError::io(&source))?;
+    std::fs::rename(&temp, &dest).map_err(ReleaseError::io(&dest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shard_dir(root: &Path, index: usize, cells: &[(&str, &[u8])]) -> PathBuf {
+        let dir = root.join(format!("shard-{index}"));
+        let mut manifest_cells = Vec::new();
+        for (cell, content) in cells {
+            std::fs::create_dir_all(dir.join(cell)).unwrap();
+            let path = dir.join(cell).join(format!("{cell}.iso"));
+            std::fs::write(&path, content).unwrap();
+            manifest_cells.push(ManifestCell {
+                cell: cell.to_string(),
+                image: format!("r/{cell}"),
+                image_digest: "sha256:00".into(),
+                versions: BTreeMap::new(),
+                artifacts: vec![artifact(&dir, &path).unwrap()],
+            });
+        }
+        let manifest = Manifest {
+            project: "kairos".into(),
+            version: "v1".into(),
+            shard: Some(format!("{index}/2")),
+            cells: manifest_cells,
+        };
+        write_json(
+            &dir.join(manifest_name(Some(Shard { index, count: 2 }))),
+            &manifest,
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn merged_shards_list_what_one_run_would() {
+        let root = tempfile::tempdir().unwrap();
+        let one = shard_dir(root.path(), 1, &[("a", b"iso a"), ("c", b"iso c")]);
+        let two = shard_dir(root.path(), 2, &[("b", b"iso b")]);
+        let out = root.path().join("release");
+        let merged = merge(&[one.clone(), two.clone()], &out).unwrap();
+        let names: Vec<&str> = merged.cells.iter().map(|c| c.cell.as_str()).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+        assert_eq!(sums.lines().count(), 3);
+        assert!(
+            sums.lines().next().unwrap().ends_with("  a/a.iso"),
+            "{sums}"
+        );
+        assert_eq!(std::fs::read(out.join("b/b.iso")).unwrap(), b"iso b");
+
+        // A shard missing, or an artifact changed, is refused.
+        let err = merge(std::slice::from_ref(&one), &root.path().join("x")).unwrap_err();
+        assert!(err.to_string().contains("shards 2/2 are missing"), "{err}");
+        std::fs::write(two.join("b/b.iso"), b"tampered").unwrap();
+        let err = merge(&[one, two], &root.path().join("y")).unwrap_err();
+        assert!(err.to_string().contains("not the"), "{err}");
+    }
+
+    #[test]
+    fn errors_read_on_one_line_with_their_causes() {
+        let inner = std::io::Error::other("disk full");
+        let outer = ReleaseError::Io {
+            path: "/out/x.iso".into(),
+            source: inner,
+        };
+        assert_eq!(chain(&outer), "/out/x.iso: disk full");
+        let nested = ReleaseError::Merge("b/b.iso changed".into());
+        assert_eq!(chain(&nested), "cannot merge: b/b.iso changed");
+    }
+}
