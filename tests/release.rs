@@ -11,7 +11,7 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::builds::{stderr, store_with_base};
+use common::builds::{stderr, store_with_pinned_base};
 use common::harness::Needs;
 use common::registry::Registry;
 use common::{kbuild, ok, standins};
@@ -73,7 +73,7 @@ fn release_shards_sboms_and_a_failing_cell() {
     let cache = format!("{}/kbuild/cache:release", registry.host());
     let http = standins::binaries();
     let project = standins::project(work.path(), &http);
-    let store = store_with_base(&work.path().join("one"));
+    let store = store_with_pinned_base(&work.path().join("one"), EPOCH);
     standins::import_images(&store);
 
     // One run: every artifact, checked.
@@ -169,7 +169,7 @@ fn release_shards_sboms_and_a_failing_cell() {
     // the same SHA256SUMS.
     let mut shard_dirs = Vec::new();
     for index in 1..=2 {
-        let store = store_with_base(&work.path().join(format!("shard-{index}")));
+        let store = store_with_pinned_base(&work.path().join(format!("shard-{index}")), EPOCH);
         standins::import_images(&store);
         let dir = work.path().join(format!("shard-out-{index}"));
         let shard = format!("{index}/2");

@@ -303,8 +303,10 @@ pub fn document(
             id.push_str("-x");
         }
         contains(&id);
+        // The source is in the PURL (`download_url`, `repository_url`);
+        // SPDX's downloadLocation grammar refuses image references and
+        // hosts without a domain name, so it stays NOASSERTION.
         let mut entry = package(id, &p.name, &p.version, composed_purl(p));
-        entry["downloadLocation"] = json!(p.source);
         entry["checksums"] = json!([{
             "algorithm": "SHA256",
             "checksumValue": p.digest.trim_start_matches("sha256:"),

@@ -8,6 +8,16 @@ use super::{debian_tarball, kbuild, ok};
 
 /// A store with the Debian base imported as `debian:bookworm`.
 pub fn store_with_base(work: &Path) -> PathBuf {
+    import_base(work, &[])
+}
+
+/// The same, imported with `SOURCE_DATE_EPOCH`, so every store made by it
+/// holds the base under the same digest (and shares step-cache keys).
+pub fn store_with_pinned_base(work: &Path, epoch: &str) -> PathBuf {
+    import_base(work, &[("SOURCE_DATE_EPOCH", epoch)])
+}
+
+fn import_base(work: &Path, envs: &[(&str, &str)]) -> PathBuf {
     let store = work.join("store");
     ok(&kbuild(
         &[
@@ -18,7 +28,7 @@ pub fn store_with_base(work: &Path) -> PathBuf {
             "--store",
             store.to_str().unwrap(),
         ],
-        &[],
+        envs,
     ));
     store
 }
@@ -85,7 +95,8 @@ pub fn assert_absent_from_blobs(store: &Path, needle: &str) {
 }
 
 /// A package stand-in: `files` (path, content, mode), owned by root, as a
-/// one-layer image imported into `store` under `name`.
+/// one-layer image imported into `store` under `name`. Its digest is the
+/// same in every store, as a real package image pulled by digest is.
 pub fn import_files(store: &Path, files: &[(&str, &[u8], u32)], name: &str) {
     let dir = tempfile::tempdir().unwrap();
     let tarball = dir.path().join("rootfs.tar");
@@ -110,6 +121,6 @@ pub fn import_files(store: &Path, files: &[(&str, &[u8], u32)], name: &str) {
             "--store",
             store.to_str().unwrap(),
         ],
-        &[],
+        &[("SOURCE_DATE_EPOCH", "1700000000")],
     ));
 }
