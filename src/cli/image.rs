@@ -9,14 +9,11 @@ use clap::Args;
 use super::progress::CliReporter;
 use super::registry::{describe_transfer, RegistryArgs};
 use super::{
-    cancel_on_signals, key_value, open_store, parse_output, sandbox_helper, write_report, ArchArg,
-    K8sArg, LayerArgs, StoreArgs, VariantArg,
+    cancel_on_signals, key_value, open_store, parse_output, project_build_options, write_report,
+    ArchArg, K8sArg, LayerArgs, StoreArgs, VariantArg,
 };
 use crate::compose::image::{build_image, ImageReport, ImageRequest};
-use crate::executor::BuildOptions;
-use crate::plan::PlanRequest;
 use crate::project::{Project, SelectionRequest};
-use crate::sandbox::{Isolation, Network};
 
 /// Build an OS image of the project: the flavor's spec with kbuild.yaml's
 /// args, then the core layer (framework) and, for standard, the provider
@@ -124,18 +121,7 @@ impl CellArgs {
             skip_check: self.skip_check,
             output,
             push: self.push,
-            options: BuildOptions {
-                context: project.root.clone(),
-                plan: PlanRequest::default(),
-                no_cache: self.no_cache,
-                secrets: BTreeMap::new(),
-                isolation: Isolation::Builtin,
-                network: Network::Host,
-                jobs: registry.jobs,
-                layer: self.layer.options()?,
-                registry,
-                helper: sandbox_helper()?,
-            },
+            options: project_build_options(project, self.no_cache, &self.layer, registry)?,
         })
     }
 

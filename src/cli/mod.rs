@@ -232,6 +232,28 @@ impl LayerArgs {
 
 /// The program the sandbox runs as its helper: this binary, which
 /// dispatches `__sandbox` before clap (see `main.rs`).
+/// How `kbuild image`, `iso` and `release` run a project's steps: in the
+/// builtin sandbox, with the host's network, from the project directory.
+fn project_build_options(
+    project: &crate::project::Project,
+    no_cache: bool,
+    layer: &LayerArgs,
+    registry: crate::registry::RegistryOptions,
+) -> anyhow::Result<crate::executor::BuildOptions> {
+    Ok(crate::executor::BuildOptions {
+        context: project.root.clone(),
+        plan: crate::plan::PlanRequest::default(),
+        no_cache,
+        secrets: std::collections::BTreeMap::new(),
+        isolation: crate::sandbox::Isolation::Builtin,
+        network: crate::sandbox::Network::Host,
+        jobs: registry.jobs,
+        layer: layer.options()?,
+        registry,
+        helper: sandbox_helper()?,
+    })
+}
+
 fn sandbox_helper() -> anyhow::Result<PathBuf> {
     std::env::current_exe().context("cannot find the kbuild executable for the sandbox helper")
 }

@@ -9,14 +9,11 @@ use clap::{Args, Subcommand};
 use super::progress::CliReporter;
 use super::registry::{parse_reference, RegistryArgs};
 use super::{
-    cancel_on_signals, key_value, open_store, sandbox_helper, write_report, FailedError, LayerArgs,
-    StoreArgs, UsageError,
+    cancel_on_signals, key_value, open_store, project_build_options, write_report, FailedError,
+    LayerArgs, StoreArgs, UsageError,
 };
-use crate::executor::BuildOptions;
-use crate::plan::PlanRequest;
 use crate::project::Project;
 use crate::release::{merge, release, ReleaseReport, ReleaseRequest, Shard};
-use crate::sandbox::{Isolation, Network};
 
 /// Build every cell of kbuild.yaml's matrix (or those --only keeps, or one
 /// --shard of them): per cell the OCI image (pushed with --push), the ISO
@@ -118,18 +115,7 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<()> {
         locked: args.locked,
         base_image: args.base_image.clone(),
         extra_args: args.build_args.iter().cloned().collect::<BTreeMap<_, _>>(),
-        options: BuildOptions {
-            context: project.root.clone(),
-            plan: PlanRequest::default(),
-            no_cache: args.no_cache,
-            secrets: BTreeMap::new(),
-            isolation: Isolation::Builtin,
-            network: Network::Host,
-            jobs: registry.jobs,
-            layer: args.layer.options()?,
-            registry,
-            helper: sandbox_helper()?,
-        },
+        options: project_build_options(&project, args.no_cache, &args.layer, registry)?,
         cache_from: args
             .cache_from
             .as_deref()
