@@ -33,8 +33,14 @@ packages=(
   qemu-system-x86
   ovmf
   busybox-static
-  # release tests: the SPDX project's validator (pyspdxtools) in a venv
+  # release tests: the SPDX project's validator (pyspdxtools) in a venv,
+  # and a real terminal (tmux) for the live progress view
   python3-venv
+  tmux
+  # completion and man page tests: the shells and groff judge them
+  zsh
+  fish
+  groff-base
 )
 
 missing=()

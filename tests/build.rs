@@ -819,6 +819,102 @@ fn the_library_pipeline_builds_outputs_pushes_and_exports_the_cache() {
     assert_clean(&store_dir);
 }
 
+/// `du -sb`: the outside judge of a store's size.
+fn du(path: &Path) -> u64 {
+    let out = Command::new("du").arg("-sb").arg(path).output().unwrap();
+    assert!(out.status.success());
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A dozen builds (each a 4 MB layer and a 2 MB cache mount), untagged
+/// with `rmi`, then `cache prune --keep-storage`: the store ends at most
+/// that size by `du`, the last build is still fully cached, the first is
+/// not (least recently used went first), and fsck is clean; `--all` then
+/// leaves only the tagged base.
+fn cache_prune_keeps_storage_dropping_least_recently_used_first() {
+    let work = tempfile::tempdir().unwrap();
+    let store = store_with_base(work.path());
+    let base_only = du(&store);
+    let context = |i: usize| {
+        let dir = work.path().join(format!("ctx-{i}"));
+        write(
+            &dir.join("Dockerfile"),
+            &format!(
+                "FROM debian:bookworm\n\
+                 RUN --mount=type=cache,target=/var/cache/kb,id=lru-{i} \\\n\
+                 head -c 2000000 /dev/urandom > /var/cache/kb/blob && \\\n\
+                 head -c 4000000 /dev/urandom > /data-{i}\n"
+            ),
+        );
+        dir
+    };
+    let tags: Vec<String> = (1..=12).map(|i| format!("lru:{i}")).collect();
+    for (i, tag) in tags.iter().enumerate() {
+        let out = build(&store, &context(i + 1), &["-t", tag]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let s = store.to_str().unwrap();
+    let mut rmi = vec!["rmi", "--store", s];
+    rmi.extend(tags.iter().map(String::as_str));
+    let untagged = ok(&kbuild(&rmi, &[]));
+    assert_eq!(untagged.lines().count(), 12, "{untagged}");
+    assert!(untagged.contains("untagged lru:7"), "{untagged}");
+    let unknown = kbuild(&["rmi", "--store", s, "lru:7"], &[]);
+    assert_eq!(unknown.status.code(), Some(2), "{}", stderr(&unknown));
+
+    let full = du(&store);
+    let keep = base_only + 30_000_000;
+    assert!(full > keep + 30_000_000, "{full} bytes is not past {keep}");
+    let pruned = ok(&kbuild(
+        &[
+            "cache",
+            "prune",
+            "--store",
+            s,
+            "--keep-storage",
+            &keep.to_string(),
+        ],
+        &[],
+    ));
+    let after = du(&store);
+    assert!(after <= keep, "{after} > {keep} after prune: {pruned}");
+    assert!(
+        after + 40_000_000 > keep,
+        "pruned far below the limit: {after}"
+    );
+    assert!(pruned.contains("step-cache entries"), "{pruned}");
+
+    let last = build(&store, &context(12), &[]);
+    assert!(last.status.success(), "{}", stderr(&last));
+    assert!(
+        stderr(&last).contains("1 steps, 1 cached"),
+        "the most recent build lost its cache: {}",
+        stderr(&last)
+    );
+    let first = build(&store, &context(1), &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("1 steps, 0 cached"),
+        "the least recently used build kept its cache: {}",
+        stderr(&first)
+    );
+    assert_clean(&store);
+
+    ok(&kbuild(&["cache", "prune", "--store", s, "--all"], &[]));
+    let listed = ok(&kbuild(&["cache", "ls", "--store", s], &[]));
+    assert!(listed.contains("steps:     0"), "{listed}");
+    assert!(
+        du(&store) < base_only + 1_000_000,
+        "--all left more than the base"
+    );
+    assert_clean(&store);
+}
+
 tests!(
     debian_build_runs_apt_multistage_heredocs_mounts_and_caches: Needs::root_and(&["mmdebstrap", "umoci", "findmnt"]),
     a_failing_run_reports_location_code_and_output_and_leaves_nothing: Needs::root_and(&["mmdebstrap", "findmnt"]),
@@ -828,4 +924,5 @@ tests!(
     the_step_cache_travels_through_a_registry: Needs::root_and(&["mmdebstrap", "docker-registry"]),
     add_fetches_urls_unpacks_archives_and_copy_sets_owners_and_modes: Needs::root_and(&["mmdebstrap", "umoci", "tar"]),
     the_library_pipeline_builds_outputs_pushes_and_exports_the_cache: Needs::root_and(&["mmdebstrap", "docker-registry", "findmnt"]),
+    cache_prune_keeps_storage_dropping_least_recently_used_first: Needs::root_and(&["mmdebstrap", "findmnt", "du"]),
 );

@@ -506,3 +506,70 @@ fn boot_refuses_a_bad_regex_a_bad_login_and_a_missing_iso() {
         stderr(&out)
     );
 }
+
+/// The GitHub and GitLab release workflows build and merge only through
+/// `ci/release.sh` (which tests/release.rs runs), and their shard counts
+/// agree with their shard run lines, so they cannot drift from the test.
+#[test]
+fn ci_workflows_run_the_release_script_the_release_test_runs() {
+    let read = |name: &str| -> serde_yaml_ng::Value {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("ci").join(name);
+        serde_yaml_ng::from_str(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    };
+    let lines = |steps: &serde_yaml_ng::Value, key: &str| -> Vec<String> {
+        steps
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter_map(|step| match key {
+                "run" => step["run"].as_str(),
+                _ => step.as_str(),
+            })
+            .flat_map(|text| text.lines().map(str::trim).map(String::from))
+            .filter(|line| line.contains("ci/release.sh"))
+            .collect()
+    };
+
+    let github = read("github-release.yml");
+    let shards = github["jobs"]["shard"]["strategy"]["matrix"]["shard"]
+        .as_sequence()
+        .unwrap();
+    let count = shards.len();
+    let expected: Vec<u64> = (1..=count as u64).collect();
+    let listed: Vec<u64> = shards.iter().map(|s| s.as_u64().unwrap()).collect();
+    assert_eq!(listed, expected);
+    assert_eq!(
+        lines(&github["jobs"]["shard"]["steps"], "run"),
+        [format!(
+            "ci/release.sh shard ${{{{ matrix.shard }}}}/{count}"
+        )]
+    );
+    assert_eq!(github["jobs"]["merge"]["needs"].as_str(), Some("shard"));
+    assert_eq!(
+        lines(&github["jobs"]["merge"]["steps"], "run"),
+        ["ci/release.sh merge"]
+    );
+
+    let gitlab = read("gitlab-release.yml");
+    assert!(gitlab["release-shard"]["parallel"].as_u64().unwrap() >= 2);
+    assert_eq!(
+        lines(&gitlab["release-shard"]["script"], "script"),
+        [r#"ci/release.sh shard "$CI_NODE_INDEX/$CI_NODE_TOTAL""#]
+    );
+    assert_eq!(
+        gitlab["release-merge"]["needs"][0].as_str(),
+        Some("release-shard")
+    );
+    assert_eq!(
+        lines(&gitlab["release-merge"]["script"], "script"),
+        ["ci/release.sh merge"]
+    );
+
+    let script = Command::new("bash")
+        .args(["-n", "ci/release.sh"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .unwrap();
+    assert!(script.success());
+}

@@ -4,17 +4,25 @@
 //! release as two shards in two empty stores sharing a step cache through
 //! a registry on 127.0.0.1, merged, and a release with one cell made to
 //! fail.
+//!
+//! The shards and the merge run through `ci/release.sh`, the script the
+//! GitHub and GitLab workflows call. The three runs also check the three
+//! progress formats: JSON lines (the first run), the live view in a real
+//! terminal (shard 1, in tmux) and plain timestamped lines (shard 2).
 
 mod common;
 
 use std::fs;
 use std::path::Path;
 use std::process::Command;
+use std::time::{Duration, Instant};
+
+use regex::Regex;
 
 use common::builds::{stderr, store_with_pinned_base};
 use common::harness::Needs;
 use common::registry::Registry;
-use common::{kbuild, ok, standins};
+use common::{kbuild, standins};
 
 const EPOCH: &str = "1700000000";
 const ONLY: &str = "kairos-debian-*";
@@ -67,6 +75,182 @@ fn check_sums(dir: &Path) {
     );
 }
 
+/// `ci/release.sh ARGS` from the repository, with `env`.
+fn ci_script(args: &[&str], env: &[(&str, String)]) -> Command {
+    let mut command = Command::new("ci/release.sh");
+    command
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    command
+}
+
+/// Runs `argv` (from the repository) in a 160x40 tmux terminal with `env`
+/// and without `CI`, as a person would, and returns every distinct screen
+/// seen while it ran, the last one after it exited. Panics when it fails.
+fn in_terminal(argv: &[&str], env: &[(&str, String)]) -> Vec<String> {
+    let socket = format!("kbuild-test-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+    let exit_file = dir.path().join("exit");
+    let tmux = |args: &[&str]| {
+        Command::new("tmux")
+            .args(["-L", &socket])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let mut new_session = vec![
+        "new-session".to_string(),
+        "-d".into(),
+        "-s".into(),
+        "release".into(),
+        "-x".into(),
+        "160".into(),
+        "-y".into(),
+        "40".into(),
+        "-c".into(),
+        env!("CARGO_MANIFEST_DIR").into(),
+        "-e".into(),
+        "CI=".into(),
+        "-e".into(),
+        format!("EXIT_FILE={}", exit_file.display()),
+    ];
+    for (key, value) in env {
+        new_session.extend(["-e".to_string(), format!("{key}={value}")]);
+    }
+    new_session.extend([
+        "sh".to_string(),
+        "-c".into(),
+        r#""$@"; echo $? > "$EXIT_FILE"; sleep 3600"#.into(),
+        "sh".into(),
+    ]);
+    new_session.extend(argv.iter().map(|a| a.to_string()));
+    let args: Vec<&str> = new_session.iter().map(String::as_str).collect();
+    let started = tmux(&args);
+    assert!(started.status.success(), "tmux: {}", stderr(&started));
+    let mut frames: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let capture = || {
+        String::from_utf8_lossy(&tmux(&["capture-pane", "-p", "-t", "release"]).stdout).into_owned()
+    };
+    while !exit_file.exists() && Instant::now() < deadline {
+        let frame = capture();
+        if frames.last() != Some(&frame) {
+            frames.push(frame);
+        }
+        std::thread::sleep(Duration::from_millis(150));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    frames.push(capture());
+    tmux(&["kill-server"]);
+    let code = fs::read_to_string(&exit_file).unwrap_or_default();
+    assert_eq!(
+        code.trim(),
+        "0",
+        "{argv:?} in a terminal failed; last screen:\n{}",
+        frames.last().unwrap()
+    );
+    frames
+}
+
+/// The live view: spinner lines for the running cell and step and a byte
+/// counter while it ran, finished steps above them, then the summary
+/// table naming each cell with `ok`.
+fn check_live_view(frames: &[String]) {
+    let spinner = "[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏]";
+    let live = |pattern: &str| {
+        let re = Regex::new(pattern).unwrap();
+        frames[..frames.len() - 1]
+            .iter()
+            .any(|f| f.lines().any(|l| re.is_match(l)))
+    };
+    let all = frames.join("\n-----\n");
+    assert!(
+        live(&format!(r"^{spinner} cell 1/2 kairos-debian-")),
+        "no running-cell line in {} screens:\n{all}",
+        frames.len()
+    );
+    assert!(
+        live(&format!(
+            r"^{spinner} (squashfs|layer|pull) .+ \d+(\.\d+)? (B|KiB|MiB|GiB) "
+        )),
+        "no byte counter in the live view:\n{all}"
+    );
+    assert!(
+        live(r"^(✔|CACHED) \[[^\]]+ \d+/\d+\] "),
+        "no finished step above the spinners:\n{all}"
+    );
+    let last = frames.last().unwrap();
+    assert!(
+        last.contains("result  time     cached     ISO"),
+        "no summary table at the end:\n{last}"
+    );
+    let rows: Vec<&str> = last
+        .lines()
+        .filter(|l| l.starts_with("kairos-debian-"))
+        .collect();
+    assert_eq!(rows.len(), 2, "two cells in shard 1/2:\n{last}");
+    assert!(rows.iter().all(|r| r.contains(" ok ")), "{last}");
+}
+
+/// Plain progress: every line up to the summary table is timestamped,
+/// lines inside a cell say which, and squashfs reports its bytes.
+fn check_plain_progress(err: &str) {
+    let (progress, table) = err
+        .split_once("\n\ncell")
+        .unwrap_or_else(|| panic!("no summary table:\n{err}"));
+    let stamped = Regex::new(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ ").unwrap();
+    for line in progress.lines() {
+        assert!(stamped.is_match(line), "not a timestamped line: {line:?}");
+    }
+    assert!(
+        Regex::new(r"(?m)Z cell 1/1 kairos-debian-\S+-standard-\S+: started$")
+            .unwrap()
+            .is_match(progress),
+        "{progress}"
+    );
+    assert!(
+        Regex::new(r"(?m)Z cell 1/1 squashfs filesystem\.squashfs: \d+(\.\d+)? MiB in ")
+            .unwrap()
+            .is_match(progress),
+        "{progress}"
+    );
+    assert!(table.contains("ok"), "{table}");
+    assert!(!err.contains('\x1b'), "escape sequences in plain output");
+}
+
+/// `--progress=json`: every line is an event with a time; `cells` cells
+/// start and finish ok; steps inside a cell name it; squashfs and layer
+/// compression report bytes.
+fn check_json_progress(err: &str, cells: usize) {
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON event ({e}): {l}")))
+        .collect();
+    assert!(events
+        .iter()
+        .all(|e| e["time"].is_string() && e["event"].is_string()));
+    let count = |f: &dyn Fn(&serde_json::Value) -> bool| events.iter().filter(|e| f(e)).count();
+    assert_eq!(
+        count(&|e| e["event"] == "cell" && e["state"] == "started"),
+        cells
+    );
+    assert_eq!(
+        count(&|e| e["event"] == "cell" && e["state"] == "finished" && e["ok"] == true),
+        cells
+    );
+    assert!(count(&|e| e["event"] == "step" && e["cell"].is_string()) > 0);
+    for activity in ["squashfs", "compress"] {
+        assert!(
+            count(&|e| e["activity"] == activity
+                && e["state"] == "finished"
+                && e["done"].as_u64().unwrap_or(0) > 0)
+                > 0,
+            "no finished {activity} transfer"
+        );
+    }
+}
+
 fn release_shards_sboms_and_a_failing_cell() {
     let work = tempfile::tempdir().unwrap();
     let registry = Registry::start(None);
@@ -88,9 +272,11 @@ fn release_shards_sboms_and_a_failing_cell() {
             report_path.to_str().unwrap(),
             "--cache-to",
             &cache,
+            "--progress=json",
         ],
     );
     assert!(result.status.success(), "{}", stderr(&result));
+    check_json_progress(&stderr(&result), 3);
     check_sums(&out);
     let manifest: serde_json::Value =
         serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
@@ -165,43 +351,46 @@ fn release_shards_sboms_and_a_failing_cell() {
         }
     }
 
-    // Two shards in two empty stores sharing the registry cache, merged:
-    // the same SHA256SUMS.
-    let mut shard_dirs = Vec::new();
-    for index in 1..=2 {
+    // Two shards in two empty stores sharing the registry cache, built and
+    // merged by ci/release.sh: the same SHA256SUMS. Shard 1 runs in a
+    // terminal (the live view), shard 2 in a pipe with CI=true (plain).
+    let releases = work.path().join("ci-release");
+    let shard_env = |index: usize| {
         let store = store_with_pinned_base(&work.path().join(format!("shard-{index}")), EPOCH);
         standins::import_images(&store);
-        let dir = work.path().join(format!("shard-out-{index}"));
-        let shard = format!("{index}/2");
-        let result = release(
-            &project,
-            &store,
-            &dir,
-            &["--shard", &shard, "--cache-from", &cache],
-        );
-        assert!(
-            result.status.success(),
-            "shard {shard}: {}",
-            stderr(&result)
-        );
-        assert!(
-            !dir.join("SHA256SUMS").exists(),
-            "a shard writes no SHA256SUMS"
-        );
-        shard_dirs.push(dir);
-    }
-    let merged = work.path().join("merged");
-    ok(&kbuild(
-        &[
-            "release",
-            "merge",
-            shard_dirs[0].to_str().unwrap(),
-            shard_dirs[1].to_str().unwrap(),
-            "-o",
-            merged.to_str().unwrap(),
-        ],
-        &[],
-    ));
+        vec![
+            ("KBUILD", env!("CARGO_BIN_EXE_kbuild").to_string()),
+            ("RELEASE_DIR", releases.display().to_string()),
+            (
+                "KBUILD_RELEASE_ARGS",
+                format!(
+                    "--project {} --store {} --only {ONLY} --base-image debian:bookworm",
+                    project.display(),
+                    store.display()
+                ),
+            ),
+            ("KBUILD_CACHE_FROM", cache.clone()),
+            ("SOURCE_DATE_EPOCH", EPOCH.to_string()),
+        ]
+    };
+    let frames = in_terminal(&["ci/release.sh", "shard", "1/2"], &shard_env(1));
+    check_live_view(&frames);
+    let mut plain = ci_script(&["shard", "2/2"], &shard_env(2));
+    plain.env("CI", "true");
+    let result = plain.output().unwrap();
+    assert!(result.status.success(), "shard 2/2: {}", stderr(&result));
+    check_plain_progress(&stderr(&result));
+    assert!(
+        !releases.join("shard-2/SHA256SUMS").exists(),
+        "a shard writes no SHA256SUMS"
+    );
+    let result = ci_script(&["merge"], &shard_env(3)).output().unwrap();
+    assert!(result.status.success(), "merge: {}", stderr(&result));
+    let merged = releases.join("merged");
+    assert_eq!(
+        String::from_utf8_lossy(&result.stdout).trim(),
+        merged.display().to_string()
+    );
     check_sums(&merged);
     assert_eq!(
         fs::read_to_string(merged.join("SHA256SUMS")).unwrap(),
@@ -246,5 +435,6 @@ tests!(
         "htpasswd",
         "pyspdxtools",
         "sha256sum",
+        "tmux",
     ]),
 );

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 
-use super::{cancel_on_signals, UsageError};
+use super::{cancel_on_signals, progress, UsageError};
 use crate::boot::{boot, BootRequest, Firmware, Media, LOGIN_PROMPT};
 
 /// Boot an ISO in QEMU (KVM when /dev/kvm works, else TCG with -cpu max)
@@ -41,9 +41,6 @@ pub struct BootArgs {
     /// Write the whole console to this file.
     #[arg(long, value_name = "FILE")]
     serial_log: Option<PathBuf>,
-    /// Do not copy the console to stderr.
-    #[arg(long, short)]
-    quiet: bool,
     /// Guest memory in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 2048)]
     memory: u32,
@@ -96,7 +93,7 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
             .map(|r| regex("--expect-output", r))
             .transpose()?,
         serial_log: args.serial_log.clone(),
-        show_console: !args.quiet,
+        show_console: progress::mode() != progress::Mode::Quiet,
         memory_mib: args.memory,
     };
     let cancel = cancel_on_signals()?;

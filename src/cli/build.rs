@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::progress::CliReporter;
+use super::progress::{summary, CliReporter};
 use super::registry::{describe_transfer, parse_reference, RegistryArgs};
 use super::{
     cancel_on_signals, key_value, open_store, parse_output, sandbox_helper, write_report,
@@ -188,16 +188,18 @@ fn oci_runtime(runtime: &std::path::Path) -> anyhow::Result<PathBuf> {
 
 fn render(report: &BuildReport) {
     if let Some(done) = &report.cache_from {
-        eprintln!("cache-from {}: {}", done.reference, describe_transfer(done));
+        summary!("cache-from {}: {}", done.reference, describe_transfer(done));
     }
-    eprintln!(
+    summary!(
         "build: {} steps, {} cached, {:.1}s",
-        report.steps, report.cached, report.seconds
+        report.steps,
+        report.cached,
+        report.seconds
     );
     if let Some(pushed) = &report.pushed {
-        eprintln!("push: {}", describe_transfer(pushed));
+        summary!("push: {}", describe_transfer(pushed));
     }
     if let Some(done) = &report.cache_to {
-        eprintln!("cache-to {}: {}", done.reference, describe_transfer(done));
+        summary!("cache-to {}: {}", done.reference, describe_transfer(done));
     }
 }

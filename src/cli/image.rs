@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use super::progress::CliReporter;
+use super::progress::{summary, CliReporter};
 use super::registry::{describe_transfer, RegistryArgs};
 use super::{
     cancel_on_signals, key_value, open_store, parse_output, project_build_options, write_report,
@@ -163,13 +163,16 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
 
 pub fn render(report: &ImageReport) {
     for stage in &report.stages {
-        eprintln!(
+        summary!(
             "{:<9} {} steps, {} cached  {}",
-            stage.stage, stage.steps, stage.cached, stage.name
+            stage.stage,
+            stage.steps,
+            stage.cached,
+            stage.name
         );
     }
     if let Some(check) = &report.check {
-        eprintln!(
+        summary!(
             "check     {} of {} checks passed",
             check.findings.iter().filter(|f| f.ok).count(),
             check.findings.len()
@@ -179,10 +182,10 @@ pub fn render(report: &ImageReport) {
         eprintln!("warning: {warning}");
     }
     if let Some(pushed) = &report.published.pushed {
-        eprintln!("push      {}", describe_transfer(pushed));
+        summary!("push      {}", describe_transfer(pushed));
     }
     if report.lock_written {
-        eprintln!("lock      kbuild.lock updated");
+        summary!("lock      kbuild.lock updated");
     }
-    eprintln!("image     {} ({:.1}s)", report.image, report.seconds);
+    summary!("image     {} ({:.1}s)", report.image, report.seconds);
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::image::{show_failed_check, CellArgs};
+use super::progress::summary;
 use super::progress::CliReporter;
 use super::{cancel_on_signals, write_report};
 use crate::iso::{build_iso, IsoError, IsoReport, IsoRequest};
@@ -88,7 +89,7 @@ fn render(report: &IsoReport) {
         true => "written",
         false => "already up to date",
     };
-    eprintln!(
+    summary!(
         "iso       {} ({:.1} MiB, parts {parts}, {iso}, {:.1}s)",
         report.iso.display(),
         report.size as f64 / (1 << 20) as f64,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use super::progress::CliReporter;
+use super::progress::{summary, CliReporter};
 use super::registry::RegistryArgs;
 use super::{open_store, StoreArgs};
 use crate::compose::resolve::lock_project;
@@ -37,7 +37,7 @@ pub fn run(args: LockArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store)?;
     let reporter = CliReporter::new();
     let report = lock_project(&store, &project, args.update, &registry, &reporter)?;
-    eprintln!(
+    summary!(
         "lock: {} resolved, {} kept{}",
         report.resolved,
         report.kept,

@@ -6,6 +6,7 @@ mod boot;
 mod build;
 mod cache;
 mod check;
+mod completions;
 mod doctor;
 mod export;
 mod image;
@@ -46,6 +47,12 @@ use crate::project::ProjectError;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How to show progress on stderr.
+    #[arg(long, value_enum, default_value_t = progress::ProgressArg::Auto, global = true)]
+    progress: progress::ProgressArg,
+    /// Show no progress (errors and results only; `boot`: no console).
+    #[arg(long, short, global = true)]
+    quiet: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,10 +70,13 @@ enum Command {
     Export(export::ExportArgs),
     Inspect(inspect::InspectArgs),
     Images(inspect::ImagesArgs),
+    Rmi(cache::RmiArgs),
     Cache(cache::CacheArgs),
     Pull(registry::PullArgs),
     Push(registry::PushArgs),
     Login(registry::LoginArgs),
+    Completions(completions::CompletionsArgs),
+    Man(completions::ManArgs),
 }
 
 /// Exit code for a job that ran and failed.
@@ -76,6 +86,7 @@ const EXIT_USAGE: u8 = 2;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    progress::configure(cli.progress, cli.quiet);
     let result = match cli.command {
         Command::Plan(args) => plan::run(args),
         Command::Build(args) => build::run(*args),
@@ -90,10 +101,13 @@ pub fn main() -> ExitCode {
         Command::Export(args) => export::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Images(args) => inspect::run_images(args),
+        Command::Rmi(args) => cache::run_rmi(args),
         Command::Cache(args) => cache::run(args),
         Command::Pull(args) => registry::run_pull(args),
         Command::Push(args) => registry::run_push(args),
         Command::Login(args) => registry::run_login(args),
+        Command::Completions(args) => completions::run_completions(args),
+        Command::Man(args) => completions::run_man(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

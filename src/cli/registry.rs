@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 
-use super::progress::CliReporter;
+use super::progress::{summary, CliReporter};
 use super::{open_store, StoreArgs, UsageError};
 use crate::platform::Platform;
 use crate::project::Project;
@@ -156,7 +156,7 @@ pub fn run_pull(args: PullArgs) -> anyhow::Result<()> {
             &store, &request, &options, &reporter,
         ))
         .with_context(|| format!("cannot pull {}", args.reference))?;
-    eprintln!("pull: {}", describe(&pulled.totals));
+    summary!("pull: {}", describe(&pulled.totals));
     println!("{} {}", pulled.name, pulled.digest);
     Ok(())
 }
@@ -184,7 +184,7 @@ pub fn run_push(args: PushArgs) -> anyhow::Result<()> {
             &store, &args.name, &target, &options, &reporter,
         ))
         .with_context(|| format!("cannot push {} to {target}", args.name))?;
-    eprintln!("push: {}", describe(&pushed.totals));
+    summary!("push: {}", describe(&pushed.totals));
     println!("{} {}", pushed.reference, pushed.digest);
     Ok(())
 }
@@ -226,7 +226,7 @@ pub fn run_login(args: LoginArgs) -> anyhow::Result<()> {
     let path = docker_config_path()
         .context("cannot tell where the Docker config lives: set DOCKER_CONFIG or HOME")?;
     auth::store_basic(&path, &args.registry, &args.username, &password)?;
-    eprintln!(
+    summary!(
         "login: credentials for {} saved in {}",
         args.registry,
         path.display()

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
-use super::progress::CliReporter;
+use super::progress::{paint, summary, CliReporter, GREEN, RED};
 use super::registry::{parse_reference, RegistryArgs};
 use super::{
     cancel_on_signals, key_value, open_store, project_build_options, write_report, FailedError,
@@ -93,7 +93,7 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<()> {
         let out = output_dir.clone().unwrap_or_else(|| dirs[0].clone());
         let manifest = merge(dirs, &out)?;
         let artifacts: usize = manifest.cells.iter().map(|c| c.artifacts.len()).sum();
-        eprintln!(
+        summary!(
             "merged    {} cells, {artifacts} artifacts",
             manifest.cells.len()
         );
@@ -127,7 +127,9 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<()> {
     let reporter = CliReporter::new();
     let cancel = cancel_on_signals()?;
     let report = release(&store, &project, &request, &reporter, &cancel)?;
-    render(&report);
+    reporter.finish();
+    render_table(&report);
+    render_problems(&report);
     if let Some(path) = &args.report {
         write_report(path, &report)?;
     }
@@ -141,11 +143,8 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The summary table, then every failure with its cell and step.
-fn render(report: &ReleaseReport) {
-    for warning in &report.warnings {
-        eprintln!("warning: {warning}");
-    }
+/// The summary table: cell, result, time, cache hits, ISO size.
+fn render_table(report: &ReleaseReport) {
     let width = report
         .cells
         .iter()
@@ -153,7 +152,7 @@ fn render(report: &ReleaseReport) {
         .max()
         .unwrap_or(4)
         .max(4);
-    eprintln!("\n{:<width$}  result  time     cached     ISO", "cell");
+    summary!("\n{:<width$}  result  time     cached     ISO", "cell");
     for cell in &report.cells {
         let (steps, cached) = cell.image.as_ref().map_or((0, 0), |image| {
             image
@@ -165,14 +164,27 @@ fn render(report: &ReleaseReport) {
             || "-".to_string(),
             |b| format!("{:.0} MiB", b as f64 / 1048576.0),
         );
-        eprintln!(
-            "{:<width$}  {:<6}  {:>6.1}s  {:>4}/{:<4}  {size}",
+        let result = match cell.ok {
+            true => paint("ok    ", GREEN),
+            false => paint("FAILED", RED),
+        };
+        summary!(
+            "{:<width$}  {result}  {:>6.1}s  {:>4}/{:<4}  {size}",
             cell.cell,
-            if cell.ok { "ok" } else { "FAILED" },
             cell.seconds,
             cached,
             steps,
         );
+    }
+    if let Some(sums) = &report.sums {
+        summary!("\nsums      {}", sums.display());
+    }
+}
+
+/// Warnings, then every failure with its cell and step (in every mode).
+fn render_problems(report: &ReleaseReport) {
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
     }
     for cell in report.cells.iter().filter(|c| !c.ok) {
         if let Some(failure) = &cell.failure {
@@ -181,8 +193,5 @@ fn render(report: &ReleaseReport) {
                 cell.cell, failure.step, failure.message
             );
         }
-    }
-    if let Some(sums) = &report.sums {
-        eprintln!("\nsums      {}", sums.display());
     }
 }

@@ -349,6 +349,7 @@ impl StageRun<'_, '_> {
             .join("cache/mounts")
             .join(Digest::of(id.as_bytes()).hex());
         prepare_cache_dir(&dir, mount.mode, mount.uid, mount.gid)?;
+        self.exec.store.mark_used(&dir)?;
         out.keys.push(keys::cache_mount(&id, &target));
         out.caches.push(CacheMount {
             dir,

@@ -23,7 +23,7 @@ use super::{BuildError, Executor};
 use crate::digest::Digest;
 use crate::dockerfile::{Instruction, Word};
 use crate::layer::{self, TreeKind};
-use crate::report::{Event, StepState};
+use crate::report::{Activity, ByteProgress, CountingWriter, Event, StepState};
 use crate::rootfs::Root;
 use crate::sandbox::overlay::{self, Overlay};
 use crate::sandbox::users;
@@ -65,8 +65,9 @@ impl Executor<'_> {
         Ok(())
     }
 
-    /// Turns a step's upper dir into a layer blob and a snapshot.
-    fn commit_upper(&self, upper: &Path) -> Result<CacheEntry, BuildError> {
+    /// Turns step `id`'s upper dir into a layer blob (its compressed bytes
+    /// reported as they are written) and a snapshot.
+    fn commit_upper(&self, id: &str, upper: &Path) -> Result<CacheEntry, BuildError> {
         let empty = fs::read_dir(upper)
             .map_err(|source| StoreError::Io {
                 path: upper.to_path_buf(),
@@ -77,7 +78,8 @@ impl Executor<'_> {
         if empty {
             return Ok(CacheEntry { layer: None });
         }
-        let blob = self.store.blob_writer()?;
+        let progress = ByteProgress::start(self.reporter, id.to_string(), Activity::Compress, 0);
+        let blob = CountingWriter::new(self.store.blob_writer()?, progress);
         let (blob, info) =
             layer::write_layer(upper, TreeKind::OverlayUpper, &self.options.layer, blob).map_err(
                 |source| StoreError::WriteLayer {
@@ -85,7 +87,7 @@ impl Executor<'_> {
                     source,
                 },
             )?;
-        blob.commit(Some(&info.digest))?;
+        blob.finish().commit(Some(&info.digest))?;
         self.store.commit_snapshot(upper, &info.diff_id)?;
         Ok(CacheEntry {
             layer: Some(LayerRecord::from(&info)),
@@ -182,6 +184,7 @@ impl StageRun<'_, '_> {
         exec.stats.lock().unwrap_or_else(|e| e.into_inner()).steps += 1;
         if let Some(entry) = cached {
             exec.ensure_snapshots(entry.layer.as_slice())?;
+            exec.store.mark_step_used(&key)?;
             self.state
                 .add_step(key, entry.layer, &exec.created, &ins.text);
             exec.stats.lock().unwrap_or_else(|e| e.into_inner()).cached += 1;
@@ -206,7 +209,7 @@ impl StageRun<'_, '_> {
             exec.ensure_snapshots(&self.state.layers)?;
             let step = StepDir::new(exec.store)?;
             execute(self, &step)?;
-            let entry = exec.commit_upper(&step.upper())?;
+            let entry = exec.commit_upper(id, &step.upper())?;
             exec.store.cache_step(&key, &entry)?;
             Ok(entry)
         })();

@@ -17,7 +17,7 @@ use crate::pipeline::Pipeline;
 use crate::platform::Platform;
 use crate::project::config::SquashfsSettings;
 use crate::project::flavor::Boot;
-use crate::report::phase;
+use crate::report::{phase, watch_growth, Activity, ByteProgress};
 use crate::sandbox::Cancel;
 use crate::store::cache::LayerRecord;
 use crate::store::derived::{DerivedEntry, FileRecord};
@@ -33,6 +33,8 @@ pub const EFI_LOADER: &str = "loader.efi";
 
 /// Bumped when what kbuild writes for the same inputs changes.
 const FORMAT: u32 = 1;
+/// How often the squashfs's size is reported while mksquashfs writes it.
+const GROWTH_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// What the parts are made from.
 pub(super) struct Inputs<'a> {
@@ -106,6 +108,7 @@ pub(super) struct Maker<'a> {
 pub(super) fn ensure(inputs: &Inputs, key: &Digest, maker: &Maker) -> Result<Parts, IsoError> {
     let store = maker.pipeline.store();
     if let Some((dir, entry)) = store.derived(key)? {
+        store.mark_used(&dir)?;
         return Ok(Parts {
             dir,
             entry,
@@ -170,14 +173,18 @@ fn make(
                     let mbr = format!("{}/boot_hybrid.img", inputs.boot.grub.bios_modules);
                     super::copy_out(root, &mbr, &dir.join(HYBRID_MBR))?;
                 }
-                squashfs::make(
-                    &inputs.tools.mksquashfs,
-                    merged,
-                    &squashfs,
-                    inputs.squashfs,
-                    inputs.epoch,
-                    maker.cancel,
-                )
+                let progress =
+                    ByteProgress::start(reporter, SQUASHFS.to_string(), Activity::Squashfs, 0);
+                watch_growth(progress, &squashfs, GROWTH_INTERVAL, || {
+                    squashfs::make(
+                        &inputs.tools.mksquashfs,
+                        merged,
+                        &squashfs,
+                        inputs.squashfs,
+                        inputs.epoch,
+                        maker.cancel,
+                    )
+                })
             })?
         },
         |_| {

@@ -25,11 +25,9 @@ pub mod transport;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::digest::Digest;
 use crate::reference::ImageRef;
-use crate::report::{Direction, Event, Reporter, TransferState};
 use crate::store::StoreError;
 
 pub use transport::TransportOptions;
@@ -109,74 +107,6 @@ pub enum RegistryError {
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
-
-/// Reports one transfer's progress, at most every [`Progress::STEP`] bytes.
-/// Shared by the futures of one transfer (the body stream, the retry
-/// callback, the ticker), hence the atomics.
-pub(crate) struct Progress<'a> {
-    reporter: &'a dyn Reporter,
-    id: String,
-    direction: Direction,
-    total: u64,
-    done: AtomicU64,
-    reported: AtomicU64,
-}
-
-impl<'a> Progress<'a> {
-    const STEP: u64 = 256 << 10;
-
-    pub fn start(
-        reporter: &'a dyn Reporter,
-        digest: &Digest,
-        direction: Direction,
-        total: u64,
-    ) -> Progress<'a> {
-        let progress = Progress {
-            reporter,
-            id: short(digest),
-            direction,
-            total,
-            done: AtomicU64::new(0),
-            reported: AtomicU64::new(0),
-        };
-        progress.emit(TransferState::Started);
-        progress
-    }
-
-    fn emit(&self, state: TransferState) {
-        self.reporter.report(Event::Transfer {
-            id: self.id.clone(),
-            direction: self.direction,
-            done: self.done.load(Ordering::Relaxed),
-            total: self.total,
-            state,
-        });
-    }
-
-    /// `done` bytes have moved in all (it may go back after a restart).
-    pub fn set(&self, done: u64) {
-        self.done.store(done, Ordering::Relaxed);
-        let reported = self.reported.load(Ordering::Relaxed);
-        if done < reported || done - reported >= Self::STEP {
-            self.reported.store(done, Ordering::Relaxed);
-            self.emit(TransferState::Progress);
-        }
-    }
-
-    pub fn retrying(&self, attempt: u32, reason: String) {
-        self.emit(TransferState::Retrying { attempt, reason });
-    }
-
-    pub fn skipped(self, reason: String) {
-        self.done.store(self.total, Ordering::Relaxed);
-        self.emit(TransferState::Skipped { reason });
-    }
-
-    pub fn finished(self) {
-        self.done.store(self.total, Ordering::Relaxed);
-        self.emit(TransferState::Finished);
-    }
-}
 
 /// `sha256:0123456789ab`, the way transfers are labelled.
 pub fn short(digest: &Digest) -> String {

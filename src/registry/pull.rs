@@ -15,11 +15,11 @@ use reqwest::{Method, StatusCode};
 
 use super::manifest::{self, RawManifest};
 use super::transport::{error_chain, Session};
-use super::{session_for, transfer_all, Progress, RegistryError, RegistryOptions, Result, Totals};
+use super::{session_for, short, transfer_all, RegistryError, RegistryOptions, Result, Totals};
 use crate::digest::Digest;
 use crate::platform::Platform;
 use crate::reference::ImageRef;
-use crate::report::{Direction, Reporter};
+use crate::report::{Activity, ByteProgress, Reporter};
 use crate::store::image::{is_index, is_manifest, platforms, select_platform};
 use crate::store::{Store, StoreError};
 
@@ -163,7 +163,7 @@ async fn fetch_blob(
     size: u64,
     reporter: &dyn Reporter,
 ) -> Result<Totals> {
-    let progress = Progress::start(reporter, digest, Direction::Pull, size);
+    let progress = ByteProgress::start(reporter, short(digest), Activity::Pull, size);
     if store.has_blob(digest) {
         progress.skipped("already in the store".into());
         return Ok(Totals {

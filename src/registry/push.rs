@@ -22,10 +22,10 @@ use reqwest::{Method, StatusCode, Url};
 
 use super::manifest::{self, RawManifest};
 use super::transport::Session;
-use super::{session_for, transfer_all, Progress, RegistryError, RegistryOptions, Result, Totals};
+use super::{session_for, short, transfer_all, RegistryError, RegistryOptions, Result, Totals};
 use crate::digest::Digest;
 use crate::reference::ImageRef;
-use crate::report::{Direction, Reporter};
+use crate::report::{Activity, ByteProgress, Reporter};
 use crate::store::image::is_index;
 use crate::store::{Store, StoreError};
 
@@ -118,7 +118,7 @@ async fn push_blob(
     options: &RegistryOptions,
     reporter: &dyn Reporter,
 ) -> Result<Totals> {
-    let progress = Progress::start(reporter, digest, Direction::Push, size);
+    let progress = ByteProgress::start(reporter, short(digest), Activity::Push, size);
     let skipped = Totals {
         skipped: 1,
         ..Totals::default()
@@ -217,7 +217,7 @@ async fn upload(
     size: u64,
     mut location: Url,
     options: &RegistryOptions,
-    progress: Progress<'_>,
+    progress: ByteProgress<'_>,
 ) -> Result<()> {
     let what = format!("upload of {digest}");
     let file = Arc::new(store.open_blob(digest)?);

@@ -40,7 +40,7 @@ use crate::iso::{build_iso, IsoError, IsoRequest};
 use crate::pipeline::Pipeline;
 use crate::project::Project;
 use crate::reference::ImageRef;
-use crate::report::Reporter;
+use crate::report::{CellState, Event, Reporter};
 use crate::sandbox::Cancel;
 use crate::store::{atomic, Store};
 
@@ -238,10 +238,19 @@ pub fn release(
     }
     let mut reports = Vec::new();
     let mut manifest_cells = Vec::new();
-    for cell in &cells {
+    for (index, cell) in cells.iter().enumerate() {
         if cancel.is_cancelled() {
             break;
         }
+        let cell_event = |state| {
+            reporter.report(Event::Cell {
+                name: cell.name.clone(),
+                index: index + 1,
+                total: cells.len(),
+                state,
+            })
+        };
+        cell_event(CellState::Started);
         let cell_started = Instant::now();
         let mut report = CellReport {
             cell: cell.name.clone(),
@@ -259,6 +268,14 @@ pub fn release(
             Err(failure) => report.failure = Some(failure),
         }
         report.seconds = cell_started.elapsed().as_secs_f64();
+        cell_event(CellState::Finished {
+            ok: report.ok,
+            millis: cell_started.elapsed().as_millis(),
+            failure: report
+                .failure
+                .as_ref()
+                .map(|f| format!("{}: {}", f.step, f.message)),
+        });
         reports.push(report);
     }
     manifest_cells.sort_by(|a, b| a.cell.cmp(&b.cell));

@@ -52,7 +52,7 @@ pub struct CacheEntry {
 }
 
 impl Store {
-    fn step_path(&self, key: &Digest) -> std::path::PathBuf {
+    pub(super) fn step_path(&self, key: &Digest) -> std::path::PathBuf {
         self.root
             .join("cache/steps")
             .join(format!("{}.json", key.hex()))
@@ -73,6 +73,11 @@ impl Store {
             .as_ref()
             .is_none_or(|layer| self.has_blob(&layer.digest));
         Ok(present.then_some(entry))
+    }
+
+    /// Notes that a build just reused `key` (the retention's LRU order).
+    pub fn mark_step_used(&self, key: &Digest) -> Result<()> {
+        self.mark_used(&self.step_path(key))
     }
 
     /// Records a step result; its layer blob must already be stored.

@@ -2,7 +2,8 @@
 //!
 //! Reachable = the tagged manifests (and indexes with every manifest in
 //! them), their configs and layers, the step cache's layers, and the
-//! snapshots of all those layers' diff_ids.
+//! snapshots of all those layers' diff_ids. `prune` first lets the
+//! [`Retention`] drop caches, then collects the rest.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
+use super::retention::{usage, Retention, RetentionReport};
 use super::{atomic::TEMP_PREFIX, hash_file, io_at, remove_tree, Result, Store, StoreError};
 use crate::digest::Digest;
 
@@ -21,6 +23,8 @@ pub struct PruneReport {
     pub removed_snapshots: u64,
     pub removed_temp: u64,
     pub freed_bytes: u64,
+    /// The caches dropped first, and the store's size before and after.
+    pub retention: RetentionReport,
 }
 
 #[derive(Debug, Default)]
@@ -42,9 +46,26 @@ fn parse(d: &oci_spec::image::Digest) -> Result<Digest> {
 }
 
 impl Store {
-    /// Blobs and snapshot diff_ids reachable from the tags. Unreadable
-    /// documents are reported through `missing` by fsck, skipped here.
+    /// Blobs and snapshot diff_ids reachable from the tags and the step
+    /// cache. Unreadable documents are reported through `missing` by fsck,
+    /// skipped here.
     fn reachable(
+        &self,
+        fsck: Option<&mut FsckReport>,
+    ) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>)> {
+        let (mut blobs, mut diff_ids) = self.tag_reachable(fsck)?;
+        // The step cache keeps its layers (and their snapshots) alive.
+        for entry in self.cached_steps()?.into_values() {
+            if let Some(layer) = entry.layer {
+                blobs.insert(layer.digest);
+                diff_ids.insert(layer.diff_id);
+            }
+        }
+        Ok((blobs, diff_ids))
+    }
+
+    /// Blobs and snapshot diff_ids reachable from the tags alone.
+    pub(super) fn tag_reachable(
         &self,
         fsck: Option<&mut FsckReport>,
     ) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>)> {
@@ -72,13 +93,6 @@ impl Store {
                 for id in config.rootfs().diff_ids() {
                     diff_ids.insert(id.parse()?);
                 }
-            }
-        }
-        // The step cache keeps its layers (and their snapshots) alive.
-        for entry in self.cached_steps()?.into_values() {
-            if let Some(layer) = entry.layer {
-                blobs.insert(layer.digest);
-                diff_ids.insert(layer.diff_id);
             }
         }
         Ok((blobs, diff_ids))
@@ -116,9 +130,23 @@ impl Store {
         Ok(manifests)
     }
 
-    /// Removes blobs and snapshots no tag reaches, and leftover temp files.
-    pub fn prune(&self) -> Result<PruneReport> {
+    /// Drops the caches `retention` selects, then removes blobs,
+    /// snapshots and derived entries nothing reaches, and leftover temp
+    /// files.
+    pub fn prune(&self, retention: &Retention) -> Result<PruneReport> {
         let _guard = self.exclusive()?;
+        let retained = self.apply_retention(retention)?;
+        let mut report = self.collect()?;
+        report.removed_derived += retained.removed_derived;
+        report.retention = RetentionReport {
+            after: usage(&self.root),
+            ..retained
+        };
+        Ok(report)
+    }
+
+    /// Removes what nothing reaches (the caller holds the lock exclusively).
+    fn collect(&self) -> Result<PruneReport> {
         let (blobs, diff_ids) = self.reachable(None)?;
         let mut report = PruneReport::default();
         let blob_dir = self.root.join("blobs/sha256");
@@ -156,7 +184,7 @@ impl Store {
         }
         for (path, entry) in self.derived_entries()? {
             if !entry.is_some_and(|e| blobs.contains(&e.image)) {
-                report.freed_bytes += tree_size(&path);
+                report.freed_bytes += usage(&path);
                 remove_tree(&path)?;
                 report.removed_derived += 1;
             }
@@ -240,17 +268,4 @@ impl Store {
         }
         Ok(())
     }
-}
-
-/// Bytes of the files under `path` (what prune frees).
-fn tree_size(path: &std::path::Path) -> u64 {
-    fs::read_dir(path).map_or(0, |entries| {
-        entries
-            .flatten()
-            .map(|e| match e.file_type() {
-                Ok(t) if t.is_dir() => tree_size(&e.path()),
-                _ => e.metadata().map_or(0, |m| m.len()),
-            })
-            .sum()
-    })
 }

@@ -7,6 +7,7 @@
 //! blobs/sha256/<hex>          blobs
 //! snapshots/<diff_id hex>/    extracted layers (overlay lower dirs)
 //! cache/steps/<key hex>.json   step cache entries (see [`cache`])
+//! cache/mounts/<id hex>/      RUN --mount=type=cache dirs
 //! sources/<digest hex>         registry/repository names known to hold a blob
 //! derived/<key hex>/          files made from an image (ISO parts; see [`derived`])
 //! tmp/                        staging for snapshots being built
@@ -29,6 +30,7 @@ pub mod derived;
 mod gc;
 pub mod image;
 pub mod import;
+mod retention;
 mod snapshot;
 mod view;
 
@@ -41,6 +43,7 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use serde::Serialize;
 
 pub use gc::{FsckReport, PruneReport};
+pub use retention::{Retention, RetentionReport};
 
 use crate::digest::{Digest, DigestError, HashingWriter};
 
@@ -126,6 +129,12 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
 pub struct Store {
     root: PathBuf,
     lock: File,
+}
+
+/// Whether `tag` is what the user's `name` means: the same text, or the
+/// same image reference once normalized.
+fn tag_matches(tag: &str, name: &str) -> bool {
+    tag == name || crate::reference::ImageRef::parse(name).is_ok_and(|r| r.to_string() == tag)
 }
 
 /// Holds the store lock exclusively until dropped.
@@ -309,6 +318,35 @@ impl Store {
         let mut index = self.index()?;
         image::set_tag(&mut index, name, &manifest);
         self.write_index(&index)
+    }
+
+    /// Removes the tags `name` resolves to (as [`Store::descriptor`] finds
+    /// it; a manifest digest removes every tag on it) and returns them.
+    /// The content stays until `cache prune` finds nothing reaching it.
+    pub fn untag(&self, name: &str) -> Result<Vec<String>> {
+        let _guard = self.exclusive()?;
+        let tags = self.tags()?;
+        let target = self.descriptor(name)?;
+        let by_name = tags
+            .iter()
+            .find(|(tag, d)| *d == &target && tag_matches(tag, name))
+            .map(|(tag, _)| vec![tag.clone()]);
+        let removed = by_name.unwrap_or_else(|| {
+            tags.iter()
+                .filter(|(_, d)| *d == &target)
+                .map(|(tag, _)| tag.clone())
+                .collect()
+        });
+        let mut index = self.index()?;
+        let manifests = index
+            .manifests()
+            .iter()
+            .filter(|d| image::ref_name(d).is_none_or(|tag| !removed.iter().any(|r| r == tag)))
+            .cloned()
+            .collect();
+        index.set_manifests(manifests);
+        self.write_index(&index)?;
+        Ok(removed)
     }
 
     /// What a name points to: a tag as written, the same name normalized
