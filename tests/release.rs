@@ -424,6 +424,96 @@ fn release_shards_sboms_and_a_failing_cell() {
     check_sums(&failing);
 }
 
+/// An image whose package manager is rpm: Debian's `rpm` with its own
+/// SQLite database (dpkg's status removed, so rpm's is the only one),
+/// holding two packages rpmbuild made, one with an epoch. `kbuild sbom`
+/// lists them through the image's own rpm, and the SPDX validator passes.
+fn an_rpm_image_sbom_lists_its_rpm_database() {
+    let work = tempfile::tempdir().unwrap();
+    let store = common::builds::store_with_base(work.path());
+    let context = work.path().join("rpm");
+    let spec = |name: &str, version: &str, extra: &str| {
+        format!(
+            "Name: {name}\nVersion: {version}\n{extra}Summary: a package of the rpm SBOM test\n\
+             License: MIT\nBuildArch: noarch\n%description\nTest.\n%install\n\
+             mkdir -p %{{buildroot}}/usr/share/{name}\necho hi > %{{buildroot}}/usr/share/{name}/hi\n\
+             %files\n/usr/share/{name}/hi\n"
+        )
+    };
+    common::builds::write(
+        &context.join("hello.spec"),
+        &spec("kbuild-hello", "1.2.3", "Release: 4\n"),
+    );
+    common::builds::write(
+        &context.join("epoch.spec"),
+        &spec("kbuild-epoch", "0.9", "Release: 1\nEpoch: 2\n"),
+    );
+    common::builds::write(
+        &context.join("Dockerfile"),
+        "FROM debian:bookworm\n\
+         RUN apt-get update && apt-get install -y --no-install-recommends rpm\n\
+         RUN mkdir -p /etc/rpm && echo '%_dbpath /var/lib/rpm' > /etc/rpm/macros\n\
+         COPY hello.spec epoch.spec /src/\n\
+         RUN for spec in /src/*.spec; do rpmbuild --quiet --define \"_topdir /tmp/top\" -bb \"$spec\"; done \\\n\
+          && rpm -i --force-debian --nodeps /tmp/top/RPMS/noarch/*.rpm && rm -rf /tmp/top\n\
+         RUN test -f /var/lib/rpm/rpmdb.sqlite && rm /var/lib/dpkg/status\n",
+    );
+    let built = common::builds::build(&store, &context, &["-t", "rpm-image:1"]);
+    assert!(built.status.success(), "{}", stderr(&built));
+    let sbom_path = work.path().join("rpm.spdx.json");
+    let s = store.to_str().unwrap();
+    let made = kbuild(
+        &[
+            "sbom",
+            "--store",
+            s,
+            "rpm-image:1",
+            "-o",
+            sbom_path.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert!(made.status.success(), "{}", stderr(&made));
+    let validated = Command::new("pyspdxtools")
+        .arg("-i")
+        .arg(&sbom_path)
+        .output()
+        .unwrap();
+    assert!(
+        validated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    let sbom: serde_json::Value = serde_json::from_slice(&fs::read(&sbom_path).unwrap()).unwrap();
+    let purls: Vec<&str> = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p["externalRefs"][0]["referenceLocator"].as_str())
+        .collect();
+    assert_eq!(
+        purls,
+        [
+            "pkg:rpm/debian/kbuild-epoch@0.9-1?arch=noarch&distro=debian-12&epoch=2",
+            "pkg:rpm/debian/kbuild-hello@1.2.3-4?arch=noarch&distro=debian-12",
+        ],
+        "{sbom}"
+    );
+    let versions: Vec<&str> = sbom["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(1)
+        .map(|p| p["versionInfo"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, ["2:0.9-1", "1.2.3-4"]);
+    // The query is a cached step: a second SBOM is the same document.
+    let again = kbuild(&["sbom", "--store", s, "rpm-image:1"], &[]);
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert_eq!(again.stdout, fs::read(&sbom_path).unwrap());
+    common::builds::assert_clean(&store);
+}
+
 tests!(
     release_shards_sboms_and_a_failing_cell: Needs::root_and(&[
         "mmdebstrap",
@@ -437,4 +527,5 @@ tests!(
         "sha256sum",
         "tmux",
     ]),
+    an_rpm_image_sbom_lists_its_rpm_database: Needs::root_and(&["mmdebstrap", "pyspdxtools"]),
 );

@@ -18,6 +18,7 @@ mod plan;
 mod progress;
 mod registry;
 mod release;
+mod sbom;
 
 use std::process::ExitCode;
 
@@ -71,6 +72,7 @@ enum Command {
     Inspect(inspect::InspectArgs),
     Images(inspect::ImagesArgs),
     Rmi(cache::RmiArgs),
+    Sbom(sbom::SbomArgs),
     Cache(cache::CacheArgs),
     Pull(registry::PullArgs),
     Push(registry::PushArgs),
@@ -102,6 +104,7 @@ pub fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Images(args) => inspect::run_images(args),
         Command::Rmi(args) => cache::run_rmi(args),
+        Command::Sbom(args) => sbom::run(args),
         Command::Cache(args) => cache::run(args),
         Command::Pull(args) => registry::run_pull(args),
         Command::Push(args) => registry::run_push(args),
@@ -254,8 +257,19 @@ fn project_build_options(
     layer: &LayerArgs,
     registry: crate::registry::RegistryOptions,
 ) -> anyhow::Result<crate::executor::BuildOptions> {
+    build_options(project.root.clone(), no_cache, layer, registry)
+}
+
+/// Build options for steps kbuild generates itself (with `context`),
+/// with the defaults of `kbuild build`.
+fn build_options(
+    context: PathBuf,
+    no_cache: bool,
+    layer: &LayerArgs,
+    registry: crate::registry::RegistryOptions,
+) -> anyhow::Result<crate::executor::BuildOptions> {
     Ok(crate::executor::BuildOptions {
-        context: project.root.clone(),
+        context,
         plan: crate::plan::PlanRequest::default(),
         no_cache,
         secrets: std::collections::BTreeMap::new(),

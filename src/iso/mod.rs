@@ -471,7 +471,7 @@ fn existing_image(
 }
 
 /// `SOURCE_DATE_EPOCH`, else the image's creation time, else 0.
-fn epoch_of(store: &Store, manifest: &oci_spec::image::ImageManifest) -> Result<i64, IsoError> {
+pub fn epoch_of(store: &Store, manifest: &oci_spec::image::ImageManifest) -> Result<i64, IsoError> {
     if let Some(epoch) = crate::store::image::source_date_epoch() {
         return Ok(epoch);
     }

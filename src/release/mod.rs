@@ -20,6 +20,7 @@
 //!   and `SOURCE_DATE_EPOCH` list the same lines.
 //! * Nothing in an artifact depends on the runner or the wall clock.
 
+pub mod inventory;
 mod matrix;
 pub mod provenance;
 pub mod sbom;
@@ -30,6 +31,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+use inventory::{image_sbom, SbomInputs};
 pub use matrix::{Cell, Shard};
 
 use crate::compose::image::{ImageReport, ImageRequest};
@@ -38,6 +40,7 @@ use crate::compose::packages::package_key;
 use crate::executor::BuildOptions;
 use crate::iso::{build_iso, IsoError, IsoRequest};
 use crate::pipeline::Pipeline;
+use crate::platform::Platform;
 use crate::project::Project;
 use crate::reference::ImageRef;
 use crate::report::{CellState, Event, Reporter};
@@ -260,7 +263,16 @@ pub fn release(
             iso_size: None,
             seconds: 0.0,
         };
-        match build_cell(store, project, request, cell, reporter, cancel, &mut report) {
+        match build_cell(
+            store,
+            &pipeline,
+            project,
+            request,
+            cell,
+            reporter,
+            cancel,
+            &mut report,
+        ) {
             Ok(entry) => {
                 report.ok = true;
                 manifest_cells.push(entry);
@@ -333,6 +345,7 @@ fn failure(step: &'static str) -> impl FnOnce(&dyn std::error::Error) -> Failure
 /// One cell: image and ISO, then SBOM and provenance.
 fn build_cell(
     store: &Store,
+    pipeline: &Pipeline,
     project: &Project,
     request: &ReleaseRequest,
     cell: &Cell,
@@ -378,16 +391,25 @@ fn build_cell(
     let composed = composed_packages(&built, &lock, selection.id.arch.as_str());
     let epoch = iso.epoch;
     let sbom_path = dir.join(format!("{}.spdx.json", cell.name));
-    let sbom = write_sbom(
-        store,
-        project,
-        &iso.image,
-        &iso.image_digest,
-        &composed,
+    let flavor = cell.request.flavor.clone().unwrap_or_default();
+    let family = project
+        .flavors
+        .get(&flavor)
+        .map(|f| format!("{:?}", f.family).to_lowercase())
+        .unwrap_or_default();
+    let inputs = SbomInputs {
+        image: &iso.image,
+        digest: &iso.image_digest,
+        composed: &composed,
         epoch,
-        cell,
-    )
-    .map_err(|e| failure("sbom")(e.as_ref()))?;
+        distro: Some(&format!(
+            "{flavor}-{}",
+            cell.request.release.clone().unwrap_or_default()
+        )),
+        fallback_vendor: &family,
+        platform: Platform::parse(&format!("linux/{}", selection.id.arch)).ok(),
+    };
+    let sbom = image_sbom(pipeline, &request.options, &inputs).map_err(|e| failure("sbom")(&e))?;
     write_json(&sbom_path, &sbom).map_err(|e| failure("sbom")(&e))?;
     let statement = provenance::statement(
         &[
@@ -527,37 +549,6 @@ fn materials(
         });
     }
     materials
-}
-
-fn write_sbom(
-    store: &Store,
-    project: &Project,
-    image: &str,
-    digest: &str,
-    composed: &[sbom::Composed],
-    epoch: i64,
-    cell: &Cell,
-) -> Result<serde_json::Value, Box<dyn std::error::Error + Send + Sync>> {
-    let (_, manifest) = store.resolve(image)?;
-    let layers = store.manifest_layers(&manifest)?;
-    let (manager, installed) =
-        store.with_image_root(&layers, |root, _| sbom::installed(root))??;
-    let flavor_release = cell.request.release.clone().unwrap_or_default();
-    let flavor = cell.request.flavor.clone().unwrap_or_default();
-    let family = project
-        .flavors
-        .get(&flavor)
-        .map(|f| format!("{:?}", f.family).to_lowercase())
-        .unwrap_or_default();
-    let subject = sbom::Subject {
-        image,
-        digest,
-        distro: &format!("{flavor}-{flavor_release}"),
-        vendor: &family,
-        epoch,
-        creator: &format!("kbuild-{}", env!("CARGO_PKG_VERSION")),
-    };
-    Ok(sbom::document(&subject, manager, &installed, composed))
 }
 
 /// `kbuild release merge`: joins the shards' manifests found in `dirs`

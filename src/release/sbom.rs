@@ -1,8 +1,12 @@
 //! SPDX 2.3 JSON software bill of materials of an image: every package
-//! its package manager installed (the dpkg status or the apk installed
-//! database, read from the image root, never by running anything from
-//! it), plus the packages kbuild composed (framework, provider, k3s/k0s)
-//! with their versions and digests.
+//! its package manager installed, plus the packages kbuild composed
+//! (framework, provider, k3s/k0s) with their versions and digests.
+//!
+//! The dpkg status and the apk installed database are text files, read
+//! from the image root. The rpm database is a SQLite, NDB or Berkeley DB
+//! file depending on the distribution and its rpm version, so the image's
+//! own `rpm` lists it, in the build sandbox like any RUN step
+//! ([`rpm_query_spec`]); nothing from the image runs on the host.
 //!
 //! Invariants:
 //! * The same image and inputs give the same document, byte for byte:
@@ -23,6 +27,18 @@ use crate::rootfs::Root;
 /// Where each package manager keeps its database in an image.
 const DPKG_STATUS: &str = "var/lib/dpkg/status";
 const APK_INSTALLED: &str = "lib/apk/db/installed";
+/// rpm databases: SQLite (rpm 4.16+), NDB (openSUSE), Berkeley DB (older),
+/// under the classic path or `/usr/lib/sysimage/rpm` (Fedora, openSUSE).
+const RPM_DATABASES: [&str; 6] = [
+    "var/lib/rpm/rpmdb.sqlite",
+    "var/lib/rpm/Packages.db",
+    "var/lib/rpm/Packages",
+    "usr/lib/sysimage/rpm/rpmdb.sqlite",
+    "usr/lib/sysimage/rpm/Packages.db",
+    "usr/lib/sysimage/rpm/Packages",
+];
+/// The file the rpm query step writes, at the root of its image.
+pub const RPM_LIST: &str = "kbuild-rpm-packages.tsv";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SbomError {
@@ -32,7 +48,7 @@ pub enum SbomError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the image has no package database kbuild reads ({DPKG_STATUS} or {APK_INSTALLED})")]
+    #[error("the image has no package database kbuild reads ({DPKG_STATUS}, {APK_INSTALLED} or an rpm database under /var/lib/rpm or /usr/lib/sysimage/rpm)")]
     NoDatabase,
 }
 
@@ -41,14 +57,25 @@ pub enum SbomError {
 pub enum Manager {
     Dpkg,
     Apk,
+    Rpm,
+}
+
+/// An image's package database: read, or to be listed by its own rpm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Database {
+    Read(Manager, Vec<Installed>),
+    Rpm,
 }
 
 /// A package the image's package manager installed.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Installed {
     pub name: String,
+    /// As the manager writes it (rpm: `version-release`).
     pub version: String,
     pub arch: Option<String>,
+    /// rpm's epoch, when not 0 (dpkg keeps its epoch in the version).
+    pub epoch: Option<u64>,
 }
 
 /// A package kbuild composed into the image.
@@ -80,24 +107,79 @@ pub struct Subject<'a> {
     pub creator: &'a str,
 }
 
-/// The installed packages of the image at `root`, from whichever database
-/// it has.
-pub fn installed(root: &Root) -> Result<(Manager, Vec<Installed>), SbomError> {
+/// The package database of the image at `root`: the dpkg status or apk
+/// database read, or an rpm database found.
+pub fn database(root: &Root) -> Result<Database, SbomError> {
     for (path, manager) in [(DPKG_STATUS, Manager::Dpkg), (APK_INSTALLED, Manager::Apk)] {
         match root.read(Path::new(path)) {
             Ok(bytes) => {
                 let text = String::from_utf8_lossy(&bytes);
                 let packages = match manager {
-                    Manager::Dpkg => dpkg_status(&text),
                     Manager::Apk => apk_installed(&text),
+                    _ => dpkg_status(&text),
                 };
-                return Ok((manager, packages));
+                return Ok(Database::Read(manager, packages));
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(source) => return Err(SbomError::Read { path, source }),
         }
     }
-    Err(SbomError::NoDatabase)
+    match RPM_DATABASES
+        .iter()
+        .any(|path| root.exists(Path::new(path)))
+    {
+        true => Ok(Database::Rpm),
+        false => Err(SbomError::NoDatabase),
+    }
+}
+
+/// The spec of the step that lists an image's rpm database with the
+/// image's own rpm, into [`RPM_LIST`]: name, epoch, version, release,
+/// arch, tab-separated.
+pub fn rpm_query_spec(image: &str) -> String {
+    format!(
+        "FROM {image}\nRUN rpm -qa --qf '%{{NAME}}\\t%{{EPOCHNUM}}\\t%{{VERSION}}\\t%{{RELEASE}}\\t%{{ARCH}}\\n' > /{RPM_LIST}\n"
+    )
+}
+
+/// The packages of [`rpm_query_spec`]'s output. The `gpg-pubkey` entries
+/// are the keys rpm trusts, not software, and are left out.
+pub fn rpm_query_output(text: &str) -> Vec<Installed> {
+    let mut packages = BTreeSet::new();
+    for line in text.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        let [name, epoch, version, release, arch] = fields[..] else {
+            continue;
+        };
+        if name == "gpg-pubkey" {
+            continue;
+        }
+        packages.insert(Installed {
+            name: name.to_string(),
+            version: format!("{version}-{release}"),
+            arch: (arch != "(none)").then(|| arch.to_string()),
+            epoch: epoch.parse().ok().filter(|e| *e != 0),
+        });
+    }
+    packages.into_iter().collect()
+}
+
+/// `ID` and `VERSION_ID` of the image's os-release (`debian` and `12`,
+/// `fedora` and `40`): the PURL namespace and `distro` qualifier.
+pub fn os_release(root: &Root) -> (Option<String>, Option<String>) {
+    let text = ["etc/os-release", "usr/lib/os-release"]
+        .iter()
+        .find_map(|path| root.read(Path::new(path)).ok())
+        .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+        .unwrap_or_default();
+    let field = |key: &str| {
+        text.lines().find_map(|line| {
+            let value = line.strip_prefix(key)?.strip_prefix('=')?;
+            let value = value.trim().trim_matches(['"', '\'']);
+            (!value.is_empty()).then(|| value.to_string())
+        })
+    };
+    (field("ID"), field("VERSION_ID"))
 }
 
 /// `Key: value` fields of one stanza (continuation lines skipped).
@@ -130,6 +212,7 @@ pub fn dpkg_status(text: &str) -> Vec<Installed> {
                 name: name.to_string(),
                 version: version.to_string(),
                 arch: arch.map(str::to_string),
+                epoch: None,
             });
         }
     }
@@ -155,6 +238,7 @@ pub fn apk_installed(text: &str) -> Vec<Installed> {
                 name: name.to_string(),
                 version: version.to_string(),
                 arch: arch.map(str::to_string),
+                epoch: None,
             });
         }
     }
@@ -178,6 +262,7 @@ fn installed_purl(manager: Manager, subject: &Subject, package: &Installed) -> S
     let kind = match manager {
         Manager::Dpkg => "deb",
         Manager::Apk => "apk",
+        Manager::Rpm => "rpm",
     };
     let mut purl = format!(
         "pkg:{kind}/{}/{}@{}",
@@ -189,9 +274,16 @@ fn installed_purl(manager: Manager, subject: &Subject, package: &Installed) -> S
     if let Some(arch) = &package.arch {
         qualifiers.push(format!("arch={}", purl_encode(arch)));
     }
-    qualifiers.push(format!("distro={}", purl_encode(subject.distro)));
-    purl.push('?');
-    purl.push_str(&qualifiers.join("&"));
+    if !subject.distro.is_empty() {
+        qualifiers.push(format!("distro={}", purl_encode(subject.distro)));
+    }
+    if let Some(epoch) = package.epoch {
+        qualifiers.push(format!("epoch={epoch}"));
+    }
+    if !qualifiers.is_empty() {
+        purl.push('?');
+        purl.push_str(&qualifiers.join("&"));
+    }
     purl
 }
 
@@ -290,10 +382,14 @@ pub fn document(
             id.push_str("-x");
         }
         contains(&id);
+        let version = match p.epoch {
+            Some(epoch) => format!("{epoch}:{}", p.version),
+            None => p.version.clone(),
+        };
         packages.push(package(
             id,
             &p.name,
-            &p.version,
+            &version,
             installed_purl(manager, subject, p),
         ));
     }
@@ -366,6 +462,31 @@ mod tests {
         assert_eq!(packages.len(), 2);
         assert_eq!(packages[0].name, "busybox");
         assert_eq!(packages[1].version, "1.2.5-r0");
+    }
+
+    #[test]
+    fn rpm_lines_give_version_release_epoch_and_arch_without_keys() {
+        let text = "bash\t0\t5.2.26\t3.fc40\tx86_64\n\
+                    gpg-pubkey\t0\ta15b79cc\t63d04c2c\t(none)\n\
+                    shim-x64\t2\t15.8\t3\tx86_64\n\
+                    a truncated line\n";
+        let packages = rpm_query_output(text);
+        assert_eq!(packages.len(), 2);
+        assert_eq!(packages[0].version, "5.2.26-3.fc40");
+        assert_eq!(packages[0].epoch, None);
+        assert_eq!(packages[1].epoch, Some(2));
+        let subject = Subject {
+            vendor: "fedora",
+            distro: "fedora-40",
+            ..subject()
+        };
+        assert_eq!(
+            installed_purl(Manager::Rpm, &subject, &packages[1]),
+            "pkg:rpm/fedora/shim-x64@15.8-3?arch=x86_64&distro=fedora-40&epoch=2"
+        );
+        let spec = rpm_query_spec("fedora:40");
+        assert!(spec.starts_with("FROM fedora:40\nRUN rpm -qa --qf '%{NAME}\\t%{EPOCHNUM}\\t"));
+        assert!(spec.ends_with(&format!("> /{RPM_LIST}\n")));
     }
 
     #[test]

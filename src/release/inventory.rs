@@ -1,0 +1,159 @@
+//! What an image has installed, and its SBOM: the dpkg status or apk
+//! database read from the image root, or the rpm database listed by the
+//! image's own `rpm` in a generated one-step build (sandboxed and cached
+//! by the step cache like any RUN, so an unchanged image is listed once).
+
+use std::path::Path;
+
+use super::sbom::{self, Composed, Database, Installed, Manager, SbomError, Subject};
+use crate::executor::BuildOptions;
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::plan::PlanRequest;
+use crate::platform::Platform;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error(transparent)]
+    Sbom(#[from] SbomError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("listing the rpm database with the image's rpm: {0}")]
+    RpmQuery(#[source] Box<PipelineError>),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An image's installed packages.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub manager: Manager,
+    pub packages: Vec<Installed>,
+    /// Its os-release `ID` (the PURL namespace) and `VERSION_ID`.
+    pub vendor: Option<String>,
+    pub version: Option<String>,
+}
+
+/// What `image_sbom` describes besides the image's own packages.
+pub struct SbomInputs<'a> {
+    pub image: &'a str,
+    /// `sha256:<hex>` of its manifest.
+    pub digest: &'a str,
+    pub composed: &'a [Composed],
+    pub epoch: i64,
+    /// The PURL `distro` qualifier, e.g. `debian-bookworm`; by default
+    /// the os-release `ID-VERSION_ID` (`debian-12`).
+    pub distro: Option<&'a str>,
+    /// The namespace when the image has no os-release `ID`.
+    pub fallback_vendor: &'a str,
+    /// Where the rpm query runs (the image's platform).
+    pub platform: Option<Platform>,
+}
+
+/// The installed packages of the stored image `image`.
+pub fn inventory(
+    pipeline: &Pipeline,
+    options: &BuildOptions,
+    platform: Option<Platform>,
+    image: &str,
+) -> Result<Inventory, InventoryError> {
+    let store = pipeline.store();
+    let (_, manifest) = store.resolve(image)?;
+    let layers = store.manifest_layers(&manifest)?;
+    let (database, (vendor, version)) = store.with_image_root(&layers, |root, _| {
+        sbom::database(root).map(|database| (database, sbom::os_release(root)))
+    })??;
+    let (manager, packages) = match database {
+        Database::Read(manager, packages) => (manager, packages),
+        Database::Rpm => (
+            Manager::Rpm,
+            rpm_packages(pipeline, options, platform, image)?,
+        ),
+    };
+    Ok(Inventory {
+        manager,
+        packages,
+        vendor,
+        version,
+    })
+}
+
+/// Runs [`sbom::rpm_query_spec`] on `image` and reads its list.
+fn rpm_packages(
+    pipeline: &Pipeline,
+    options: &BuildOptions,
+    platform: Option<Platform>,
+    image: &str,
+) -> Result<Vec<Installed>, InventoryError> {
+    let store = pipeline.store();
+    let context = store.staging_dir()?;
+    let result = (|| {
+        let dockerfile = context.join("Dockerfile");
+        std::fs::write(&dockerfile, sbom::rpm_query_spec(image)).map_err(|source| {
+            InventoryError::Io {
+                path: dockerfile.clone(),
+                source,
+            }
+        })?;
+        let options = BuildOptions {
+            context: context.clone(),
+            plan: PlanRequest {
+                build_args: Default::default(),
+                target: None,
+                platform,
+            },
+            ..options.clone()
+        };
+        let built = pipeline
+            .execute(&dockerfile, &options)
+            .map_err(|e| InventoryError::RpmQuery(Box::new(e)))?;
+        let layers = store.manifest_layers(&built.manifest)?;
+        let list =
+            store.with_image_root(&layers, |root, _| root.read(Path::new(sbom::RPM_LIST)))?;
+        let list = list.map_err(|source| InventoryError::Io {
+            path: Path::new("/").join(sbom::RPM_LIST),
+            source,
+        })?;
+        Ok(sbom::rpm_query_output(&String::from_utf8_lossy(&list)))
+    })();
+    crate::store::remove_tree(&context)?;
+    result
+}
+
+/// The SPDX 2.3 document of `inputs.image`.
+pub fn image_sbom(
+    pipeline: &Pipeline,
+    options: &BuildOptions,
+    inputs: &SbomInputs,
+) -> Result<serde_json::Value, InventoryError> {
+    let found = inventory(pipeline, options, inputs.platform.clone(), inputs.image)?;
+    let vendor = found
+        .vendor
+        .clone()
+        .unwrap_or_else(|| inputs.fallback_vendor.to_string());
+    let distro = inputs.distro.map(str::to_string).unwrap_or_else(|| {
+        [found.vendor.as_deref(), found.version.as_deref()]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join("-")
+    });
+    let subject = Subject {
+        image: inputs.image,
+        digest: inputs.digest,
+        distro: &distro,
+        vendor: &vendor,
+        epoch: inputs.epoch,
+        creator: &format!("kbuild-{}", env!("CARGO_PKG_VERSION")),
+    };
+    Ok(sbom::document(
+        &subject,
+        found.manager,
+        &found.packages,
+        inputs.composed,
+    ))
+}
