@@ -263,16 +263,7 @@ pub fn release(
             iso_size: None,
             seconds: 0.0,
         };
-        match build_cell(
-            store,
-            &pipeline,
-            project,
-            request,
-            cell,
-            reporter,
-            cancel,
-            &mut report,
-        ) {
+        match build_cell(&pipeline, project, request, cell, cancel, &mut report) {
             Ok(entry) => {
                 report.ok = true;
                 manifest_cells.push(entry);
@@ -344,15 +335,14 @@ fn failure(step: &'static str) -> impl FnOnce(&dyn std::error::Error) -> Failure
 
 /// One cell: image and ISO, then SBOM and provenance.
 fn build_cell(
-    store: &Store,
     pipeline: &Pipeline,
     project: &Project,
     request: &ReleaseRequest,
     cell: &Cell,
-    reporter: &dyn Reporter,
     cancel: &Cancel,
     report: &mut CellReport,
 ) -> Result<ManifestCell, Failure> {
+    let (store, reporter) = (pipeline.store(), pipeline.reporter());
     let dir = request.output_dir.join(&cell.name);
     let iso_request = IsoRequest {
         image: ImageRequest {
