@@ -67,7 +67,11 @@ fn main() {
     let out = |name: &str| work.path().join(name).display().to_string();
 
     let store = fresh_store(work.path(), "release");
-    let mut args = vec!["release".to_string(), "--only".into(), "kairos-debian-*".into()];
+    let mut args = vec![
+        "release".to_string(),
+        "--only".into(),
+        "kairos-debian-*".into(),
+    ];
     args.extend(common(&store, &out("release-out")));
     let release = kbuild(&args.iter().map(String::as_str).collect::<Vec<_>>());
 

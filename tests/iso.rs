@@ -65,6 +65,8 @@ struct Fixture {
     store: PathBuf,
     project: PathBuf,
     core_image: String,
+    /// `kbuild iso --report` of the core ISO.
+    core_report: serde_json::Value,
     core_iso: PathBuf,
     standard_iso: PathBuf,
 }
@@ -146,6 +148,7 @@ fn build_fixture() -> Fixture {
     let standard_iso = PathBuf::from(printed.lines().next().unwrap());
     Fixture {
         core_image: report["image"].as_str().unwrap().to_string(),
+        core_report: report.clone(),
         _work: work,
         work: path,
         store,
@@ -236,6 +239,31 @@ fn core_iso_boots_from_an_ovmf_usb_disk() {
         &["--firmware", "uefi", "--media", "usb"],
     );
     assert_booted(&out, "OVMF USB disk");
+}
+
+/// The core ISO boots through Debian's signed shim, signed GRUB and
+/// signed kernel with Secure Boot enforced (OVMF's Secure Boot build with
+/// Microsoft's keys), and the kernel says so.
+fn core_iso_boots_with_secure_boot_enforced() {
+    let f = fixture();
+    assert_eq!(f.core_report["signed_chain"], true, "{}", f.core_report);
+    let out = boot(
+        "ovmf-secure-cd",
+        &f.core_iso,
+        &[
+            "--firmware",
+            "uefi-secure",
+            "--login",
+            "root:kairos",
+            "--run",
+            "dmesg | grep -i 'secure boot'; cat /sys/kernel/security/lockdown",
+            "--expect-output",
+            r"(?i)secure ?boot enabled",
+        ],
+    );
+    assert_booted(&out, "OVMF with Secure Boot enforced");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(printed.contains("[integrity]"), "lockdown: {printed}");
 }
 
 fn standard_k3s_iso_boots_and_runs_its_k3s() {
@@ -665,6 +693,11 @@ fn main() -> std::process::ExitCode {
             "core_iso_boots_from_an_ovmf_usb_disk",
             Needs::root_and(TOOLS),
             core_iso_boots_from_an_ovmf_usb_disk as fn(),
+        ),
+        (
+            "core_iso_boots_with_secure_boot_enforced",
+            Needs::root_and(TOOLS),
+            core_iso_boots_with_secure_boot_enforced as fn(),
         ),
         (
             "standard_k3s_iso_boots_and_runs_its_k3s",

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use qemu::{kvm_works, ovmf, Firmware, Media};
+pub use qemu::{kvm_works, ovmf, ovmf_secure, Firmware, Media};
 
 use crate::sandbox::Cancel;
 use crate::tools::ToolError;
@@ -40,6 +40,8 @@ const TAIL_LINES: usize = 30;
 pub struct BootRequest {
     pub iso: PathBuf,
     pub firmware: Firmware,
+    /// The UEFI variable store to copy instead of the firmware's default.
+    pub vars: Option<PathBuf>,
     pub media: Media,
     pub timeout: Duration,
     pub expect: regex::Regex,

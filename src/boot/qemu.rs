@@ -11,12 +11,16 @@ use super::{BootError, BootRequest};
 use crate::tools::{self, Located};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Firmware {
     /// SeaBIOS, QEMU's default.
     Bios,
     /// OVMF (EDK II), Secure Boot off.
     Uefi,
+    /// OVMF built with Secure Boot, enforcing it: SMM on, the flash's
+    /// variable store writable only from SMM, Microsoft's keys enrolled
+    /// unless the request names another variable store.
+    UefiSecure,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -47,6 +51,19 @@ const OVMF: &[(&str, &str)] = &[
     (
         "/usr/share/qemu/ovmf-x86_64-code.bin",
         "/usr/share/qemu/ovmf-x86_64-vars.bin",
+    ),
+];
+
+/// The same with Secure Boot: (code, variable store with Microsoft's
+/// keys enrolled and Secure Boot on).
+const OVMF_SECURE: &[(&str, &str)] = &[
+    (
+        "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
+        "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
+    ),
+    (
+        "/usr/share/edk2/ovmf/OVMF_CODE.secboot.fd",
+        "/usr/share/edk2/ovmf/OVMF_VARS.secboot.fd",
     ),
 ];
 
@@ -124,17 +141,33 @@ pub fn kvm_works(qemu: &Located) -> bool {
 
 /// The OVMF code and variable-store template this host has.
 pub fn ovmf() -> Result<(&'static str, &'static str), BootError> {
-    OVMF.iter()
+    first_firmware(OVMF, "OVMF (UEFI)")
+}
+
+/// The Secure Boot OVMF code and its Microsoft-keys variable store.
+pub fn ovmf_secure() -> Result<(&'static str, &'static str), BootError> {
+    first_firmware(OVMF_SECURE, "OVMF with Secure Boot")
+}
+
+fn first_firmware(
+    candidates: &[(&'static str, &'static str)],
+    what: &'static str,
+) -> Result<(&'static str, &'static str), BootError> {
+    candidates
+        .iter()
         .find(|(code, vars)| Path::new(code).is_file() && Path::new(vars).is_file())
         .copied()
         .ok_or_else(|| BootError::NoFirmware {
-            what: "OVMF (UEFI)",
-            looked: OVMF.iter().map(|(code, _)| code.to_string()).collect(),
+            what,
+            looked: candidates
+                .iter()
+                .map(|(code, _)| code.to_string())
+                .collect(),
         })
 }
 
 /// A private, writable copy of the variable store template.
-fn private_vars(template: &str) -> Result<PathBuf, BootError> {
+fn private_vars(template: &Path) -> Result<PathBuf, BootError> {
     let dest = crate::store::atomic::temp_path_in(&std::env::temp_dir());
     std::fs::copy(template, &dest).map_err(|source| BootError::Io {
         path: dest.clone(),
@@ -150,10 +183,11 @@ pub(super) fn arguments(
     ovmf: Option<(&str, &Path)>,
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
+    let secure = request.firmware == Firmware::UefiSecure;
     let mut push = |words: &[&str]| args.extend(words.iter().map(OsString::from));
     push(&[
         "-machine",
-        "q35",
+        if secure { "q35,smm=on" } else { "q35" },
         "-m",
         &request.memory_mib.to_string(),
         "-smp",
@@ -177,6 +211,11 @@ pub(super) fn arguments(
         "none",
         "-no-reboot",
     ]);
+    if secure {
+        // Only SMM may write the variable store: what makes the enrolled
+        // keys, and so Secure Boot, binding on the guest.
+        push(&["-global", "driver=cfi.pflash01,property=secure,value=on"]);
+    }
     if let Some((code, vars)) = ovmf {
         push(&[
             "-drive",
@@ -211,10 +250,15 @@ impl Machine {
     pub fn start(request: &BootRequest) -> Result<Machine, BootError> {
         let qemu: Located = tools::locate(&tools::QEMU_X86_64)?;
         let kvm = kvm_works(&qemu);
-        let (vars, code) = match request.firmware {
-            Firmware::Bios => (None, None),
-            Firmware::Uefi => {
-                let (code, template) = ovmf()?;
+        let firmware = match request.firmware {
+            Firmware::Bios => None,
+            Firmware::Uefi => Some(ovmf()?),
+            Firmware::UefiSecure => Some(ovmf_secure()?),
+        };
+        let (vars, code) = match firmware {
+            None => (None, None),
+            Some((code, template)) => {
+                let template = request.vars.as_deref().unwrap_or(Path::new(template));
                 (Some(private_vars(template)?), Some(code))
             }
         };
@@ -267,6 +311,7 @@ mod tests {
         BootRequest {
             iso: "/out/a b.iso".into(),
             firmware,
+            vars: None,
             media,
             timeout: std::time::Duration::from_secs(1),
             expect: regex::Regex::new(super::super::LOGIN_PROMPT).unwrap(),
@@ -311,5 +356,24 @@ mod tests {
         );
         assert!(usb.contains("unit=1,file=/tmp/vars.fd"), "{usb}");
         assert!(!usb.contains("media=cdrom"), "{usb}");
+        assert!(
+            !usb.contains("smm=on") && !usb.contains("secure=on"),
+            "{usb}"
+        );
+    }
+
+    #[test]
+    fn secure_boot_turns_on_smm_and_the_flash_s_secure_mode() {
+        let secure = text(&arguments(
+            &request(Firmware::UefiSecure, Media::Cdrom),
+            false,
+            Some(("/ovmf/CODE.secboot.fd", Path::new("/tmp/vars.fd"))),
+        ));
+        assert!(secure.contains("-machine q35,smm=on"), "{secure}");
+        assert!(
+            secure.contains("-global driver=cfi.pflash01,property=secure,value=on"),
+            "{secure}"
+        );
+        assert!(secure.contains("file=/ovmf/CODE.secboot.fd"), "{secure}");
     }
 }

@@ -11,6 +11,9 @@
 //!   root, or loops, is reported, never followed onto the host.
 //! * Every rule runs: the report lists all findings at once, each failure
 //!   with the component and the flavor's install hint.
+//! * For a flavor with a signed boot chain (`boot.secure_boot`), missing or
+//!   unsigned shim, GRUB or kernel are warnings: the image still boots
+//!   with Secure Boot off, through its own GRUB.
 
 mod formats;
 pub mod links;
@@ -54,6 +57,9 @@ pub enum Component {
     SshHostKeys,
     Provider,
     K8s,
+    SignedShim,
+    SignedGrub,
+    SignedKernel,
 }
 
 impl Component {
@@ -72,6 +78,9 @@ impl Component {
             Component::SshHostKeys => "ssh-host-keys",
             Component::Provider => "provider",
             Component::K8s => "k8s",
+            Component::SignedShim => "signed-shim",
+            Component::SignedGrub => "signed-grub",
+            Component::SignedKernel => "signed-kernel",
         }
     }
 }
@@ -81,6 +90,10 @@ impl Component {
 pub struct Finding {
     pub component: Component,
     pub ok: bool,
+    /// Not a failure, but something to fix for part of the image's uses
+    /// (Secure Boot); has a hint.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub warning: bool,
     /// What was found, or what is wrong.
     pub detail: String,
     /// How to fix it (failures only).
@@ -113,6 +126,7 @@ pub fn check(root: &Root, expect: &Expectations) -> CheckReport {
     rules.initrd(kernel_version.as_deref());
     rules.grub();
     rules.rsync();
+    rules.secure_boot();
     if let Some(variant) = expect.variant {
         rules.framework(variant);
         if variant == Variant::Standard {
@@ -157,8 +171,20 @@ impl Rules<'_> {
         self.findings.push(Finding {
             component,
             ok: true,
+            warning: false,
             detail,
             hint: None,
+        });
+    }
+
+    fn warn(&mut self, component: Component, detail: String) {
+        let hint = self.hint(component);
+        self.findings.push(Finding {
+            component,
+            ok: true,
+            warning: true,
+            detail,
+            hint: Some(hint),
         });
     }
 
@@ -167,6 +193,7 @@ impl Rules<'_> {
         self.findings.push(Finding {
             component,
             ok: false,
+            warning: false,
             detail,
             hint: Some(hint),
         });
@@ -197,6 +224,52 @@ impl Rules<'_> {
             }
             Component::Provider | Component::K8s => {
                 "build it with `kbuild image --variant standard --k8s k3s|k0s`".to_string()
+            }
+            Component::SignedShim | Component::SignedGrub | Component::SignedKernel => {
+                hints
+                    .and_then(|h| h.secure_boot.clone())
+                    .unwrap_or_else(|| generic("the distribution's signed shim, GRUB and kernel"))
+            }
+        }
+    }
+
+    /// The flavor's signed boot chain, and a signed kernel: warnings only.
+    fn secure_boot(&mut self) {
+        let Some(flavor) = self.expect.flavor else {
+            return;
+        };
+        let Some(chain) = &flavor.boot.secure_boot else {
+            return;
+        };
+        let arch_path = |path: &String| match self.expect.arch {
+            Arch::Amd64 => path.clone(),
+            Arch::Arm64 => path.replace("x86_64", "arm64").replace("x64", "aa64"),
+        };
+        let kernel = vec![flavor.boot.kernel.clone()];
+        for (component, candidates) in [
+            (Component::SignedShim, &chain.shim),
+            (Component::SignedGrub, &chain.grub),
+            (Component::SignedKernel, &kernel),
+        ] {
+            let found = candidates.iter().map(arch_path).find_map(|path| {
+                let target = links::resolve(self.root, &path).ok()?;
+                Some((path, target))
+            });
+            let Some((path, target)) = found else {
+                let wanted: Vec<String> = candidates.iter().map(arch_path).collect();
+                self.warn(
+                    component,
+                    format!("none of {} (no Secure Boot)", wanted.join(", ")),
+                );
+                continue;
+            };
+            let shown = format!("{path} -> /{}", target.display());
+            let bytes = self.read_capped(&target, formats::EFI_BINARY_MAX_BYTES);
+            match bytes.map(|bytes| formats::authenticode_signed(&bytes)) {
+                Ok(Ok(true)) => self.pass(component, format!("{shown} (signed)")),
+                Ok(Ok(false)) => self.warn(component, format!("{shown} carries no signature")),
+                Ok(Err(why)) => self.warn(component, format!("{shown}: {why}")),
+                Err(e) => self.warn(component, format!("{shown}: {e}")),
             }
         }
     }

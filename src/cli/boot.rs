@@ -18,8 +18,14 @@ use crate::boot::{boot, BootRequest, Firmware, Media, LOGIN_PROMPT};
 pub struct BootArgs {
     /// The ISO to boot.
     iso: PathBuf,
+    /// bios: SeaBIOS; uefi: OVMF; uefi-secure: OVMF enforcing Secure Boot
+    /// with Microsoft's keys (or --vars).
     #[arg(long, value_enum, default_value_t = FirmwareArg::Bios)]
     firmware: FirmwareArg,
+    /// The UEFI variable store to start from (copied, never written),
+    /// e.g. one with your own db enrolled; with --firmware uefi[-secure].
+    #[arg(long, value_name = "FILE")]
+    vars: Option<PathBuf>,
     /// Attach the ISO as a CD-ROM or as a USB stick.
     #[arg(long, value_enum, default_value_t = MediaArg::Cdrom)]
     media: MediaArg,
@@ -50,6 +56,7 @@ pub struct BootArgs {
 enum FirmwareArg {
     Bios,
     Uefi,
+    UefiSecure,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -73,11 +80,19 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
                 .ok_or_else(|| UsageError("--login takes USER:PASS".into()))
         })
         .transpose()?;
+    if args.vars.is_some() && matches!(args.firmware, FirmwareArg::Bios) {
+        return Err(UsageError(
+            "--vars is a UEFI variable store: use it with --firmware uefi or uefi-secure".into(),
+        )
+        .into());
+    }
     let request = BootRequest {
         iso: args.iso.clone(),
+        vars: args.vars.clone(),
         firmware: match args.firmware {
             FirmwareArg::Bios => Firmware::Bios,
             FirmwareArg::Uefi => Firmware::Uefi,
+            FirmwareArg::UefiSecure => Firmware::UefiSecure,
         },
         media: match args.media {
             MediaArg::Cdrom => Media::Cdrom,

@@ -115,7 +115,11 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
 pub(super) fn render(subject: &str, report: &CheckReport) -> String {
     let mut out = format!("check {subject}\n");
     for finding in &report.findings {
-        let mark = if finding.ok { "ok  " } else { "FAIL" };
+        let mark = match (finding.ok, finding.warning) {
+            (false, _) => "FAIL",
+            (true, true) => "warn",
+            (true, false) => "ok  ",
+        };
         out.push_str(&format!(
             "  {mark}  {:<15} {}\n",
             finding.component.name(),

@@ -82,6 +82,7 @@ fn host_items() -> Vec<Item> {
     let kvm = crate::tools::locate(&crate::tools::QEMU_X86_64)
         .is_ok_and(|qemu| crate::boot::kvm_works(&qemu));
     let ovmf = crate::boot::ovmf();
+    let ovmf_secure = crate::boot::ovmf_secure();
     vec![
         Item {
             name: "root".into(),
@@ -122,6 +123,16 @@ fn host_items() -> Vec<Item> {
                 Err(e) => e.to_string(),
             },
             hint: ovmf.as_ref().err().and_then(|e| e.hint()),
+        },
+        Item {
+            name: "ovmf-secure-boot".into(),
+            purpose: "`kbuild boot --firmware uefi-secure` (Secure Boot enforced)".into(),
+            ok: ovmf_secure.is_ok(),
+            detail: match &ovmf_secure {
+                Ok((code, vars)) => format!("{code}, {vars}"),
+                Err(e) => e.to_string(),
+            },
+            hint: ovmf_secure.as_ref().err().and_then(|e| e.hint()),
         },
     ]
 }

@@ -1,5 +1,7 @@
-//! The EFI system partition: a FAT image with `EFI/BOOT/BOOT<ARCH>.EFI`,
-//! written by mtools (mformat, mmd, mcopy).
+//! The EFI system partition: a FAT image with `EFI/BOOT/BOOT<ARCH>.EFI`
+//! (the image's GRUB, or the distribution's signed shim with its signed
+//! GRUB and MOK manager beside it), written by mtools (mformat, mmd,
+//! mcopy).
 //!
 //! Invariants:
 //! * Byte-for-byte reproducible: mtools takes every time it writes from
@@ -7,10 +9,11 @@
 //!   (`-N`, derived from the inputs), and no host mtools config is read.
 //! * The image is a file kbuild creates; mtools never sees a device.
 
-use std::path::Path;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{Firmware, IsoError};
+use super::IsoError;
 use crate::sandbox::Cancel;
 use crate::tools::Located;
 
@@ -42,20 +45,21 @@ fn command(tool: &Located, args: &[&std::ffi::OsStr], epoch: i64) -> Command {
     command
 }
 
-/// Writes the ESP image `dest` holding `loader` as the firmware's default
-/// boot file; `serial` is the FAT volume serial.
+/// Writes the ESP image `dest` holding `files` (path on the ESP, e.g.
+/// `EFI/BOOT/BOOTX64.EFI`, and the file to copy there);
+/// `serial` is the FAT volume serial.
 pub(super) fn make(
     tools: &Mtools,
-    firmware: &Firmware,
-    loader: &Path,
+    files: &[(String, PathBuf)],
     dest: &Path,
     serial: u32,
     epoch: i64,
     cancel: &Cancel,
 ) -> Result<(), IsoError> {
-    let payload = std::fs::metadata(loader)
-        .map_err(IsoError::io(loader))?
-        .len();
+    let mut payload = 0;
+    for (_, file) in files {
+        payload += std::fs::metadata(file).map_err(IsoError::io(file))?.len();
+    }
     let sectors = (image_size(payload) / 512).to_string();
     let serial = format!("{serial:08x}");
     let image = dest.as_os_str();
@@ -81,20 +85,29 @@ pub(super) fn make(
             "::".as_ref(),
         ],
     )?;
-    run(
-        &tools.mmd,
-        &[
-            "-i".as_ref(),
-            image,
-            "::/EFI".as_ref(),
-            "::/EFI/BOOT".as_ref(),
-        ],
-    )?;
-    let target = format!("::/EFI/BOOT/{}", firmware.efi_loader);
-    run(
-        &tools.mcopy,
-        &["-i".as_ref(), image, loader.as_os_str(), target.as_ref()],
-    )?;
+    // Every directory the files need, parents first (a parent sorts
+    // before its children).
+    let dirs: BTreeSet<String> = files
+        .iter()
+        .flat_map(|(path, _)| {
+            let parts: Vec<&str> = path.split('/').collect();
+            (1..parts.len())
+                .map(|n| format!("::/{}", parts[..n].join("/")))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    if !dirs.is_empty() {
+        let mut args: Vec<&std::ffi::OsStr> = vec!["-i".as_ref(), image];
+        args.extend(dirs.iter().map(|d| std::ffi::OsStr::new(d.as_str())));
+        run(&tools.mmd, &args)?;
+    }
+    for (path, file) in files {
+        let target = format!("::/{path}");
+        run(
+            &tools.mcopy,
+            &["-i".as_ref(), image, file.as_os_str(), target.as_ref()],
+        )?;
+    }
     Ok(())
 }
 

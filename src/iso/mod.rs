@@ -9,7 +9,8 @@
 //!   GRUB core images  <- the image's grub-mkimage, in the sandbox
 //!   kernel, initrd, boot_hybrid.img <- the image's root
 //!   squashfs          <- mksquashfs of the image's root
-//!   ESP               <- mtools, holding the EFI GRUB
+//!   ESP               <- mtools, holding the EFI GRUB, or (signed.rs) the
+//!                        image's signed shim + signed GRUB when it has them
 //! ISO tree: grub.cfg (templates/), .disk/, --overlay-iso files
 //! one xorriso call -> <out>/.tmp-* -> sha256 -> <name>.iso + <name>.iso.sha256
 //! ```
@@ -31,6 +32,7 @@ mod esp;
 mod grub;
 mod overlay;
 mod parts;
+mod signed;
 mod squashfs;
 mod write;
 mod xorriso;
@@ -92,6 +94,9 @@ pub struct IsoReport {
     pub built: Option<ImageReport>,
     /// The squashfs, GRUB images and ESP came from the store's cache.
     pub parts_cached: bool,
+    /// The ESP boots the distribution's signed shim and GRUB (Secure
+    /// Boot), not the image's own GRUB.
+    pub signed_chain: bool,
     /// False when the ISO was already there, verified, for these inputs.
     pub assembled: bool,
     /// The time every date in the ISO is set to.
@@ -124,6 +129,8 @@ pub enum IsoError {
     BadCmdline { cmdline: String, found: char },
     #[error("--overlay-iso {}: {reason}", path.display())]
     Overlay { path: PathBuf, reason: String },
+    #[error("the flavor's secure_boot.config_on_esp/grub_name \"{0}\" is not a plain relative path on the ESP")]
+    BadEspPath(String),
     #[error("the image has no {what} at {path}")]
     NotInImage {
         what: String,
@@ -168,6 +175,7 @@ impl IsoError {
             IsoError::Project(_)
             | IsoError::BadName(_)
             | IsoError::BadCmdline { .. }
+            | IsoError::BadEspPath(_)
             | IsoError::Overlay { .. }
             | IsoError::Template { .. } => true,
             _ => false,
@@ -394,6 +402,11 @@ pub fn build_iso(
         image_digest: image_digest.to_string(),
         built,
         parts_cached: parts.cached,
+        signed_chain: parts
+            .entry
+            .notes
+            .get(parts::EFI_NOTE)
+            .is_some_and(|e| e == "shim"),
         assembled,
         epoch,
         tools: tools

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{esp, grub, squashfs, Firmware, IsoError, IsoTools};
+use super::{esp, grub, signed, squashfs, Firmware, IsoError, IsoTools};
 use crate::digest::Digest;
 use crate::executor::BuildOptions;
 use crate::pipeline::Pipeline;
@@ -28,6 +28,8 @@ pub const INITRD: &str = "initrd";
 pub const ELTORITO: &str = "eltorito.img";
 pub const HYBRID_MBR: &str = "boot_hybrid.img";
 pub const ESP: &str = "efi.img";
+/// The note saying which EFI loader the ESP starts (`shim` or `grub`).
+pub const EFI_NOTE: &str = "efi";
 /// The EFI GRUB, only until it is inside the ESP.
 pub const EFI_LOADER: &str = "loader.efi";
 
@@ -116,11 +118,11 @@ pub(super) fn ensure(inputs: &Inputs, key: &Digest, maker: &Maker) -> Result<Par
         });
     }
     let staging = store.staging_dir()?;
-    let made = make(inputs, maker, &staging).and_then(|files| {
+    let made = make(inputs, maker, &staging).and_then(|(files, notes)| {
         let entry = DerivedEntry {
             image: inputs.image.clone(),
             files,
-            notes: BTreeMap::new(),
+            notes,
         };
         Ok(store.commit_derived(&staging, key, entry)?)
     });
@@ -137,11 +139,11 @@ pub(super) fn ensure(inputs: &Inputs, key: &Digest, maker: &Maker) -> Result<Par
     }
 }
 
-fn make(
-    inputs: &Inputs,
-    maker: &Maker,
-    dir: &Path,
-) -> Result<BTreeMap<String, FileRecord>, IsoError> {
+/// The files of the parts (their records filled in on commit) and notes:
+/// `efi` is `shim` when the ESP boots the signed chain, else `grub`.
+type Made = (BTreeMap<String, FileRecord>, BTreeMap<String, String>);
+
+fn make(inputs: &Inputs, maker: &Maker, dir: &Path) -> Result<Made, IsoError> {
     let reporter = maker.pipeline.reporter();
     let firmware = inputs.firmware;
     let spec = grub::spec_text(inputs.image_name, &inputs.boot.grub, firmware, maker.marker);
@@ -162,11 +164,21 @@ fn make(
     )?;
     let squashfs = dir.join(SQUASHFS);
     let store = maker.pipeline.store();
-    phase(
+    let chain = phase(
         reporter,
         "squashfs",
         || {
             store.with_image_root(inputs.layers, |root, merged| {
+                let chain = match &inputs.boot.secure_boot {
+                    Some(secure_boot) => signed::stage(
+                        root,
+                        secure_boot,
+                        firmware,
+                        dir,
+                        &grub::embedded_config(maker.marker),
+                    )?,
+                    None => None,
+                };
                 super::copy_out(root, &inputs.boot.kernel, &dir.join(KERNEL))?;
                 super::copy_out(root, &inputs.boot.initrd, &dir.join(INITRD))?;
                 if firmware.bios {
@@ -184,7 +196,8 @@ fn make(
                         inputs.epoch,
                         maker.cancel,
                     )
-                })
+                })?;
+                Ok::<_, IsoError>(chain)
             })?
         },
         |_| {
@@ -194,28 +207,38 @@ fn make(
             )
         },
     )?;
+    let signed = chain.is_some();
+    let files = chain.unwrap_or_else(|| {
+        vec![(
+            format!("EFI/BOOT/{}", firmware.efi_loader),
+            efi_loader.clone(),
+        )]
+    });
     phase(
         reporter,
         "esp",
         || {
             esp::make(
                 &inputs.tools.mtools,
-                firmware,
-                &efi_loader,
+                &files,
                 &dir.join(ESP),
                 volume_serial(inputs),
                 inputs.epoch,
                 maker.cancel,
             )
         },
-        |_| format!("FAT image with EFI/BOOT/{}", firmware.efi_loader),
+        |_| {
+            let names: Vec<&str> = files.iter().map(|(name, _)| name.as_str()).collect();
+            format!("FAT image with {}", names.join(", "))
+        },
     )?;
     std::fs::remove_file(&efi_loader).map_err(IsoError::io(&efi_loader))?;
+    signed::unstage(dir)?;
     let mut names = vec![SQUASHFS, KERNEL, INITRD, ESP];
     if firmware.bios {
         names.extend([ELTORITO, HYBRID_MBR]);
     }
-    Ok(names
+    let files = names
         .into_iter()
         .map(|name| {
             (
@@ -226,7 +249,15 @@ fn make(
                 },
             )
         })
-        .collect())
+        .collect();
+    let efi = match signed {
+        true => "shim",
+        false => "grub",
+    };
+    Ok((
+        files,
+        BTreeMap::from([(EFI_NOTE.to_string(), efi.to_string())]),
+    ))
 }
 
 /// The FAT volume serial: from the inputs, like every other id.

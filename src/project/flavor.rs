@@ -54,6 +54,34 @@ pub struct Boot {
     pub modules_dir: String,
     pub grub: Grub,
     pub live: Live,
+    /// The distribution's signed boot chain; absent when it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<SecureBoot>,
+}
+
+/// Where the distribution's packages put its signed shim and GRUB, and
+/// where that GRUB reads its config. Paths are for amd64; arm64's are
+/// derived (`x64` -> `aa64`, `x86_64` -> `arm64`). Each list is tried in
+/// order, the first file the image has wins.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecureBoot {
+    /// The signed shim: becomes `EFI/BOOT/BOOTX64.EFI`.
+    pub shim: Vec<String>,
+    /// The signed GRUB, put beside shim as `grub_name`.
+    pub grub: Vec<String>,
+    /// The name shim loads its second stage by (`grubx64.efi`).
+    pub grub_name: String,
+    /// shim's MOK manager (`mmx64.efi` beside shim), when the image has it.
+    #[serde(default)]
+    pub mok_manager: Vec<String>,
+    /// Where on the ESP the signed GRUB reads its config (its prefix is
+    /// built in and signed). kbuild writes a chain config there that finds
+    /// the ISO volume and loads `/boot/grub/grub.cfg`. Absent: the GRUB
+    /// finds the ISO volume itself (Debian's CD GRUB looks for the file
+    /// `/.disk/info`, then reads `/boot/grub/grub.cfg` there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_on_esp: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -83,4 +111,7 @@ pub struct InstallHints {
     pub grub_bios: String,
     pub grub_efi: String,
     pub rsync: String,
+    /// The signed shim, GRUB and kernel (flavors with `boot.secure_boot`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secure_boot: Option<String>,
 }
