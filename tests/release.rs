@@ -61,6 +61,22 @@ fn dpkg_installed(store: &Path, image: &str) -> usize {
         .count()
 }
 
+/// The SPDX project's own validator accepts the document at `path`.
+fn assert_valid_spdx(path: &Path) {
+    let validated = Command::new("pyspdxtools")
+        .arg("-i")
+        .arg(path)
+        .output()
+        .unwrap();
+    assert!(
+        validated.status.success(),
+        "{}: {}{}",
+        path.display(),
+        String::from_utf8_lossy(&validated.stdout),
+        String::from_utf8_lossy(&validated.stderr)
+    );
+}
+
 fn check_sums(dir: &Path) {
     let out = Command::new("sha256sum")
         .args(["-c", "SHA256SUMS"])
@@ -297,17 +313,7 @@ fn release_shards_sboms_and_a_failing_cell() {
             );
         }
         let sbom_path = out.join(name).join(format!("{name}.spdx.json"));
-        let validated = Command::new("pyspdxtools")
-            .arg("-i")
-            .arg(&sbom_path)
-            .output()
-            .unwrap();
-        assert!(
-            validated.status.success(),
-            "{name}: {}{}",
-            String::from_utf8_lossy(&validated.stdout),
-            String::from_utf8_lossy(&validated.stderr)
-        );
+        assert_valid_spdx(&sbom_path);
         let sbom: serde_json::Value =
             serde_json::from_slice(&fs::read(&sbom_path).unwrap()).unwrap();
         let packages = sbom["packages"].as_array().unwrap();
@@ -474,16 +480,7 @@ fn an_rpm_image_sbom_lists_its_rpm_database() {
         &[],
     );
     assert!(made.status.success(), "{}", stderr(&made));
-    let validated = Command::new("pyspdxtools")
-        .arg("-i")
-        .arg(&sbom_path)
-        .output()
-        .unwrap();
-    assert!(
-        validated.status.success(),
-        "{}",
-        String::from_utf8_lossy(&validated.stderr)
-    );
+    assert_valid_spdx(&sbom_path);
     let sbom: serde_json::Value = serde_json::from_slice(&fs::read(&sbom_path).unwrap()).unwrap();
     let purls: Vec<&str> = sbom["packages"]
         .as_array()
