@@ -910,6 +910,12 @@ fn cache_prune_keeps_storage_dropping_least_recently_used_first() {
     ok(&kbuild(&["cache", "prune", "--store", s, "--all"], &[]));
     let listed = ok(&kbuild(&["cache", "ls", "--store", s], &[]));
     assert!(listed.contains("steps:     0"), "{listed}");
+    assert!(listed.contains("mounts:    0 ("), "{listed}");
+    // kbuild's size accounting is du's.
+    assert!(
+        listed.contains(&format!("total:     {} bytes", du(&store))),
+        "{listed}"
+    );
     assert!(
         du(&store) < base_only + 1_000_000,
         "--all left more than the base"

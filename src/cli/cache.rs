@@ -155,6 +155,15 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
             println!("blobs:     {blobs} ({blob_bytes} bytes)");
             println!("snapshots: {snapshots} ({snap_bytes} bytes)");
             println!("steps:     {}", store.cached_steps()?.len());
+            let mounts =
+                std::fs::read_dir(store.root().join("cache/mounts")).map_or(0, |d| d.count());
+            let derived = std::fs::read_dir(store.root().join("derived")).map_or(0, |d| d.count());
+            println!(
+                "mounts:    {mounts} ({} bytes)",
+                store.usage_of("cache/mounts")
+            );
+            println!("derived:   {derived} ({} bytes)", store.usage_of("derived"));
+            println!("total:     {} bytes", store.usage());
         }
         CacheCommand::Prune(prune) => {
             let retention = Retention {

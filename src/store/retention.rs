@@ -153,6 +153,16 @@ fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 impl Store {
+    /// Bytes the whole store takes (apparent sizes, as `du -sb`).
+    pub fn usage(&self) -> u64 {
+        usage(&self.root)
+    }
+
+    /// Bytes under the store's `sub` directory (`cache/mounts`, ...).
+    pub fn usage_of(&self, sub: &str) -> u64 {
+        usage(&self.root.join(sub))
+    }
+
     /// Records that a cache at `path` (a step entry, cache-mount dir or
     /// derived entry) was just used, for the retention's LRU order.
     pub fn mark_used(&self, path: &Path) -> Result<()> {
