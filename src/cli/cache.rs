@@ -155,8 +155,11 @@ pub fn run(args: CacheArgs) -> anyhow::Result<()> {
             println!("blobs:     {blobs} ({blob_bytes} bytes)");
             println!("snapshots: {snapshots} ({snap_bytes} bytes)");
             println!("steps:     {}", store.cached_steps()?.len());
-            let mounts =
-                std::fs::read_dir(store.root().join("cache/mounts")).map_or(0, |d| d.count());
+            let mounts = std::fs::read_dir(store.root().join("cache/mounts")).map_or(0, |d| {
+                d.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .count()
+            });
             let derived = std::fs::read_dir(store.root().join("derived")).map_or(0, |d| d.count());
             println!(
                 "mounts:    {mounts} ({} bytes)",

@@ -237,6 +237,14 @@ impl Store {
                 }
                 Cache::Mount(dir) => {
                     remove_tree(&dir)?;
+                    // Its `sharing=` lock file (no build holds it: the
+                    // store is locked exclusively).
+                    let lock = dir.with_extension("lock");
+                    match fs::remove_file(&lock) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(io_at(&lock)(e)),
+                    }
                     report.removed_mounts += 1;
                 }
                 Cache::Derived(dir) => {
