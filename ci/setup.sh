@@ -41,6 +41,9 @@ packages=(
   zsh
   fish
   groff-base
+  # Secure Boot: openssl makes key sets; efitools reads the signature lists
+  openssl
+  efitools
 )
 
 missing=()
@@ -63,6 +66,16 @@ if ! command -v pyspdxtools >/dev/null; then
   "${sudo_cmd[@]}" python3 -m venv /opt/kbuild-spdx-tools
   "${sudo_cmd[@]}" /opt/kbuild-spdx-tools/bin/pip install --quiet spdx-tools
   "${sudo_cmd[@]}" ln -sf /opt/kbuild-spdx-tools/bin/pyspdxtools /usr/local/bin/pyspdxtools
+fi
+
+# virt-fw-vars (PyPI virt-firmware) writes OVMF variable stores with a key
+# set enrolled, for the Secure Boot tests; Debian 12 has no package of it.
+if ! command -v virt-fw-vars >/dev/null; then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" python3 -m venv /opt/kbuild-virt-firmware
+  "${sudo_cmd[@]}" /opt/kbuild-virt-firmware/bin/pip install --quiet 'virt-firmware==26.10'
+  "${sudo_cmd[@]}" ln -sf /opt/kbuild-virt-firmware/bin/virt-fw-vars /usr/local/bin/virt-fw-vars
 fi
 
 command -v cargo >/dev/null || {

@@ -12,6 +12,7 @@ pub mod dockerfile;
 pub mod executor;
 pub mod export;
 pub mod iso;
+pub mod keys;
 pub mod layer;
 pub mod media;
 pub mod pipeline;

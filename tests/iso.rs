@@ -57,6 +57,20 @@ const ALPINE_TOOLS: &[&str] = &[
     "busybox",
 ];
 
+/// The Secure Boot test with one's own keys also makes a key set and a
+/// variable store holding it.
+const OWN_KEY_TOOLS: &[&str] = &[
+    "mmdebstrap",
+    "mksquashfs",
+    "xorriso",
+    "mformat",
+    "mcopy",
+    "qemu-system-x86_64",
+    "findmnt",
+    "openssl",
+    "virt-fw-vars",
+];
+
 /// What every test shares: one store, the fixture project, the core and
 /// standard ISOs.
 struct Fixture {
@@ -264,6 +278,48 @@ fn core_iso_boots_with_secure_boot_enforced() {
     assert_booted(&out, "OVMF with Secure Boot enforced");
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(printed.contains("[integrity]"), "lockdown: {printed}");
+}
+
+/// Secure Boot is enforced, not waved through: under a variable store
+/// whose db holds only a key set from `kbuild keys generate` (no
+/// Microsoft key), the firmware refuses the Microsoft-signed shim.
+fn core_iso_is_refused_by_secure_boot_without_its_signers_key() {
+    let f = fixture();
+    let keys = f.work.join("own-keys");
+    if !keys.exists() {
+        ok(&kbuild(&["keys", "generate", keys.to_str().unwrap()], &[]));
+    }
+    let owner = fs::read_to_string(keys.join("GUID")).unwrap();
+    let vars = f.work.join("own_VARS.fd");
+    let key = |name: &str| keys.join(name).to_str().unwrap().to_string();
+    let made = Command::new("virt-fw-vars")
+        .args(["--input", "/usr/share/OVMF/OVMF_VARS_4M.fd", "--output"])
+        .arg(&vars)
+        .args(["--set-pk", owner.trim(), &key("PK.crt")])
+        .args(["--add-kek", owner.trim(), &key("KEK.crt")])
+        .args(["--add-db", owner.trim(), &key("db.crt")])
+        .arg("--secure-boot")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let out = boot(
+        "ovmf-secure-own-keys",
+        &f.core_iso,
+        &[
+            "--firmware",
+            "uefi-secure",
+            "--vars",
+            vars.to_str().unwrap(),
+            "--expect",
+            "Access Denied|Security Violation",
+        ],
+    );
+    assert!(out.status.success(), "not refused: {}", stderr(&out));
+    assert!(!stderr(&out).contains("login:"), "{}", stderr(&out));
 }
 
 fn standard_k3s_iso_boots_and_runs_its_k3s() {
@@ -698,6 +754,11 @@ fn main() -> std::process::ExitCode {
             "core_iso_boots_with_secure_boot_enforced",
             Needs::root_and(TOOLS),
             core_iso_boots_with_secure_boot_enforced as fn(),
+        ),
+        (
+            "core_iso_is_refused_by_secure_boot_without_its_signers_key",
+            Needs::root_and(OWN_KEY_TOOLS),
+            core_iso_is_refused_by_secure_boot_without_its_signers_key as fn(),
         ),
         (
             "standard_k3s_iso_boots_and_runs_its_k3s",

@@ -13,6 +13,7 @@ mod image;
 mod import;
 mod inspect;
 mod iso;
+mod keys;
 mod lock;
 mod plan;
 mod progress;
@@ -64,6 +65,7 @@ enum Command {
     Image(Box<image::ImageArgs>),
     Iso(Box<iso::IsoArgs>),
     Boot(boot::BootArgs),
+    Keys(keys::KeysArgs),
     Release(Box<release::ReleaseArgs>),
     Lock(lock::LockArgs),
     Doctor(doctor::DoctorArgs),
@@ -96,6 +98,7 @@ pub fn main() -> ExitCode {
         Command::Image(args) => image::run(*args),
         Command::Iso(args) => iso::run(*args),
         Command::Boot(args) => boot::run(args),
+        Command::Keys(args) => keys::run(args),
         Command::Release(args) => release::run(*args),
         Command::Lock(args) => lock::run(args),
         Command::Doctor(args) => doctor::run(args),
@@ -132,6 +135,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || as_error::<crate::compose::ComposeError>(cause).is_some_and(|e| e.is_input())
             || as_error::<crate::iso::IsoError>(cause).is_some_and(|e| e.is_input())
             || as_error::<crate::release::ReleaseError>(cause).is_some_and(|e| e.is_input())
+            || as_error::<crate::keys::KeyError>(cause).is_some_and(|e| e.is_input())
             || matches!(
                 cause.downcast_ref(),
                 Some(crate::pipeline::PipelineError::Parse(_))

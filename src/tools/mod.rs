@@ -136,7 +136,20 @@ pub const RUNC: Tool = Tool {
 };
 
 /// Every host program kbuild may run, in the order `kbuild doctor` lists them.
-pub const ALL: [&Tool; 7] = [
+pub const OPENSSL: Tool = Tool {
+    name: "openssl",
+    purpose: "makes the keys and certificates of `kbuild keys generate`",
+    version_args: &["version"],
+    minimum: Some((1, 1)),
+    packages: Packages {
+        debian: "openssl",
+        fedora: "openssl",
+        alpine: "openssl",
+        suse: "openssl",
+    },
+};
+
+pub const ALL: [&Tool; 8] = [
     &RUNC,
     &MKSQUASHFS,
     &XORRISO,
@@ -144,6 +157,7 @@ pub const ALL: [&Tool; 7] = [
     &MMD,
     &MCOPY,
     &QEMU_X86_64,
+    &OPENSSL,
 ];
 
 /// What `kbuild iso` runs, located before it does any work.
