@@ -41,9 +41,14 @@ packages=(
   zsh
   fish
   groff-base
-  # Secure Boot: openssl makes key sets; efitools reads the signature lists
+  # Secure Boot: openssl makes key sets; efitools reads the signature
+  # lists; osslsigncode signs UKIs; sbsigntool's sbverify and binutils'
+  # objdump judge them
   openssl
   efitools
+  osslsigncode
+  sbsigntool
+  binutils
 )
 
 missing=()

@@ -27,3 +27,4 @@ pub mod rootfs;
 pub mod sandbox;
 pub mod store;
 pub mod tools;
+pub mod uki;

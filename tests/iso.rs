@@ -71,6 +71,23 @@ const OWN_KEY_TOOLS: &[&str] = &[
     "virt-fw-vars",
 ];
 
+/// The UKI test also signs, verifies and reads PE headers.
+const UKI_TOOLS: &[&str] = &[
+    "mmdebstrap",
+    "mksquashfs",
+    "xorriso",
+    "mformat",
+    "mmd",
+    "mcopy",
+    "qemu-system-x86_64",
+    "findmnt",
+    "openssl",
+    "virt-fw-vars",
+    "osslsigncode",
+    "sbverify",
+    "objdump",
+];
+
 /// What every test shares: one store, the fixture project, the core and
 /// standard ISOs.
 struct Fixture {
@@ -280,32 +297,42 @@ fn core_iso_boots_with_secure_boot_enforced() {
     assert!(printed.contains("[integrity]"), "lockdown: {printed}");
 }
 
+/// A key set from `kbuild keys generate` and an OVMF variable store with
+/// only it enrolled and Secure Boot on (made once per run).
+fn own_keys() -> (PathBuf, PathBuf) {
+    static MADE: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    MADE.get_or_init(|| {
+        let work = &fixture().work;
+        let keys = work.join("own-keys");
+        ok(&kbuild(&["keys", "generate", keys.to_str().unwrap()], &[]));
+        let owner = fs::read_to_string(keys.join("GUID")).unwrap();
+        let vars = work.join("own_VARS.fd");
+        let key = |name: &str| keys.join(name).to_str().unwrap().to_string();
+        let made = Command::new("virt-fw-vars")
+            .args(["--input", "/usr/share/OVMF/OVMF_VARS_4M.fd", "--output"])
+            .arg(&vars)
+            .args(["--set-pk", owner.trim(), &key("PK.crt")])
+            .args(["--add-kek", owner.trim(), &key("KEK.crt")])
+            .args(["--add-db", owner.trim(), &key("db.crt")])
+            .arg("--secure-boot")
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+        (keys, vars)
+    })
+    .clone()
+}
+
 /// Secure Boot is enforced, not waved through: under a variable store
 /// whose db holds only a key set from `kbuild keys generate` (no
 /// Microsoft key), the firmware refuses the Microsoft-signed shim.
 fn core_iso_is_refused_by_secure_boot_without_its_signers_key() {
     let f = fixture();
-    let keys = f.work.join("own-keys");
-    if !keys.exists() {
-        ok(&kbuild(&["keys", "generate", keys.to_str().unwrap()], &[]));
-    }
-    let owner = fs::read_to_string(keys.join("GUID")).unwrap();
-    let vars = f.work.join("own_VARS.fd");
-    let key = |name: &str| keys.join(name).to_str().unwrap().to_string();
-    let made = Command::new("virt-fw-vars")
-        .args(["--input", "/usr/share/OVMF/OVMF_VARS_4M.fd", "--output"])
-        .arg(&vars)
-        .args(["--set-pk", owner.trim(), &key("PK.crt")])
-        .args(["--add-kek", owner.trim(), &key("KEK.crt")])
-        .args(["--add-db", owner.trim(), &key("db.crt")])
-        .arg("--secure-boot")
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
+    let (_, vars) = own_keys();
     let out = boot(
         "ovmf-secure-own-keys",
         &f.core_iso,
@@ -320,6 +347,186 @@ fn core_iso_is_refused_by_secure_boot_without_its_signers_key() {
     );
     assert!(out.status.success(), "not refused: {}", stderr(&out));
     assert!(!stderr(&out).contains("login:"), "{}", stderr(&out));
+}
+
+/// `efi` as the removable-media loader of a bare FAT disk (no ISO around
+/// it: what boots is the UKI alone).
+fn fat_disk_with(efi: &Path, name: &str) -> PathBuf {
+    let disk = fixture().work.join(format!("{name}.img"));
+    let _ = fs::remove_file(&disk);
+    let size = fs::metadata(efi).unwrap().len() / 512 + 16 * 2048;
+    for args in [
+        vec![
+            "mformat".to_string(),
+            "-i".into(),
+            disk.display().to_string(),
+            "-C".into(),
+            "-T".into(),
+            size.to_string(),
+            "-h".into(),
+            "64".into(),
+            "-s".into(),
+            "32".into(),
+            "::".into(),
+        ],
+        vec![
+            "mmd".into(),
+            "-i".into(),
+            disk.display().to_string(),
+            "::/EFI".into(),
+            "::/EFI/BOOT".into(),
+        ],
+        vec![
+            "mcopy".into(),
+            "-i".into(),
+            disk.display().to_string(),
+            efi.display().to_string(),
+            "::/EFI/BOOT/BOOTX64.EFI".into(),
+        ],
+    ] {
+        let out = Command::new(&args[0])
+            .args(&args[1..])
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    disk
+}
+
+/// `kbuild uki` of the core image, signed with a generated db key: the
+/// same bytes twice, verified by sbverify with that certificate only, the
+/// sections objdump lists in address order; it boots with Secure Boot
+/// enforced under the store holding that key, and is refused under the
+/// Microsoft-keys store and, with one byte of its kernel flipped, under
+/// its own.
+fn a_signed_uki_boots_under_secure_boot_with_its_own_keys_only() {
+    let f = fixture();
+    let (keys, vars) = own_keys();
+    let uki = |name: &str| {
+        let out = f.work.join(name);
+        ok(&kbuild(
+            &[
+                "uki",
+                "--from",
+                &f.core_image,
+                "--flavor",
+                "debian",
+                "--project",
+                f.project.to_str().unwrap(),
+                "--store",
+                f.store.to_str().unwrap(),
+                "-o",
+                out.to_str().unwrap(),
+                "--sign-key",
+                keys.join("db.key").to_str().unwrap(),
+                "--sign-cert",
+                keys.join("db.crt").to_str().unwrap(),
+            ],
+            &[("SOURCE_DATE_EPOCH", EPOCH)],
+        ));
+        out
+    };
+    let first = uki("core-a.efi");
+    let second = uki("core-b.efi");
+    assert_eq!(
+        fs::read(&first).unwrap(),
+        fs::read(&second).unwrap(),
+        "not reproducible"
+    );
+    let verify = |cert: &str| {
+        Command::new("sbverify")
+            .args(["--cert", keys.join(cert).to_str().unwrap()])
+            .arg(&first)
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(verify("db.crt"), "sbverify refuses the db signature");
+    assert!(
+        !verify("PK.crt"),
+        "sbverify accepts a certificate that did not sign"
+    );
+    let headers = Command::new("objdump")
+        .arg("-h")
+        .arg(&first)
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&headers.stdout).into_owned();
+    let order: Vec<&str> = [".osrel", ".cmdline", ".uname", ".initrd", ".linux"]
+        .into_iter()
+        .filter(|name| headers.contains(&format!(" {name} ")))
+        .collect();
+    assert_eq!(
+        order,
+        [".osrel", ".cmdline", ".uname", ".initrd", ".linux"],
+        "{headers}"
+    );
+
+    let disk = fat_disk_with(&first, "uki");
+    let secure = |label: &str, disk: &Path, vars: Option<&Path>, expect: &str| {
+        let mut args = vec![
+            "--firmware",
+            "uefi-secure",
+            "--media",
+            "usb",
+            "--expect",
+            expect,
+        ];
+        if let Some(vars) = vars {
+            args.extend(["--vars", vars.to_str().unwrap()]);
+        }
+        boot(label, disk, &args)
+    };
+    let booted = secure(
+        "uki-own-keys",
+        &disk,
+        Some(&vars),
+        "secureboot: Secure boot enabled",
+    );
+    assert!(
+        booted.status.success(),
+        "the signed UKI did not boot: {}",
+        stderr(&booted)
+    );
+    let refused = secure(
+        "uki-ms-keys",
+        &disk,
+        None,
+        "Access Denied|Security Violation",
+    );
+    assert!(
+        refused.status.success(),
+        "the Microsoft store took it: {}",
+        stderr(&refused)
+    );
+
+    // One byte in the middle of the kernel.
+    let mut tampered = fs::read(&first).unwrap();
+    let (_, linux) = kbuild::uki::pe::find_section(&tampered, ".linux")
+        .unwrap()
+        .unwrap();
+    let at = linux.as_ptr() as usize - tampered.as_ptr() as usize + linux.len() / 2;
+    tampered[at] ^= 0x01;
+    let tampered_file = f.work.join("core-tampered.efi");
+    fs::write(&tampered_file, &tampered).unwrap();
+    let disk = fat_disk_with(&tampered_file, "uki-tampered");
+    let refused = secure(
+        "uki-tampered",
+        &disk,
+        Some(&vars),
+        "Access Denied|Security Violation",
+    );
+    assert!(
+        refused.status.success(),
+        "a tampered UKI was not refused: {}",
+        stderr(&refused)
+    );
 }
 
 fn standard_k3s_iso_boots_and_runs_its_k3s() {
@@ -759,6 +966,11 @@ fn main() -> std::process::ExitCode {
             "core_iso_is_refused_by_secure_boot_without_its_signers_key",
             Needs::root_and(OWN_KEY_TOOLS),
             core_iso_is_refused_by_secure_boot_without_its_signers_key as fn(),
+        ),
+        (
+            "a_signed_uki_boots_under_secure_boot_with_its_own_keys_only",
+            Needs::root_and(UKI_TOOLS),
+            a_signed_uki_boots_under_secure_boot_with_its_own_keys_only as fn(),
         ),
         (
             "standard_k3s_iso_boots_and_runs_its_k3s",

@@ -20,6 +20,7 @@ mod progress;
 mod registry;
 mod release;
 mod sbom;
+mod uki;
 
 use std::process::ExitCode;
 
@@ -66,6 +67,7 @@ enum Command {
     Iso(Box<iso::IsoArgs>),
     Boot(boot::BootArgs),
     Keys(keys::KeysArgs),
+    Uki(uki::UkiArgs),
     Release(Box<release::ReleaseArgs>),
     Lock(lock::LockArgs),
     Doctor(doctor::DoctorArgs),
@@ -99,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Iso(args) => iso::run(*args),
         Command::Boot(args) => boot::run(args),
         Command::Keys(args) => keys::run(args),
+        Command::Uki(args) => uki::run(args),
         Command::Release(args) => release::run(*args),
         Command::Lock(args) => lock::run(args),
         Command::Doctor(args) => doctor::run(args),
@@ -136,6 +139,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || as_error::<crate::iso::IsoError>(cause).is_some_and(|e| e.is_input())
             || as_error::<crate::release::ReleaseError>(cause).is_some_and(|e| e.is_input())
             || as_error::<crate::keys::KeyError>(cause).is_some_and(|e| e.is_input())
+            || as_error::<crate::uki::BuildUkiError>(cause).is_some_and(|e| e.is_input())
             || matches!(
                 cause.downcast_ref(),
                 Some(crate::pipeline::PipelineError::Parse(_))

@@ -57,6 +57,18 @@ pub struct Boot {
     /// The distribution's signed boot chain; absent when it has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secure_boot: Option<SecureBoot>,
+    /// What a unified kernel image of the image is made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uki: Option<Uki>,
+}
+
+/// Unified kernel images: systemd's EFI stub, wherever the distribution
+/// keeps it (amd64 paths; arm64's derived, `x64` -> `aa64`; the first the
+/// image has wins).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Uki {
+    pub stub: Vec<String>,
 }
 
 /// Where the distribution's packages put its signed shim and GRUB, and

@@ -149,7 +149,20 @@ pub const OPENSSL: Tool = Tool {
     },
 };
 
-pub const ALL: [&Tool; 8] = [
+pub const OSSLSIGNCODE: Tool = Tool {
+    name: "osslsigncode",
+    purpose: "signs unified kernel images (Authenticode) for Secure Boot",
+    version_args: &["--version"],
+    minimum: Some((2, 0)),
+    packages: Packages {
+        debian: "osslsigncode",
+        fedora: "osslsigncode",
+        alpine: "osslsigncode",
+        suse: "osslsigncode",
+    },
+};
+
+pub const ALL: [&Tool; 9] = [
     &RUNC,
     &MKSQUASHFS,
     &XORRISO,
@@ -158,6 +171,7 @@ pub const ALL: [&Tool; 8] = [
     &MCOPY,
     &QEMU_X86_64,
     &OPENSSL,
+    &OSSLSIGNCODE,
 ];
 
 /// What `kbuild iso` runs, located before it does any work.
