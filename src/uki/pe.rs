@@ -263,20 +263,23 @@ mod tests {
     #[test]
     fn sections_follow_the_stub_aligned_and_the_tail_is_dropped() {
         let linux = vec![0x4b; 0x345];
-        let out = append_sections(
-            &stub(4),
-            &[
-                Section {
-                    name: ".osrel",
-                    data: b"ID=debian\n",
-                },
-                Section {
-                    name: ".linux",
-                    data: &linux,
-                },
-            ],
-        )
-        .unwrap();
+        let build = || {
+            append_sections(
+                &stub(4),
+                &[
+                    Section {
+                        name: ".osrel",
+                        data: b"ID=debian\n",
+                    },
+                    Section {
+                        name: ".linux",
+                        data: &linux,
+                    },
+                ],
+            )
+            .unwrap()
+        };
+        let out = build();
         let layout = Layout::read(&out).unwrap();
         assert_eq!(layout.count, 3);
         let (address, bytes) = find_section(&out, ".osrel").unwrap().unwrap();
@@ -293,21 +296,7 @@ mod tests {
         let field = layout.optional + 64;
         assert_eq!(u32_at(&out, field).unwrap(), checksum(&out, field));
         // The same inputs give the same bytes.
-        let again = append_sections(
-            &stub(4),
-            &[
-                Section {
-                    name: ".osrel",
-                    data: b"ID=debian\n",
-                },
-                Section {
-                    name: ".linux",
-                    data: &linux,
-                },
-            ],
-        )
-        .unwrap();
-        assert_eq!(out, again);
+        assert_eq!(out, build());
     }
 
     #[test]
