@@ -362,3 +362,64 @@ fn an_initrd_made_for_another_kernel_fails() {
         "{shown}"
     );
 }
+
+/// A PE32+ file whose certificate table is `size` bytes at its end.
+fn pe(size: u32) -> Vec<u8> {
+    let mut image = vec![0u8; 0x400];
+    image[..2].copy_from_slice(b"MZ");
+    image[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
+    image[0x80..0x84].copy_from_slice(b"PE\0\0");
+    let optional = 0x80 + 24;
+    image[optional..optional + 2].copy_from_slice(&0x20bu16.to_le_bytes());
+    image[optional + 108..optional + 112].copy_from_slice(&16u32.to_le_bytes());
+    let entry = optional + 112 + 4 * 8;
+    image[entry..entry + 4].copy_from_slice(&0x300u32.to_le_bytes());
+    image[entry + 4..entry + 8].copy_from_slice(&size.to_le_bytes());
+    image
+}
+
+#[test]
+fn the_signed_boot_chain_is_checked_as_warnings_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    debian_root(root);
+    // No shim, no signed GRUB, an unsigned kernel: the check passes with
+    // three warnings, each with the flavor's Secure Boot hint.
+    let out = check(root, DEBIAN_STANDARD);
+    let shown = text(&out);
+    assert!(out.status.success(), "{shown}");
+    for component in ["signed-shim", "signed-grub", "signed-kernel"] {
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.contains("warn") && l.contains(component)),
+            "{component}: {shown}"
+        );
+    }
+    assert!(shown.contains("hint: apt-get install -y --no-install-recommends shim-signed"));
+
+    put(root, "usr/lib/shim/shimx64.efi.signed", &pe(0x100));
+    put(
+        root,
+        "usr/lib/grub/x86_64-efi-signed/gcdx64.efi.signed",
+        &pe(0x100),
+    );
+    let out = check(root, &[DEBIAN_STANDARD, &["--format", "json"]].concat());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let finding = |name: &str| {
+        report["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["component"] == name)
+            .unwrap()
+            .clone()
+    };
+    for signed in ["signed-shim", "signed-grub"] {
+        assert_eq!(finding(signed)["ok"], true, "{report}");
+        assert!(finding(signed).get("warning").is_none(), "{report}");
+    }
+    // The fixture's kernel is a bare boot header, no PE: still a warning.
+    assert_eq!(finding("signed-kernel")["warning"], true, "{report}");
+    assert_eq!(report["passed"], true);
+}
