@@ -6,20 +6,9 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Command;
 
 use common::harness::Needs;
-use common::{kbuild, ok};
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{kbuild, ok, run_ok as run};
 
 fn a_key_set_is_enrollable_and_never_overwritten() {
     let work = tempfile::tempdir().unwrap();

@@ -9,17 +9,7 @@ use std::path::Path;
 use std::process::Command;
 
 use common::harness::Needs;
-use common::{kbuild, ok};
-
-fn run(program: &str, args: &[&str]) -> String {
-    let out = Command::new(program).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{kbuild, ok, run_ok as run};
 
 fn script(dir: &Path, shell: &str) -> String {
     let text = ok(&kbuild(&["completions", shell], &[]));

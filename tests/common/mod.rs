@@ -65,6 +65,18 @@ pub fn kbuild(args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.output().expect("run kbuild")
 }
 
+/// Runs a host program (an outside judge) and returns its stdout; its
+/// failure fails the test with its stderr.
+pub fn run_ok(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn ok(out: &Output) -> String {
     assert!(
         out.status.success(),
