@@ -29,9 +29,14 @@ use std::time::{Duration, Instant};
 
 use common::builds::{assert_clean, stderr, store_with_base};
 use common::harness::Needs;
-use common::{kbuild, ok, standins};
+use common::{kbuild, ok, run_ok, standins};
 
 const EPOCH: &str = "1700000000";
+/// OVMF refusing the boot medium's loader. Its boot options for devices
+/// are named "UEFI QEMU DVD-ROM ...", "UEFI QEMU HARDDISK ..."; its own
+/// EFI shell ("EFI Internal Shell") is refused under Secure Boot too, and
+/// that refusal must not count.
+const REFUSED: &str = r#"failed to (load|start) Boot[0-9A-F]{4} "UEFI [^"]*" from [^\n]*: (Access Denied|Security Violation)"#;
 /// Seconds a boot may take: TCG on a loaded 2-core runner is slow.
 const BOOT_TIMEOUT: &str = "900";
 
@@ -79,6 +84,7 @@ const UKI_TOOLS: &[&str] = &[
     "mformat",
     "mmd",
     "mcopy",
+    "mdir",
     "qemu-system-x86_64",
     "findmnt",
     "openssl",
@@ -134,6 +140,16 @@ fn iso_args<'a>(fixture_project: &'a str, store: &'a str, out: &'a str) -> Vec<&
         "--flavor",
         "debian",
     ]
+}
+
+/// A directory of its own under the fixture's, removed when the test
+/// drops it: the suite makes several ISOs and stores, and a CI runner's
+/// disk must hold only the ones in use.
+fn scratch(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(name)
+        .tempdir_in(&fixture().work)
+        .unwrap()
 }
 
 fn build_fixture() -> Fixture {
@@ -342,17 +358,17 @@ fn core_iso_is_refused_by_secure_boot_without_its_signers_key() {
             "--vars",
             vars.to_str().unwrap(),
             "--expect",
-            "Access Denied|Security Violation",
+            REFUSED,
         ],
     );
     assert!(out.status.success(), "not refused: {}", stderr(&out));
     assert!(!stderr(&out).contains("login:"), "{}", stderr(&out));
 }
 
-/// `efi` as the removable-media loader of a bare FAT disk (no ISO around
-/// it: what boots is the UKI alone).
+/// `efi` as the removable-media loader of a bare FAT disk beside it (no
+/// ISO around it: what boots is the UKI alone).
 fn fat_disk_with(efi: &Path, name: &str) -> PathBuf {
-    let disk = fixture().work.join(format!("{name}.img"));
+    let disk = efi.with_file_name(format!("{name}.img"));
     let _ = fs::remove_file(&disk);
     let size = fs::metadata(efi).unwrap().len() / 512 + 16 * 2048;
     for args in [
@@ -407,8 +423,9 @@ fn fat_disk_with(efi: &Path, name: &str) -> PathBuf {
 fn a_signed_uki_boots_under_secure_boot_with_its_own_keys_only() {
     let f = fixture();
     let (keys, vars) = own_keys();
+    let dir = scratch("uki");
     let uki = |name: &str| {
-        let out = f.work.join(name);
+        let out = dir.path().join(name);
         ok(&kbuild(
             &[
                 "uki",
@@ -494,12 +511,7 @@ fn a_signed_uki_boots_under_secure_boot_with_its_own_keys_only() {
         "the signed UKI did not boot: {}",
         stderr(&booted)
     );
-    let refused = secure(
-        "uki-ms-keys",
-        &disk,
-        None,
-        "Access Denied|Security Violation",
-    );
+    let refused = secure("uki-ms-keys", &disk, None, REFUSED);
     assert!(
         refused.status.success(),
         "the Microsoft store took it: {}",
@@ -513,20 +525,182 @@ fn a_signed_uki_boots_under_secure_boot_with_its_own_keys_only() {
         .unwrap();
     let at = linux.as_ptr() as usize - tampered.as_ptr() as usize + linux.len() / 2;
     tampered[at] ^= 0x01;
-    let tampered_file = f.work.join("core-tampered.efi");
+    let tampered_file = dir.path().join("core-tampered.efi");
     fs::write(&tampered_file, &tampered).unwrap();
     let disk = fat_disk_with(&tampered_file, "uki-tampered");
-    let refused = secure(
-        "uki-tampered",
-        &disk,
-        Some(&vars),
-        "Access Denied|Security Violation",
-    );
+    let refused = secure("uki-tampered", &disk, Some(&vars), REFUSED);
     assert!(
         refused.status.success(),
         "a tampered UKI was not refused: {}",
         stderr(&refused)
     );
+}
+
+/// The 512-byte sector where the ISO's appended ESP (GPT partition 2)
+/// starts, as xorriso reports it.
+fn esp_offset(iso: &Path) -> u64 {
+    let report = xorriso_report(iso);
+    let line = report
+        .lines()
+        .find(|l| l.starts_with("GPT start and size :   2"))
+        .unwrap_or_else(|| panic!("no GPT partition 2:\n{report}"));
+    let start: u64 = line.split_whitespace().nth(6).unwrap().parse().unwrap();
+    start * 512
+}
+
+/// `kbuild iso --uki` signed with a generated db key: UEFI only, the ESP
+/// holds the signed UKI and nothing else, the ISO has no GRUB, grub.cfg
+/// or loose kernel. It boots to a login with Secure Boot enforced under
+/// the store holding that key, is refused under the Microsoft-keys store,
+/// and, with one byte of the UKI inside it flipped, under its own; an
+/// empty store given the same image, epoch and key writes the same bytes.
+fn a_signed_uki_iso_boots_under_secure_boot_with_its_own_keys_only() {
+    let f = fixture();
+    let (keys, vars) = own_keys();
+    let dir = scratch("uki-iso");
+    let (p, key, cert) = (
+        f.project.to_str().unwrap(),
+        keys.join("db.key"),
+        keys.join("db.crt"),
+    );
+    let uki_iso = |store: &Path, from: &str, out: &str| {
+        let mut args = iso_args(p, store.to_str().unwrap(), out);
+        args.extend(["--variant", "core", "--from", from, "--uki"]);
+        args.extend(["--sign-key", key.to_str().unwrap()]);
+        args.extend(["--sign-cert", cert.to_str().unwrap()]);
+        let printed = ok(&kbuild(&args, &[("SOURCE_DATE_EPOCH", EPOCH)]));
+        let mut lines = printed.lines();
+        let iso = PathBuf::from(lines.next().unwrap());
+        (iso, lines.next().unwrap().to_string())
+    };
+    let out = dir.path().join("out");
+    let (iso, sha) = uki_iso(&f.store, &f.core_image, out.to_str().unwrap());
+
+    // UEFI only, and no GRUB, menu or loose kernel in the ISO.
+    let report = xorriso_report(&iso);
+    assert!(
+        report.contains("El Torito boot img :   1  UEFI"),
+        "{report}"
+    );
+    assert!(!report.contains("BIOS"), "{report}");
+    let listing = run_ok(
+        "xorriso",
+        &["-indev", iso.to_str().unwrap(), "-find", "/", "-type", "f"],
+    );
+    // The ESP (48 MiB, too big for El Torito to size) is in the volume;
+    // besides it, only the live root and the volume's id files.
+    let files: Vec<&str> = listing
+        .lines()
+        .map(|l| l.trim_matches('\''))
+        .filter(|l| l.starts_with('/') && !l.starts_with("/.disk/kbuild-"))
+        .collect();
+    assert_eq!(
+        files,
+        ["/.disk/info", "/boot/efi.img", "/live/filesystem.squashfs"],
+        "{listing}"
+    );
+    assert!(iso.to_str().unwrap().ends_with("-uki.iso"), "{iso:?}");
+
+    // The ESP: one file, the UKI, signed by the db key.
+    let esp = format!("{}@@{}", iso.display(), esp_offset(&iso));
+    let on_esp = Command::new("mdir")
+        .args(["-i", &esp, "-/", "-b", "::"])
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .unwrap();
+    let on_esp = String::from_utf8_lossy(&on_esp.stdout).into_owned();
+    let esp_files: Vec<&str> = on_esp.lines().filter(|l| !l.ends_with('/')).collect();
+    assert_eq!(esp_files, ["::/EFI/BOOT/BOOTX64.EFI"], "{on_esp}");
+    let uki = dir.path().join("BOOTX64.EFI");
+    let copied = Command::new("mcopy")
+        .args(["-i", &esp, "::/EFI/BOOT/BOOTX64.EFI"])
+        .arg(&uki)
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    run_ok(
+        "sbverify",
+        &["--cert", cert.to_str().unwrap(), uki.to_str().unwrap()],
+    );
+
+    let secure = |label: &str, iso: &Path, vars: Option<&Path>, extra: &[&str]| {
+        let mut args = vec!["--firmware", "uefi-secure"];
+        if let Some(vars) = vars {
+            args.extend(["--vars", vars.to_str().unwrap()]);
+        }
+        args.extend_from_slice(extra);
+        boot(label, iso, &args)
+    };
+    let refusal = ["--expect", REFUSED];
+    let refused = secure("uki-iso-ms-keys", &iso, None, &refusal);
+    assert!(
+        refused.status.success(),
+        "the Microsoft store took it: {}",
+        stderr(&refused)
+    );
+
+    // One byte in the middle of the UKI's kernel, written back into a
+    // copy of the ISO's ESP.
+    let mut tampered = fs::read(&uki).unwrap();
+    let (_, linux) = kbuild::uki::pe::find_section(&tampered, ".linux")
+        .unwrap()
+        .unwrap();
+    let at = linux.as_ptr() as usize - tampered.as_ptr() as usize + linux.len() / 2;
+    tampered[at] ^= 0x01;
+    fs::write(&uki, &tampered).unwrap();
+    let tampered_iso = dir.path().join("tampered.iso");
+    fs::copy(&iso, &tampered_iso).unwrap();
+    let tampered_esp = format!("{}@@{}", tampered_iso.display(), esp_offset(&tampered_iso));
+    let written = Command::new("mcopy")
+        .args(["-o", "-i", &tampered_esp])
+        .arg(&uki)
+        .arg("::/EFI/BOOT/BOOTX64.EFI")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .status()
+        .unwrap();
+    assert!(written.success());
+    assert_ne!(
+        common::sha256_hex(&fs::read(&tampered_iso).unwrap()),
+        sha.trim_start_matches("sha256 ")
+    );
+    let refused = secure("uki-iso-tampered", &tampered_iso, Some(&vars), &refusal);
+    assert!(
+        refused.status.success(),
+        "a tampered UKI ISO was not refused: {}",
+        stderr(&refused)
+    );
+    fs::remove_file(&tampered_iso).unwrap();
+
+    let booted = secure(
+        "uki-iso-own-keys",
+        &iso,
+        Some(&vars),
+        &[
+            "--login",
+            "root:kairos",
+            "--run",
+            "dmesg | grep -i 'secure boot'; cat /sys/kernel/security/lockdown /proc/cmdline",
+            "--expect-output",
+            r"(?i)secure ?boot enabled",
+        ],
+    );
+    assert_booted(&booted, "the signed UKI ISO under its own keys");
+    let printed = String::from_utf8_lossy(&booted.stdout);
+    assert!(printed.contains("[integrity]"), "lockdown: {printed}");
+    assert!(printed.contains("boot=live"), "cmdline: {printed}");
+
+    // An empty store, the same image (as an OCI layout), epoch and key.
+    let layout = dir.path().join("oci");
+    let dest = format!("oci:{}:core", layout.display());
+    let s = f.store.to_str().unwrap();
+    ok(&kbuild(
+        &["export", &f.core_image, &dest, "--store", s],
+        &[],
+    ));
+    let again = dir.path().join("again");
+    let (_, sha_again) = uki_iso(&dir.path().join("store"), &dest, again.to_str().unwrap());
+    assert_eq!(sha, sha_again, "the same inputs and key gave two ISOs");
 }
 
 fn standard_k3s_iso_boots_and_runs_its_k3s() {
@@ -612,14 +786,15 @@ fn iso_has_bios_and_uefi_boot_a_gpt_esp_a_checksum_and_is_cached() {
     assert_eq!(again["assembled"], false, "{again}");
 
     // An overlay changes the ISO, not its parts.
-    let overlay = f.work.join("overlay");
+    let overlaid_dir = scratch("overlaid");
+    let overlay = overlaid_dir.path().join("overlay");
     fs::create_dir_all(&overlay).unwrap();
     fs::write(
         overlay.join("cloud-config.yaml"),
         "#cloud-config\nhostname: kbuild\n",
     )
     .unwrap();
-    let other = f.work.join("overlaid");
+    let other = overlaid_dir.path().join("out");
     let o = other.to_str().unwrap().to_string();
     let mut args = iso_args(p, s, &o);
     args.extend([
@@ -652,8 +827,8 @@ fn iso_has_bios_and_uefi_boot_a_gpt_esp_a_checksum_and_is_cached() {
 
 fn the_same_image_and_epoch_give_the_same_iso_from_two_empty_stores() {
     let f = fixture();
-    let layout = f.work.join("core-oci");
-    let dest = format!("oci:{}:core", layout.display());
+    let layout = scratch("core-oci");
+    let dest = format!("oci:{}:core", layout.path().display());
     ok(&kbuild(
         &[
             "export",
@@ -666,8 +841,10 @@ fn the_same_image_and_epoch_give_the_same_iso_from_two_empty_stores() {
     ));
     let mut sums = Vec::new();
     for side in ["a", "b"] {
-        let store = f.work.join(format!("repro-store-{side}"));
-        let out = f.work.join(format!("repro-out-{side}"));
+        // Each side's store and ISO go once its sha256 is read.
+        let side_dir = scratch(&format!("repro-{side}"));
+        let store = side_dir.path().join("store");
+        let out = side_dir.path().join("out");
         let (p, s, o) = (
             f.project.to_str().unwrap(),
             store.to_str().unwrap(),
@@ -763,14 +940,14 @@ fn failures_are_clear_and_leave_nothing_half_written() {
     assert_clean(&f.store);
 
     // Ctrl-C while mksquashfs runs (a fresh store, so the parts are made).
-    let layout = f.work.join("interrupt-oci");
-    let dest = format!("oci:{}:core", layout.display());
+    let interrupt = scratch("interrupt");
+    let dest = format!("oci:{}:core", interrupt.path().join("oci").display());
     ok(&kbuild(
         &["export", &f.core_image, &dest, "--store", s],
         &[],
     ));
-    let store = f.work.join("interrupt-store");
-    let out_dir = f.work.join("interrupted");
+    let store = interrupt.path().join("store");
+    let out_dir = interrupt.path().join("out");
     let (s2, o) = (store.to_str().unwrap(), out_dir.to_str().unwrap());
     let mut args = iso_args(p, s2, o);
     args.extend(["--from", &dest]);
@@ -896,7 +1073,8 @@ EOF
         ],
         &[],
     ));
-    let out_dir = f.work.join("alpine-out");
+    let out_dir = scratch("alpine-out");
+    let out_dir = out_dir.path();
     let (p, o) = (f.project.to_str().unwrap(), out_dir.to_str().unwrap());
     let args = vec![
         "iso",
@@ -971,6 +1149,11 @@ fn main() -> std::process::ExitCode {
             "a_signed_uki_boots_under_secure_boot_with_its_own_keys_only",
             Needs::root_and(UKI_TOOLS),
             a_signed_uki_boots_under_secure_boot_with_its_own_keys_only as fn(),
+        ),
+        (
+            "a_signed_uki_iso_boots_under_secure_boot_with_its_own_keys_only",
+            Needs::root_and(UKI_TOOLS),
+            a_signed_uki_iso_boots_under_secure_boot_with_its_own_keys_only as fn(),
         ),
         (
             "standard_k3s_iso_boots_and_runs_its_k3s",

@@ -8,7 +8,7 @@ use super::image::{show_failed_check, CellArgs};
 use super::progress::summary;
 use super::progress::CliReporter;
 use super::{cancel_on_signals, write_report};
-use crate::iso::{build_iso, IsoError, IsoReport, IsoRequest};
+use crate::iso::{build_iso, IsoError, IsoReport, IsoRequest, Signer, UkiBoot};
 
 /// Build (or reuse) a cell's image, exactly as `kbuild image` does, and
 /// write it as a hybrid ISO that boots as a CD and as a USB stick, on BIOS
@@ -16,7 +16,11 @@ use crate::iso::{build_iso, IsoError, IsoReport, IsoRequest};
 /// with the image's own grub-mkimage, an EFI system partition, and
 /// `<iso>.sha256`. With SOURCE_DATE_EPOCH (else the image's creation time)
 /// every date and id in it is fixed: the same image gives the same bytes.
-/// Needs xorriso, mksquashfs and mtools (see `kbuild doctor`).
+/// With --uki the ISO boots UEFI only, from a unified kernel image (signed
+/// with --sign-key/--sign-cert for Secure Boot with your own keys) that is
+/// the only EFI binary on it.
+/// Needs xorriso, mksquashfs and mtools, and osslsigncode to sign (see
+/// `kbuild doctor`).
 #[derive(Debug, Args)]
 #[command(disable_version_flag = true)]
 pub struct IsoArgs {
@@ -40,6 +44,18 @@ pub struct IsoArgs {
     /// Append to the flavor's live kernel command line.
     #[arg(long, value_name = "EXTRA")]
     cmdline: Option<String>,
+    /// Boot UEFI only, from a unified kernel image of the image (its own
+    /// systemd EFI stub, kernel, initrd, os-release and command line) as
+    /// EFI/BOOT/BOOTX64.EFI: no GRUB, no BIOS boot.
+    #[arg(long)]
+    uki: bool,
+    /// Sign the UKI with this private key (PEM, e.g. db.key of `kbuild
+    /// keys generate`): the ESP then holds no unsigned executable.
+    #[arg(long, value_name = "KEY", requires_all = ["uki", "sign_cert"])]
+    sign_key: Option<PathBuf>,
+    /// The key's certificate (PEM), enrolled in the firmware's db.
+    #[arg(long, value_name = "CERT", requires_all = ["uki", "sign_key"])]
+    sign_cert: Option<PathBuf>,
 }
 
 pub fn run(args: IsoArgs) -> anyhow::Result<()> {
@@ -56,6 +72,13 @@ pub fn run(args: IsoArgs) -> anyhow::Result<()> {
         name: args.name.clone(),
         overlay: args.overlay_iso.clone(),
         extra_cmdline: args.cmdline.clone(),
+        uki: args.uki.then(|| UkiBoot {
+            signer: args
+                .sign_key
+                .clone()
+                .zip(args.sign_cert.clone())
+                .map(|(key, cert)| Signer { key, cert }),
+        }),
     };
     let store = cell.store()?;
     let reporter = CliReporter::new();
@@ -90,9 +113,10 @@ fn render(report: &IsoReport) {
         false => "already up to date",
     };
     summary!(
-        "iso       {} ({:.1} MiB, parts {parts}, {iso}, {:.1}s)",
+        "iso       {} ({:.1} MiB, EFI {}, parts {parts}, {iso}, {:.1}s)",
         report.iso.display(),
         report.size as f64 / (1 << 20) as f64,
+        report.efi,
         report.seconds
     );
 }

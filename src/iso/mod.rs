@@ -15,6 +15,11 @@
 //! one xorriso call -> <out>/.tmp-* -> sha256 -> <name>.iso + <name>.iso.sha256
 //! ```
 //!
+//! With `--uki` the ISO boots UEFI only: there are no GRUB images, no
+//! grub.cfg, no loose kernel or initrd and no BIOS entry; the ESP holds
+//! one file, `EFI/BOOT/BOOT<ARCH>.EFI`, a unified kernel image of the
+//! image ([`crate::uki`]) signed with the user's key when one is given.
+//!
 //! Invariants:
 //! * A missing or too old host tool fails the run before anything is
 //!   built or written.
@@ -27,6 +32,8 @@
 //! * Nothing from the image runs on the host: the image's grub-mkimage runs
 //!   in the build sandbox; kernel, initrd and GRUB's MBR are read through
 //!   the image root's in-root path resolution.
+//! * A signed UKI ISO carries exactly one EFI executable, the signed UKI:
+//!   what the firmware verifies is everything it runs before the kernel.
 
 mod esp;
 mod grub;
@@ -59,6 +66,7 @@ use crate::rootfs::Root;
 use crate::sandbox::Cancel;
 use crate::store::Store;
 use crate::tools::{self, Located, ToolError};
+pub use crate::uki::Signer;
 use write::Assembly;
 
 /// The ISO 9660 volume id. The Alpine flavor's live init finds its medium
@@ -80,6 +88,15 @@ pub struct IsoRequest {
     pub overlay: Option<PathBuf>,
     /// Appended to the flavor's live command line.
     pub extra_cmdline: Option<String>,
+    /// Boot a unified kernel image instead of GRUB (UEFI only).
+    pub uki: Option<UkiBoot>,
+}
+
+/// `--uki`: the ESP starts a unified kernel image directly.
+#[derive(Debug, Clone, Default)]
+pub struct UkiBoot {
+    /// The key it is signed with, for Secure Boot with one's own keys.
+    pub signer: Option<Signer>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,6 +114,9 @@ pub struct IsoReport {
     /// The ESP boots the distribution's signed shim and GRUB (Secure
     /// Boot), not the image's own GRUB.
     pub signed_chain: bool,
+    /// What the ESP starts: `grub` (the image's own), `shim` (the signed
+    /// chain), `uki` or `signed-uki`.
+    pub efi: String,
     /// False when the ISO was already there, verified, for these inputs.
     pub assembled: bool,
     /// The time every date in the ISO is set to.
@@ -123,6 +143,14 @@ pub enum IsoError {
     Pipeline(#[from] crate::pipeline::PipelineError),
     #[error(transparent)]
     Platform(#[from] crate::platform::PlatformError),
+    #[error(transparent)]
+    Uki(#[from] crate::uki::UkiError),
+    #[error("--sign-key/--sign-cert {}: {source}", path.display())]
+    Signer {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("--name \"{0}\" must be a plain file name (no `/`, not starting with `.`)")]
     BadName(String),
     #[error("the kernel command line \"{}\" holds {found:?}, which would end GRUB's `linux` line", cmdline.escape_debug())]
@@ -176,6 +204,7 @@ impl IsoError {
             | IsoError::BadName(_)
             | IsoError::BadCmdline { .. }
             | IsoError::BadEspPath(_)
+            | IsoError::Signer { .. }
             | IsoError::Overlay { .. }
             | IsoError::Template { .. } => true,
             _ => false,
@@ -226,6 +255,14 @@ impl Firmware {
                 efi_format: "arm64-efi",
                 efi_loader: "BOOTAA64.EFI",
             },
+        }
+    }
+
+    /// The same architecture booting from UEFI alone.
+    fn uefi_only(self) -> Firmware {
+        Firmware {
+            bios: false,
+            ..self
         }
     }
 
@@ -310,6 +347,9 @@ pub fn build_iso(
     let selection = project.select(&request.image.selection)?;
     let name = match &request.name {
         Some(name) => iso_name(name)?,
+        // A UKI ISO is another artifact of the same cell: it must not
+        // replace the GRUB one in the same output directory.
+        None if request.uki.is_some() => format!("{}-uki", selection.id.iso_name()),
         None => selection.id.iso_name(),
     };
     let flavor = &project.flavors[&selection.id.flavor];
@@ -324,6 +364,17 @@ pub fn build_iso(
         None => flavor.boot.live.cmdline.clone(),
     };
     check_cmdline(&cmdline)?;
+    let uki = request
+        .uki
+        .as_ref()
+        .map(|uki| {
+            parts::UkiInputs::new(
+                uki,
+                &flavor.boot,
+                crate::uki::cmdline(&flavor.boot, request.extra_cmdline.as_deref()),
+            )
+        })
+        .transpose()?;
     let platform = Platform::parse(&format!("linux/{}", selection.id.arch))?;
     let pipeline = Pipeline::new(store, reporter, cancel)?;
     let (image_name, built, warnings) = image_for(
@@ -333,7 +384,10 @@ pub fn build_iso(
     let image_digest = Digest::try_from(descriptor.digest())?;
     let layers = store.manifest_layers(&manifest)?;
     let epoch = epoch_of(store, &manifest)?;
-    let firmware = Firmware::for_arch(selection.id.arch);
+    let firmware = match uki {
+        Some(_) => Firmware::for_arch(selection.id.arch).uefi_only(),
+        None => Firmware::for_arch(selection.id.arch),
+    };
     let inputs = parts::Inputs {
         image_name: &image_name,
         image: &image_digest,
@@ -343,6 +397,7 @@ pub fn build_iso(
         squashfs: &project.config.iso.squashfs,
         epoch,
         tools: &tools,
+        uki: uki.as_ref(),
     };
     let key = inputs.key();
     let marker = format!("/.disk/kbuild-{}", &key.hex()[..16]);
@@ -361,22 +416,26 @@ pub fn build_iso(
         return Err(IsoError::Cancelled);
     }
 
-    let menu = grub::menu(
-        &project.root,
-        &grub::MenuContext {
-            cmdline: &cmdline,
-            iso_label: VOLUME_ID,
-            marker: &marker,
-            title: &name,
-        },
-    )?;
+    // A UKI carries its command line; nothing reads a grub.cfg.
+    let menu = match uki {
+        Some(_) => None,
+        None => Some(grub::menu(
+            &project.root,
+            &grub::MenuContext {
+                cmdline: &cmdline,
+                iso_label: VOLUME_ID,
+                marker: &marker,
+                title: &name,
+            },
+        )?),
+    };
     let assembly = Assembly {
         store,
         parts: &parts,
         key: &key,
         firmware: &firmware,
         squashfs_path: &squashfs_path,
-        menu: &menu,
+        menu: menu.as_deref(),
         info: &format!("{name} {image_digest}\n"),
         marker: &marker,
         overlay: overlay.as_ref(),
@@ -394,6 +453,11 @@ pub fn build_iso(
         },
     )?;
     let size = std::fs::metadata(&iso).map_err(IsoError::io(&iso))?.len();
+    let efi = parts
+        .entry
+        .notes
+        .get(parts::EFI_NOTE)
+        .map_or("grub", String::as_str);
     Ok(IsoReport {
         iso,
         sha256,
@@ -402,11 +466,8 @@ pub fn build_iso(
         image_digest: image_digest.to_string(),
         built,
         parts_cached: parts.cached,
-        signed_chain: parts
-            .entry
-            .notes
-            .get(parts::EFI_NOTE)
-            .is_some_and(|e| e == "shim"),
+        signed_chain: efi == parts::EFI_SHIM,
+        efi: efi.to_string(),
         assembled,
         epoch,
         tools: tools

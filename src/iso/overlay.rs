@@ -23,6 +23,7 @@ const RESERVED: &[&str] = &[
     "/boot/initrd",
     "/boot/grub",
     "/boot/boot.catalog",
+    super::xorriso::ESP_IN_VOLUME,
     "/.disk",
 ];
 

@@ -4,13 +4,17 @@
 //! paths, the squashfs settings and the versions of the tools that write
 //! them. Re-running `kbuild iso` on an unchanged image finds them and
 //! only re-assembles.
+//!
+//! With `--uki` the parts are the squashfs and an ESP holding the UKI;
+//! its command line and, when signed, the digests of the certificate and
+//! key are part of the key, since they are part of its bytes.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{esp, grub, signed, squashfs, Firmware, IsoError, IsoTools};
+use super::{esp, grub, signed, squashfs, Firmware, IsoError, IsoTools, Signer, UkiBoot};
 use crate::digest::Digest;
 use crate::executor::BuildOptions;
 use crate::pipeline::Pipeline;
@@ -18,9 +22,11 @@ use crate::platform::Platform;
 use crate::project::config::SquashfsSettings;
 use crate::project::flavor::Boot;
 use crate::report::{phase, watch_growth, Activity, ByteProgress};
+use crate::rootfs::Root;
 use crate::sandbox::Cancel;
 use crate::store::cache::LayerRecord;
 use crate::store::derived::{DerivedEntry, FileRecord};
+use crate::tools;
 
 pub const SQUASHFS: &str = "filesystem.squashfs";
 pub const KERNEL: &str = "kernel";
@@ -28,9 +34,13 @@ pub const INITRD: &str = "initrd";
 pub const ELTORITO: &str = "eltorito.img";
 pub const HYBRID_MBR: &str = "boot_hybrid.img";
 pub const ESP: &str = "efi.img";
-/// The note saying which EFI loader the ESP starts (`shim` or `grub`).
+/// The note saying which EFI loader the ESP starts: one of the four below.
 pub const EFI_NOTE: &str = "efi";
-/// The EFI GRUB, only until it is inside the ESP.
+pub const EFI_GRUB: &str = "grub";
+pub const EFI_SHIM: &str = "shim";
+pub const EFI_UKI: &str = "uki";
+pub const EFI_SIGNED_UKI: &str = "signed-uki";
+/// The EFI GRUB or the UKI, only until it is inside the ESP.
 pub const EFI_LOADER: &str = "loader.efi";
 
 /// Bumped when what kbuild writes for the same inputs changes.
@@ -49,6 +59,59 @@ pub(super) struct Inputs<'a> {
     pub squashfs: &'a SquashfsSettings,
     pub epoch: i64,
     pub tools: &'a IsoTools,
+    pub uki: Option<&'a UkiInputs>,
+}
+
+/// `--uki`: what the UKI on the ESP is made from besides the image.
+pub(super) struct UkiInputs {
+    pub cmdline: String,
+    pub signer: Option<Signer>,
+    signature: Option<SignatureKey>,
+}
+
+/// What a signature's bytes are a function of (RSA PKCS#1 v1.5 with the
+/// signing time fixed): the certificate, the key and the signing tool.
+#[derive(Serialize)]
+struct SignatureKey {
+    cert: Digest,
+    key: Digest,
+    osslsigncode: String,
+}
+
+impl UkiInputs {
+    /// Reads the signer's files and locates the signing tool, so that a
+    /// missing one, or a flavor that names no EFI stub, fails the run
+    /// before any work.
+    pub fn new(boot: &UkiBoot, flavor: &Boot, cmdline: String) -> Result<UkiInputs, IsoError> {
+        if flavor.uki.is_none() {
+            return Err(crate::uki::UkiError::NoStubConfigured.into());
+        }
+        let hash = |path: &Path| {
+            crate::store::hash_file(path).map_err(|source| IsoError::Signer {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let signature = match &boot.signer {
+            Some(signer) => Some(SignatureKey {
+                cert: hash(&signer.cert)?,
+                key: hash(&signer.key)?,
+                osslsigncode: tools::locate(&tools::OSSLSIGNCODE)?.version,
+            }),
+            None => None,
+        };
+        Ok(UkiInputs {
+            cmdline,
+            signer: boot.signer.clone(),
+            signature,
+        })
+    }
+}
+
+#[derive(Serialize)]
+struct UkiKey<'a> {
+    cmdline: &'a str,
+    signature: Option<&'a SignatureKey>,
 }
 
 #[derive(Serialize)]
@@ -60,6 +123,9 @@ struct KeyDocument<'a> {
     arch: &'a str,
     squashfs: Vec<String>,
     tools: BTreeMap<&'static str, &'a str>,
+    /// Absent for GRUB, so the keys of GRUB parts stay what they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    uki: Option<UkiKey<'a>>,
 }
 
 impl Inputs<'_> {
@@ -73,6 +139,10 @@ impl Inputs<'_> {
             arch: self.firmware.arch.as_str(),
             squashfs: squashfs::options(self.squashfs),
             tools: self.tools.versions(),
+            uki: self.uki.map(|uki| UkiKey {
+                cmdline: &uki.cmdline,
+                signature: uki.signature.as_ref(),
+            }),
         };
         Digest::of(&crate::store::canonical_json(&document))
     }
@@ -140,47 +210,75 @@ pub(super) fn ensure(inputs: &Inputs, key: &Digest, maker: &Maker) -> Result<Par
 }
 
 /// The files of the parts (their records filled in on commit) and notes:
-/// `efi` is `shim` when the ESP boots the signed chain, else `grub`.
+/// `efi` names what the ESP starts ([`EFI_GRUB`], [`EFI_SHIM`],
+/// [`EFI_UKI`] or [`EFI_SIGNED_UKI`]).
 type Made = (BTreeMap<String, FileRecord>, BTreeMap<String, String>);
 
 fn make(inputs: &Inputs, maker: &Maker, dir: &Path) -> Result<Made, IsoError> {
     let reporter = maker.pipeline.reporter();
     let firmware = inputs.firmware;
-    let spec = grub::spec_text(inputs.image_name, &inputs.boot.grub, firmware, maker.marker);
-    let efi_loader = phase(
-        reporter,
-        "grub",
-        || {
-            grub::core_images(
-                maker.pipeline,
-                maker.options,
-                maker.platform,
-                &spec,
-                firmware,
-                dir,
-            )
-        },
-        |_| "core images made by the image's grub-mkimage".to_string(),
-    )?;
-    let squashfs = dir.join(SQUASHFS);
     let store = maker.pipeline.store();
+    let efi_loader = dir.join(EFI_LOADER);
+    match inputs.uki {
+        None => {
+            let spec =
+                grub::spec_text(inputs.image_name, &inputs.boot.grub, firmware, maker.marker);
+            phase(
+                reporter,
+                "grub",
+                || {
+                    grub::core_images(
+                        maker.pipeline,
+                        maker.options,
+                        maker.platform,
+                        &spec,
+                        firmware,
+                        dir,
+                    )
+                },
+                |_| "core images made by the image's grub-mkimage".to_string(),
+            )?;
+        }
+        Some(uki) => {
+            phase(
+                reporter,
+                "uki",
+                || {
+                    store.with_image_root(inputs.layers, |root, _| {
+                        make_uki(root, inputs, uki, &efi_loader)
+                    })?
+                },
+                |_| {
+                    let size = std::fs::metadata(&efi_loader).map_or(0, |m| m.len());
+                    let signed = match uki.signer {
+                        Some(_) => "signed",
+                        None => "unsigned",
+                    };
+                    format!("{signed} unified kernel image, {:.1} MiB", mib(size))
+                },
+            )?;
+        }
+    }
+    let squashfs = dir.join(SQUASHFS);
     let chain = phase(
         reporter,
         "squashfs",
         || {
             store.with_image_root(inputs.layers, |root, merged| {
-                let chain = match &inputs.boot.secure_boot {
-                    Some(secure_boot) => signed::stage(
+                let chain = match (inputs.uki, &inputs.boot.secure_boot) {
+                    (None, Some(secure_boot)) => signed::stage(
                         root,
                         secure_boot,
                         firmware,
                         dir,
                         &grub::embedded_config(maker.marker),
                     )?,
-                    None => None,
+                    _ => None,
                 };
-                super::copy_out(root, &inputs.boot.kernel, &dir.join(KERNEL))?;
-                super::copy_out(root, &inputs.boot.initrd, &dir.join(INITRD))?;
+                if inputs.uki.is_none() {
+                    super::copy_out(root, &inputs.boot.kernel, &dir.join(KERNEL))?;
+                    super::copy_out(root, &inputs.boot.initrd, &dir.join(INITRD))?;
+                }
                 if firmware.bios {
                     let mbr = format!("{}/boot_hybrid.img", inputs.boot.grub.bios_modules);
                     super::copy_out(root, &mbr, &dir.join(HYBRID_MBR))?;
@@ -201,13 +299,16 @@ fn make(inputs: &Inputs, maker: &Maker, dir: &Path) -> Result<Made, IsoError> {
             })?
         },
         |_| {
-            std::fs::metadata(&squashfs).map_or_else(
-                |_| String::new(),
-                |m| format!("{:.1} MiB", m.len() as f64 / (1 << 20) as f64),
-            )
+            std::fs::metadata(&squashfs)
+                .map_or_else(|_| String::new(), |m| format!("{:.1} MiB", mib(m.len())))
         },
     )?;
-    let signed = chain.is_some();
+    let efi = match (&chain, inputs.uki) {
+        (Some(_), _) => EFI_SHIM,
+        (None, None) => EFI_GRUB,
+        (None, Some(uki)) if uki.signer.is_some() => EFI_SIGNED_UKI,
+        (None, Some(_)) => EFI_UKI,
+    };
     let files = chain.unwrap_or_else(|| {
         vec![(
             format!("EFI/BOOT/{}", firmware.efi_loader),
@@ -234,7 +335,10 @@ fn make(inputs: &Inputs, maker: &Maker, dir: &Path) -> Result<Made, IsoError> {
     )?;
     std::fs::remove_file(&efi_loader).map_err(IsoError::io(&efi_loader))?;
     signed::unstage(dir)?;
-    let mut names = vec![SQUASHFS, KERNEL, INITRD, ESP];
+    let mut names = vec![SQUASHFS, ESP];
+    if inputs.uki.is_none() {
+        names.extend([KERNEL, INITRD]);
+    }
     if firmware.bios {
         names.extend([ELTORITO, HYBRID_MBR]);
     }
@@ -250,14 +354,22 @@ fn make(inputs: &Inputs, maker: &Maker, dir: &Path) -> Result<Made, IsoError> {
             )
         })
         .collect();
-    let efi = match signed {
-        true => "shim",
-        false => "grub",
-    };
     Ok((
         files,
         BTreeMap::from([(EFI_NOTE.to_string(), efi.to_string())]),
     ))
+}
+
+/// The UKI of the image at `root`, signed when asked, written to `dest`.
+fn make_uki(root: &Root, inputs: &Inputs, uki: &UkiInputs, dest: &Path) -> Result<(), IsoError> {
+    let parts = crate::uki::parts(root, inputs.boot, inputs.firmware.arch)?;
+    let image = crate::uki::assemble(&parts, &uki.cmdline)?;
+    crate::uki::write(&image, dest, uki.signer.as_ref(), inputs.epoch)?;
+    Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
 }
 
 /// The FAT volume serial: from the inputs, like every other id.

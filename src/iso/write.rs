@@ -30,8 +30,8 @@ pub(super) struct Assembly<'a> {
     pub firmware: &'a Firmware,
     /// Absolute ISO path of the squashfs.
     pub squashfs_path: &'a str,
-    /// `boot/grub/grub.cfg`.
-    pub menu: &'a str,
+    /// `boot/grub/grub.cfg`; none when the ESP boots a UKI.
+    pub menu: Option<&'a str>,
     /// `.disk/info`.
     pub info: &'a str,
     /// The marker file's ISO path.
@@ -112,12 +112,12 @@ impl Assembly<'_> {
 
     /// The small files kbuild writes into the ISO, under `tree`.
     fn small_files(&self, tree: &Path) -> Result<(), IsoError> {
+        let menu = self.menu.map(|menu| ("boot/grub/grub.cfg", menu));
         let files = [
-            ("boot/grub/grub.cfg", self.menu),
             (".disk/info", self.info),
             (self.marker.trim_start_matches('/'), self.info),
         ];
-        for (rel, text) in files {
+        for (rel, text) in menu.into_iter().chain(files) {
             let path = tree.join(rel);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent).map_err(IsoError::io(parent))?;
@@ -134,8 +134,15 @@ impl Assembly<'_> {
             maps.push((overlay.dir.clone(), "/".into()));
         }
         maps.push((tree.to_path_buf(), "/".into()));
-        maps.push((part(parts::KERNEL), "/boot/kernel".into()));
-        maps.push((part(parts::INITRD), "/boot/initrd".into()));
+        // A UKI's parts have no loose kernel and initrd.
+        for (name, at) in [
+            (parts::KERNEL, "/boot/kernel"),
+            (parts::INITRD, "/boot/initrd"),
+        ] {
+            if self.parts.entry.files.contains_key(name) {
+                maps.push((part(name), at.into()));
+            }
+        }
         maps.push((part(parts::SQUASHFS), self.squashfs_path.to_string()));
         let bios = self.firmware.bios.then(|| {
             maps.push((part(parts::ELTORITO), "/boot/grub/eltorito.img".into()));
@@ -144,10 +151,12 @@ impl Assembly<'_> {
                 part(parts::HYBRID_MBR),
             )
         });
+        let esp_size = self.parts.entry.files.get(parts::ESP).map_or(0, |f| f.size);
         xorriso::Layout {
             maps,
             bios,
             esp: part(parts::ESP),
+            esp_placement: xorriso::EspPlacement::for_size(esp_size),
             epoch: self.epoch,
             disk_guid: self.key.hex()[..32].to_string(),
         }

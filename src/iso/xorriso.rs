@@ -10,6 +10,13 @@
 //! The GPT and the bootable mark are what strict UEFI firmware (OVMF,
 //! ESXi, BMCs) needs from a USB stick (AuroraBoot #713; kiwi does the same).
 //!
+//! An ESP over 32 MiB (a UKI's) is a file in the volume instead,
+//! `/boot/efi.img`, with GPT partition 2 pointing at it. El Torito states
+//! a boot image's size as a 16-bit count of 512-byte sectors; past that
+//! it says 0, and firmware then reads from the image to the end of the
+//! ISO 9660 volume (OVMF does), which holds an in-volume ESP but not an
+//! appended one.
+//!
 //! Invariants:
 //! * Every date and id xorriso would take from the clock or chance comes
 //!   from `epoch` or the caller's `disk_guid`: volume dates and uuid, file
@@ -29,11 +36,37 @@ pub(super) struct Layout {
     pub maps: Vec<(PathBuf, String)>,
     /// BIOS: the El Torito image's path in the ISO and the MBR template.
     pub bios: Option<(String, PathBuf)>,
-    /// The ESP image, appended as partition 2.
+    /// The ESP image: appended as partition 2, or in the volume.
     pub esp: PathBuf,
+    pub esp_placement: EspPlacement,
     pub epoch: i64,
     /// 32 hex digits.
     pub disk_guid: String,
+}
+
+/// Where the ESP goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum EspPlacement {
+    /// After the volume, as GPT partition 2.
+    Appended,
+    /// At [`ESP_IN_VOLUME`] in the volume, which GPT partition 2 covers.
+    InVolume,
+}
+
+/// The ESP's ISO path when it is in the volume.
+pub(super) const ESP_IN_VOLUME: &str = "/boot/efi.img";
+
+/// The largest boot image El Torito can give the size of.
+const ELTORITO_MAX_LOAD: u64 = 0xffff * 512;
+
+impl EspPlacement {
+    /// Appended when El Torito can state its size, else in the volume.
+    pub fn for_size(size: u64) -> EspPlacement {
+        match size <= ELTORITO_MAX_LOAD {
+            true => EspPlacement::Appended,
+            false => EspPlacement::InVolume,
+        }
+    }
 }
 
 /// `-volume_date uuid` wants 16 digits, `YYYYMMDDhhmmsscc`.
@@ -57,7 +90,9 @@ pub(super) fn arguments(layout: &Layout, output: &std::path::Path) -> Vec<OsStri
     push(&["-volume_date", "all_file_dates", &at, "-iso_nowtime", &at]);
     args.push("-outdev".into());
     args.push(output.into());
-    for (host, iso) in &layout.maps {
+    let esp_map = (layout.esp_placement == EspPlacement::InVolume)
+        .then(|| (layout.esp.clone(), ESP_IN_VOLUME.to_string()));
+    for (host, iso) in layout.maps.iter().chain(&esp_map) {
         args.push("-map".into());
         args.push(host.into());
         args.push(iso.into());
@@ -77,8 +112,6 @@ pub(super) fn arguments(layout: &Layout, output: &std::path::Path) -> Vec<OsStri
         for setting in [
             "grub2_boot_info=on",
             "partition_offset=16",
-            "cat_path=/boot/boot.catalog",
-            "cat_hidden=on",
             "boot_info_table=on",
             "platform_id=0x00",
             "emul_type=no_emulation",
@@ -88,19 +121,33 @@ pub(super) fn arguments(layout: &Layout, output: &std::path::Path) -> Vec<OsStri
         }
         push(&["-boot_image", "any", "next"]);
     }
-    args.push("-append_partition".into());
-    args.push("2".into());
-    args.push("0xef".into());
-    args.push(layout.esp.clone().into());
+    let esp_settings = match layout.esp_placement {
+        EspPlacement::Appended => {
+            args.push("-append_partition".into());
+            args.push("2".into());
+            args.push("0xef".into());
+            args.push(layout.esp.clone().into());
+            [
+                "efi_path=--interval:appended_partition_2:all::".to_string(),
+                "appended_part_as=gpt".to_string(),
+            ]
+        }
+        EspPlacement::InVolume => [
+            format!("efi_path={ESP_IN_VOLUME}"),
+            "efi_boot_part=--efi-boot-image".to_string(),
+        ],
+    };
     let mut push = |words: &[&str]| args.extend(words.iter().map(OsString::from));
-    for setting in [
-        "efi_path=--interval:appended_partition_2:all::",
+    for setting in esp_settings.iter().map(String::as_str).chain([
+        // The boot catalog, hidden from the file tree, at one path in
+        // every layout (the overlay check reserves it).
+        "cat_path=/boot/boot.catalog",
+        "cat_hidden=on",
         "platform_id=0xef",
         "emul_type=no_emulation",
-        "appended_part_as=gpt",
         "mbr_force_bootable=on",
         &format!("gpt_disk_guid={}", layout.disk_guid),
-    ] {
+    ]) {
         push(&["-boot_image", "any", setting]);
     }
     args
@@ -123,6 +170,7 @@ mod tests {
                 )
             }),
             esp: "/s/efi.img".into(),
+            esp_placement: EspPlacement::Appended,
             epoch: 1_700_000_000,
             disk_guid: "0123456789abcdef0123456789abcdef".into(),
         }
@@ -174,5 +222,23 @@ mod tests {
         let uefi_only = text(&arguments(&layout(false), "/o/x.iso".as_ref()));
         assert!(!uefi_only.contains("grub2_mbr"), "{uefi_only}");
         assert!(!uefi_only.contains("next"), "{uefi_only}");
+    }
+
+    #[test]
+    fn an_esp_too_big_for_el_torito_goes_into_the_volume() {
+        assert_eq!(EspPlacement::for_size(8 << 20), EspPlacement::Appended);
+        assert_eq!(EspPlacement::for_size(0xffff * 512), EspPlacement::Appended);
+        assert_eq!(EspPlacement::for_size(48 << 20), EspPlacement::InVolume);
+        let mut big = layout(false);
+        big.esp_placement = EspPlacement::InVolume;
+        let shown = text(&arguments(&big, "/o/x.iso".as_ref()));
+        assert!(shown.contains("-map /s/efi.img /boot/efi.img"), "{shown}");
+        assert!(
+            shown.contains("-boot_image any efi_path=/boot/efi.img"),
+            "{shown}"
+        );
+        assert!(shown.contains("efi_boot_part=--efi-boot-image"), "{shown}");
+        assert!(!shown.contains("-append_partition"), "{shown}");
+        assert!(!shown.contains("appended_part_as"), "{shown}");
     }
 }

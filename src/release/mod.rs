@@ -360,6 +360,7 @@ fn build_cell(
         name: None,
         overlay: None,
         extra_cmdline: None,
+        uki: None,
     };
     let iso = build_iso(store, project, &iso_request, reporter, cancel).map_err(|e| {
         let step = match e {
