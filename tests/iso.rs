@@ -294,23 +294,34 @@ fn core_iso_boots_from_an_ovmf_usb_disk() {
 fn core_iso_boots_with_secure_boot_enforced() {
     let f = fixture();
     assert_eq!(f.core_report["signed_chain"], true, "{}", f.core_report);
-    let out = boot(
-        "ovmf-secure-cd",
-        &f.core_iso,
-        &[
-            "--firmware",
-            "uefi-secure",
-            "--login",
-            "root:kairos",
-            "--run",
-            "dmesg | grep -i 'secure boot'; cat /sys/kernel/security/lockdown",
-            "--expect-output",
-            r"(?i)secure ?boot enabled",
-        ],
+    boots_locked_down("ovmf-secure-cd", &f.core_iso, None);
+}
+
+/// Boots `iso` as a CD under OVMF enforcing Secure Boot (with the
+/// variable store `vars`, else Microsoft's keys), logs in, and checks
+/// that the kernel says Secure Boot is on and runs locked down; returns
+/// what the commands printed (they end with `/proc/cmdline`).
+fn boots_locked_down(label: &str, iso: &Path, vars: Option<&Path>) -> String {
+    let mut args = vec!["--firmware", "uefi-secure"];
+    if let Some(vars) = vars {
+        args.extend(["--vars", vars.to_str().unwrap()]);
+    }
+    args.extend([
+        "--login",
+        "root:kairos",
+        "--run",
+        "dmesg | grep -i 'secure boot'; cat /sys/kernel/security/lockdown /proc/cmdline",
+        "--expect-output",
+        r"(?i)secure ?boot enabled",
+    ]);
+    let out = boot(label, iso, &args);
+    assert_booted(&out, label);
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        printed.contains("[integrity]"),
+        "{label}: lockdown: {printed}"
     );
-    assert_booted(&out, "OVMF with Secure Boot enforced");
-    let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(printed.contains("[integrity]"), "lockdown: {printed}");
+    printed
 }
 
 /// A key set from `kbuild keys generate` and an OVMF variable store with
@@ -349,19 +360,29 @@ fn own_keys() -> (PathBuf, PathBuf) {
 fn core_iso_is_refused_by_secure_boot_without_its_signers_key() {
     let f = fixture();
     let (_, vars) = own_keys();
-    let out = boot(
-        "ovmf-secure-own-keys",
-        &f.core_iso,
-        &[
-            "--firmware",
-            "uefi-secure",
-            "--vars",
-            vars.to_str().unwrap(),
-            "--expect",
-            REFUSED,
-        ],
+    assert_refused("ovmf-secure-own-keys", &f.core_iso, "cdrom", Some(&vars));
+}
+
+/// OVMF enforcing Secure Boot (with the variable store `vars`, else
+/// Microsoft's keys) refuses the loader of `medium` attached as `media`.
+fn assert_refused(label: &str, medium: &Path, media: &str, vars: Option<&Path>) {
+    let mut args = vec![
+        "--firmware",
+        "uefi-secure",
+        "--media",
+        media,
+        "--expect",
+        REFUSED,
+    ];
+    if let Some(vars) = vars {
+        args.extend(["--vars", vars.to_str().unwrap()]);
+    }
+    let out = boot(label, medium, &args);
+    assert!(
+        out.status.success(),
+        "{label}: not refused: {}",
+        stderr(&out)
     );
-    assert!(out.status.success(), "not refused: {}", stderr(&out));
     assert!(!stderr(&out).contains("login:"), "{}", stderr(&out));
 }
 
@@ -412,6 +433,17 @@ fn fat_disk_with(efi: &Path, name: &str) -> PathBuf {
         );
     }
     disk
+}
+
+/// Flips one bit in the middle of the kernel (`.linux`) of the UKI `efi`.
+fn flip_a_kernel_bit(efi: &Path) {
+    let mut bytes = fs::read(efi).unwrap();
+    let (_, linux) = kbuild::uki::pe::find_section(&bytes, ".linux")
+        .unwrap()
+        .unwrap();
+    let at = linux.as_ptr() as usize - bytes.as_ptr() as usize + linux.len() / 2;
+    bytes[at] ^= 0x01;
+    fs::write(efi, &bytes).unwrap();
 }
 
 /// `kbuild uki` of the core image, signed with a generated db key: the
@@ -486,54 +518,32 @@ fn a_signed_uki_boots_under_secure_boot_with_its_own_keys_only() {
     );
 
     let disk = fat_disk_with(&first, "uki");
-    let secure = |label: &str, disk: &Path, vars: Option<&Path>, expect: &str| {
-        let mut args = vec![
+    let booted = boot(
+        "uki-own-keys",
+        &disk,
+        &[
             "--firmware",
             "uefi-secure",
             "--media",
             "usb",
+            "--vars",
+            vars.to_str().unwrap(),
             "--expect",
-            expect,
-        ];
-        if let Some(vars) = vars {
-            args.extend(["--vars", vars.to_str().unwrap()]);
-        }
-        boot(label, disk, &args)
-    };
-    let booted = secure(
-        "uki-own-keys",
-        &disk,
-        Some(&vars),
-        "secureboot: Secure boot enabled",
+            "secureboot: Secure boot enabled",
+        ],
     );
     assert!(
         booted.status.success(),
         "the signed UKI did not boot: {}",
         stderr(&booted)
     );
-    let refused = secure("uki-ms-keys", &disk, None, REFUSED);
-    assert!(
-        refused.status.success(),
-        "the Microsoft store took it: {}",
-        stderr(&refused)
-    );
+    assert_refused("uki-ms-keys", &disk, "usb", None);
 
-    // One byte in the middle of the kernel.
-    let mut tampered = fs::read(&first).unwrap();
-    let (_, linux) = kbuild::uki::pe::find_section(&tampered, ".linux")
-        .unwrap()
-        .unwrap();
-    let at = linux.as_ptr() as usize - tampered.as_ptr() as usize + linux.len() / 2;
-    tampered[at] ^= 0x01;
     let tampered_file = dir.path().join("core-tampered.efi");
-    fs::write(&tampered_file, &tampered).unwrap();
+    fs::copy(&first, &tampered_file).unwrap();
+    flip_a_kernel_bit(&tampered_file);
     let disk = fat_disk_with(&tampered_file, "uki-tampered");
-    let refused = secure("uki-tampered", &disk, Some(&vars), REFUSED);
-    assert!(
-        refused.status.success(),
-        "a tampered UKI was not refused: {}",
-        stderr(&refused)
-    );
+    assert_refused("uki-tampered", &disk, "usb", Some(&vars));
 }
 
 /// The 512-byte sector where the ISO's appended ESP (GPT partition 2)
@@ -624,31 +634,11 @@ fn a_signed_uki_iso_boots_under_secure_boot_with_its_own_keys_only() {
         &["--cert", cert.to_str().unwrap(), uki.to_str().unwrap()],
     );
 
-    let secure = |label: &str, iso: &Path, vars: Option<&Path>, extra: &[&str]| {
-        let mut args = vec!["--firmware", "uefi-secure"];
-        if let Some(vars) = vars {
-            args.extend(["--vars", vars.to_str().unwrap()]);
-        }
-        args.extend_from_slice(extra);
-        boot(label, iso, &args)
-    };
-    let refusal = ["--expect", REFUSED];
-    let refused = secure("uki-iso-ms-keys", &iso, None, &refusal);
-    assert!(
-        refused.status.success(),
-        "the Microsoft store took it: {}",
-        stderr(&refused)
-    );
+    assert_refused("uki-iso-ms-keys", &iso, "cdrom", None);
 
-    // One byte in the middle of the UKI's kernel, written back into a
+    // The UKI with one bit of its kernel flipped, written back into a
     // copy of the ISO's ESP.
-    let mut tampered = fs::read(&uki).unwrap();
-    let (_, linux) = kbuild::uki::pe::find_section(&tampered, ".linux")
-        .unwrap()
-        .unwrap();
-    let at = linux.as_ptr() as usize - tampered.as_ptr() as usize + linux.len() / 2;
-    tampered[at] ^= 0x01;
-    fs::write(&uki, &tampered).unwrap();
+    flip_a_kernel_bit(&uki);
     let tampered_iso = dir.path().join("tampered.iso");
     fs::copy(&iso, &tampered_iso).unwrap();
     let tampered_esp = format!("{}@@{}", tampered_iso.display(), esp_offset(&tampered_iso));
@@ -664,30 +654,10 @@ fn a_signed_uki_iso_boots_under_secure_boot_with_its_own_keys_only() {
         common::sha256_hex(&fs::read(&tampered_iso).unwrap()),
         sha.trim_start_matches("sha256 ")
     );
-    let refused = secure("uki-iso-tampered", &tampered_iso, Some(&vars), &refusal);
-    assert!(
-        refused.status.success(),
-        "a tampered UKI ISO was not refused: {}",
-        stderr(&refused)
-    );
+    assert_refused("uki-iso-tampered", &tampered_iso, "cdrom", Some(&vars));
     fs::remove_file(&tampered_iso).unwrap();
 
-    let booted = secure(
-        "uki-iso-own-keys",
-        &iso,
-        Some(&vars),
-        &[
-            "--login",
-            "root:kairos",
-            "--run",
-            "dmesg | grep -i 'secure boot'; cat /sys/kernel/security/lockdown /proc/cmdline",
-            "--expect-output",
-            r"(?i)secure ?boot enabled",
-        ],
-    );
-    assert_booted(&booted, "the signed UKI ISO under its own keys");
-    let printed = String::from_utf8_lossy(&booted.stdout);
-    assert!(printed.contains("[integrity]"), "lockdown: {printed}");
+    let printed = boots_locked_down("uki-iso-own-keys", &iso, Some(&vars));
     assert!(printed.contains("boot=live"), "cmdline: {printed}");
 
     // An empty store, the same image (as an OCI layout), epoch and key.

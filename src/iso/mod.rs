@@ -145,7 +145,7 @@ pub enum IsoError {
     Platform(#[from] crate::platform::PlatformError),
     #[error(transparent)]
     Uki(#[from] crate::uki::UkiError),
-    #[error("--sign-key/--sign-cert {}: {source}", path.display())]
+    #[error("cannot read the signing key or certificate {}", path.display())]
     Signer {
         path: PathBuf,
         #[source]
