@@ -341,7 +341,12 @@ fn sigint_during_a_long_run_kills_the_sandbox_and_cleans_up() {
     let started = Instant::now();
     let status = child.wait().unwrap();
     let waited = started.elapsed();
-    log.extend(rx.try_iter());
+    // Its last lines may still be in the reader thread: read to the end
+    // of the pipe (the sender goes at EOF), waiting at most 10 s.
+    let drained_by = Instant::now() + Duration::from_secs(10);
+    while let Ok(line) = rx.recv_timeout(drained_by.saturating_duration_since(Instant::now())) {
+        log.push(line);
+    }
     assert!(!status.success(), "{log:#?}");
     assert!(log.iter().any(|l| l.contains("interrupted")), "{log:#?}");
     assert!(
