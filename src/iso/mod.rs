@@ -93,7 +93,7 @@ pub struct IsoRequest {
 }
 
 /// `--uki`: the ESP starts a unified kernel image directly.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct UkiBoot {
     /// The key it is signed with, for Secure Boot with one's own keys.
     pub signer: Option<Signer>,

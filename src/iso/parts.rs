@@ -362,8 +362,7 @@ fn make(inputs: &Inputs, maker: &Maker, dir: &Path) -> Result<Made, IsoError> {
 
 /// The UKI of the image at `root`, signed when asked, written to `dest`.
 fn make_uki(root: &Root, inputs: &Inputs, uki: &UkiInputs, dest: &Path) -> Result<(), IsoError> {
-    let parts = crate::uki::parts(root, inputs.boot, inputs.firmware.arch)?;
-    let image = crate::uki::assemble(&parts, &uki.cmdline)?;
+    let image = crate::uki::of_root(root, inputs.boot, inputs.firmware.arch, &uki.cmdline)?;
     crate::uki::write(&image, dest, uki.signer.as_ref(), inputs.epoch)?;
     Ok(())
 }

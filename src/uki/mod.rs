@@ -56,13 +56,13 @@ pub struct Signer {
 }
 
 /// The parts of a UKI, read from an image root.
-pub struct Parts {
-    pub stub: Vec<u8>,
-    pub kernel: Vec<u8>,
-    pub initrd: Vec<u8>,
-    pub os_release: Vec<u8>,
+struct Parts {
+    stub: Vec<u8>,
+    kernel: Vec<u8>,
+    initrd: Vec<u8>,
+    os_release: Vec<u8>,
     /// The kernel release (`uname -r`), when the image has exactly one.
-    pub uname: Option<String>,
+    uname: Option<String>,
 }
 
 fn read(root: &Root, what: &'static str, path: &str) -> Result<Vec<u8>, UkiError> {
@@ -75,7 +75,7 @@ fn read(root: &Root, what: &'static str, path: &str) -> Result<Vec<u8>, UkiError
 }
 
 /// Reads the stub, kernel, initrd and os-release of the image at `root`.
-pub fn parts(root: &Root, boot: &Boot, arch: Arch) -> Result<Parts, UkiError> {
+fn parts(root: &Root, boot: &Boot, arch: Arch) -> Result<Parts, UkiError> {
     let stubs = boot
         .uki
         .as_ref()
@@ -117,7 +117,7 @@ pub fn parts(root: &Root, boot: &Boot, arch: Arch) -> Result<Parts, UkiError> {
 }
 
 /// The unsigned UKI of `parts` booting with `cmdline`.
-pub fn assemble(parts: &Parts, cmdline: &str) -> Result<Vec<u8>, UkiError> {
+fn assemble(parts: &Parts, cmdline: &str) -> Result<Vec<u8>, UkiError> {
     let mut sections = vec![
         pe::Section {
             name: ".osrel",
@@ -145,6 +145,11 @@ pub fn assemble(parts: &Parts, cmdline: &str) -> Result<Vec<u8>, UkiError> {
         data: &parts.kernel,
     });
     Ok(pe::append_sections(&parts.stub, &sections)?)
+}
+
+/// The unsigned UKI of the image at `root` booting with `cmdline`.
+pub fn of_root(root: &Root, boot: &Boot, arch: Arch, cmdline: &str) -> Result<Vec<u8>, UkiError> {
+    assemble(&parts(root, boot, arch)?, cmdline)
 }
 
 /// Writes `image` to `dest`, signed by `signer` when given (the signing
@@ -267,9 +272,8 @@ pub fn build_uki(
     if line.chars().any(|c| c.is_control()) {
         return Err(BuildUkiError::BadCmdline(line));
     }
-    let image = store.with_image_root(&layers, |root, _| {
-        parts(root, &flavor.boot, arch).and_then(|parts| assemble(&parts, &line))
-    })??;
+    let image =
+        store.with_image_root(&layers, |root, _| of_root(root, &flavor.boot, arch, &line))??;
     write(&image, &request.output, request.signer.as_ref(), epoch)?;
     let size = std::fs::metadata(&request.output)
         .map_err(|source| UkiError::Io {
