@@ -103,6 +103,15 @@ impl Root {
         at.strip_prefix(&root).ok().map(Path::to_path_buf)
     }
 
+    /// The root-relative path `rel` resolves to (it must exist), with
+    /// every link on the way followed inside the root.
+    pub fn resolve_relative(&self, rel: &Path) -> io::Result<PathBuf> {
+        let fd = self.open_at(rel, OFlags::PATH)?;
+        self.relative(&fd).ok_or_else(|| {
+            io::Error::other(format!("/{} resolves outside the root", rel.display()))
+        })
+    }
+
     /// The host path `rel` resolves to (it must exist).
     pub fn resolve(&self, rel: &Path) -> io::Result<PathBuf> {
         let fd = self.open_at(rel, OFlags::PATH)?;

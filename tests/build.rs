@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use common::builds::{
     assert_absent_from_blobs, assert_clean, build, stderr, store_with_base, write,
 };
+use common::evil_tar::Evil;
 use common::registry::Registry;
 use common::{debian_tarball, disk_tree, kbuild, ok, require, Tree};
 
@@ -417,11 +418,10 @@ fn comparable(tree: Tree) -> Tree {
         .collect()
 }
 
-fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
-    require(&["buildah", "umoci", "skopeo"]);
-    let work = tempfile::tempdir().unwrap();
-    let store = store_with_base(work.path());
-    // The same base for both: kbuild's import, tagged as buildah will name it.
+/// A store holding the Debian base as `localhost/kbuild-base:latest`, the
+/// name both builders' specs use.
+fn store_with_peer_base(work: &Path) -> PathBuf {
+    let store = store_with_base(work);
     ok(&kbuild(
         &[
             "import",
@@ -433,27 +433,32 @@ fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
         ],
         &[],
     ));
-    let context = work.path().join("context");
-    write(&context.join("Dockerfile"), PEER_DOCKERFILE);
-    write(&context.join("files/a.txt"), "alpha\n");
-    write(&context.join("files/sub/b.txt"), "beta\n");
-    std::os::unix::fs::symlink("a.txt", context.join("files/a-link")).unwrap();
-    write(&context.join("config.ini"), "[app]\nkey=value\n");
-    write(&context.join("hosts"), "127.0.0.1 localhost\n");
-    let out = build(&store, &context, &["-t", "peer:kbuild"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let ours = comparable(disk_tree(&unpack(&store, "peer:kbuild", work.path())));
+    store
+}
 
-    let root = work.path().join("buildah-root");
-    let runroot = work.path().join("buildah-runroot");
-    let storage = |cmd: &mut Command| {
-        cmd.arg("--root")
-            .arg(&root)
-            .arg("--runroot")
-            .arg(&runroot)
-            .args(["--storage-driver", "vfs"]);
-    };
-    let base_archive = work.path().join("base.tar");
+/// Runs buildah with its storage under `work`; its stdout on success.
+fn buildah(work: &Path, args: &[&str]) -> String {
+    let out = Command::new("buildah")
+        .arg("--root")
+        .arg(work.join("buildah-root"))
+        .arg("--runroot")
+        .arg(work.join("buildah-runroot"))
+        .args(["--storage-driver", "vfs"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "buildah {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Builds `context` with buildah on the same base as `store`'s; returns
+/// the image's name in buildah's storage.
+fn buildah_build(work: &Path, store: &Path, context: &Path) -> &'static str {
+    let base_archive = work.join("base.tar");
     ok(&kbuild(
         &[
             "export",
@@ -464,59 +469,55 @@ fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
         ],
         &[],
     ));
-    let mut pull = Command::new("buildah");
-    storage(&mut pull);
-    pull.args(["pull", &format!("oci-archive:{}", base_archive.display())]);
-    let pulled = pull.output().unwrap();
-    assert!(
-        pulled.status.success(),
-        "buildah pull: {}",
-        String::from_utf8_lossy(&pulled.stderr)
+    let pulled = buildah(
+        work,
+        &["pull", &format!("oci-archive:{}", base_archive.display())],
     );
-    let image_id = String::from_utf8_lossy(&pulled.stdout).trim().to_string();
-    let mut tag = Command::new("buildah");
-    storage(&mut tag);
-    assert!(tag
-        .args(["tag", &image_id, "localhost/kbuild-base:latest"])
-        .status()
-        .unwrap()
-        .success());
-    let mut bud = Command::new("buildah");
-    storage(&mut bud);
-    bud.args([
-        "bud",
-        "--isolation=chroot",
-        "--pull-never",
-        "--layers",
-        "-t",
-        "localhost/peer:buildah",
-    ])
-    .arg(&context);
-    let built = bud.output().unwrap();
-    assert!(
-        built.status.success(),
-        "buildah bud: {}",
-        String::from_utf8_lossy(&built.stderr)
+    buildah(
+        work,
+        &["tag", pulled.trim(), "localhost/kbuild-base:latest"],
     );
-    let oci = work.path().join("buildah-oci");
-    let mut push = Command::new("buildah");
-    storage(&mut push);
-    push.args([
-        "push",
-        "localhost/peer:buildah",
-        &format!("oci:{}:img", oci.display()),
-    ]);
-    let pushed = push.output().unwrap();
-    assert!(
-        pushed.status.success(),
-        "buildah push: {}",
-        String::from_utf8_lossy(&pushed.stderr)
+    let image = "localhost/peer:buildah";
+    buildah(
+        work,
+        &[
+            "bud",
+            "--isolation=chroot",
+            "--pull-never",
+            "--layers",
+            "-t",
+            image,
+            context.to_str().unwrap(),
+        ],
     );
-    let theirs = comparable(disk_tree(&umoci_unpack(
-        &oci,
-        &work.path().join("bundle-buildah"),
-    )));
+    image
+}
 
+/// What buildah builds from `context`, pushed as an OCI layout and
+/// unpacked by umoci.
+fn buildah_tree(work: &Path, store: &Path, context: &Path) -> Tree {
+    let image = buildah_build(work, store, context);
+    let oci = work.join("buildah-oci");
+    buildah(
+        work,
+        &["push", image, &format!("oci:{}:img", oci.display())],
+    );
+    disk_tree(&umoci_unpack(&oci, &work.join("bundle-buildah")))
+}
+
+/// What buildah builds from `context`, as the root of a working container
+/// of the image (buildah 1.28 cannot push an image holding a file whose
+/// name starts with `.wh.`: its layer diff takes the name for a whiteout).
+fn buildah_container_tree(work: &Path, store: &Path, context: &Path) -> Tree {
+    let image = buildah_build(work, store, context);
+    let container = buildah(work, &["from", "--pull-never", image]);
+    let root = buildah(work, &["mount", container.trim()]);
+    disk_tree(Path::new(root.trim()))
+}
+
+/// Both trees hold the same paths with the same type, mode, owner,
+/// content and link target.
+fn assert_same_trees(ours: &Tree, theirs: &Tree) {
     let only_ours: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
     let only_theirs: Vec<_> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
     let differ: Vec<String> = ours
@@ -529,6 +530,24 @@ fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
         "only in kbuild: {only_ours:#?}\nonly in buildah: {only_theirs:#?}\ndiffer:\n{}",
         differ.join("\n")
     );
+}
+
+fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
+    require(&["buildah", "umoci", "skopeo"]);
+    let work = tempfile::tempdir().unwrap();
+    let store = store_with_peer_base(work.path());
+    let context = work.path().join("context");
+    write(&context.join("Dockerfile"), PEER_DOCKERFILE);
+    write(&context.join("files/a.txt"), "alpha\n");
+    write(&context.join("files/sub/b.txt"), "beta\n");
+    std::os::unix::fs::symlink("a.txt", context.join("files/a-link")).unwrap();
+    write(&context.join("config.ini"), "[app]\nkey=value\n");
+    write(&context.join("hosts"), "127.0.0.1 localhost\n");
+    let out = build(&store, &context, &["-t", "peer:kbuild"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ours = comparable(disk_tree(&unpack(&store, "peer:kbuild", work.path())));
+    let theirs = comparable(buildah_tree(work.path(), &store, &context));
+    assert_same_trees(&ours, &theirs);
     assert!(ours.len() > 5000, "only {} entries compared", ours.len());
     // WORKDIR after USER gives the new directory to that user, and HOME
     // comes from passwd (both checked against buildah above, and here).
@@ -549,6 +568,76 @@ fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
         ours["root-home"]
     );
     assert!(ours.contains_key("usr/bin/rsync"));
+}
+
+/// ADD of local archives whose members sit under links of the Debian base
+/// (`/var/run -> /run`), under links the archive makes (relative and
+/// absolute, below the top), and with whiteout names: kbuild's image must
+/// equal buildah's, file for file.
+fn add_of_archives_resolves_links_from_the_image_root_as_buildah_does() {
+    require(&["buildah", "umoci", "skopeo"]);
+    let work = tempfile::tempdir().unwrap();
+    let store = store_with_peer_base(work.path());
+    let context = work.path().join("context");
+    write(
+        &context.join("Dockerfile"),
+        "FROM localhost/kbuild-base:latest\n\
+         ADD varrun.tar /\n\
+         ADD nested.tar /\n\
+         ADD whiteouts.tar /opt/wh/\n",
+    );
+    let tar = |name: &str, bytes: Vec<u8>| fs::write(context.join(name), bytes).unwrap();
+    tar(
+        "varrun.tar",
+        Evil::default()
+            .file("var/run/kbuild-foo", b"foo\n")
+            .finish(),
+    );
+    tar(
+        "nested.tar",
+        Evil::default()
+            .dir("srv/a/b", 0o755)
+            .dir("srv/a/c", 0o755)
+            .symlink("srv/a/b/rel", "../c")
+            .file("srv/a/b/rel/via-relative", b"rel\n")
+            .symlink("srv/a/b/abs", "/etc")
+            .file("srv/a/b/abs/kbuild-via-absolute", b"abs\n")
+            .symlink("srv/a/b/up", "../../../../../tmp")
+            .file("srv/a/b/up/kbuild-via-dotdot", b"up\n")
+            .finish(),
+    );
+    tar(
+        "whiteouts.tar",
+        Evil::default()
+            .file("kept", b"kept\n")
+            .file(".wh.kept", b"whiteout name\n")
+            .file("d/inner", b"inner\n")
+            .file("d/.wh..wh..opq", b"opaque name\n")
+            .finish(),
+    );
+    let out = build(&store, &context, &["-t", "adds:kbuild"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ours = disk_tree(&unpack(&store, "adds:kbuild", work.path()));
+    let theirs = buildah_container_tree(work.path(), &store, &context);
+    assert_same_trees(&ours, &theirs);
+    // What the comparison is about, where both put it. The whiteout names
+    // deleted nothing while ADD unpacked them; as files they cannot
+    // survive an OCI layer (there the names mean deletions), in neither
+    // builder's image.
+    for path in [
+        "run/kbuild-foo",
+        "srv/a/c/via-relative",
+        "etc/kbuild-via-absolute",
+        "tmp/kbuild-via-dotdot",
+        "opt/wh/kept",
+        "opt/wh/d/inner",
+    ] {
+        assert!(ours.contains_key(path), "{path} is missing");
+    }
+    for path in ["opt/wh/.wh.kept", "opt/wh/d/.wh..wh..opq"] {
+        assert!(!ours.contains_key(path), "{path} is in the image");
+    }
+    assert!(ours["var/run"].starts_with("link "), "{}", ours["var/run"]);
 }
 
 fn runc_isolation_gives_the_same_layers() {
@@ -935,6 +1024,7 @@ tests!(
     the_tree_equals_what_buildah_builds_from_the_same_spec: Needs::root_and(&["mmdebstrap", "buildah", "umoci", "skopeo"]),
     runc_isolation_gives_the_same_layers: Needs::root_and(&["mmdebstrap", "runc", "umoci"]),
     the_step_cache_travels_through_a_registry: Needs::root_and(&["mmdebstrap", "docker-registry"]),
+    add_of_archives_resolves_links_from_the_image_root_as_buildah_does: Needs::root_and(&["mmdebstrap", "buildah", "umoci", "skopeo"]),
     add_fetches_urls_unpacks_archives_and_copy_sets_owners_and_modes: Needs::root_and(&["mmdebstrap", "umoci", "tar"]),
     the_library_pipeline_builds_outputs_pushes_and_exports_the_cache: Needs::root_and(&["mmdebstrap", "docker-registry", "findmnt"]),
     cache_prune_keeps_storage_dropping_least_recently_used_first: Needs::root_and(&["mmdebstrap", "findmnt", "du"]),

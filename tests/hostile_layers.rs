@@ -124,6 +124,12 @@ fn lower(mut c: Case) -> Case {
     c
 }
 
+/// A local archive as ADD unpacks it: whiteout names are plain files.
+fn archive(mut c: Case) -> Case {
+    c.mode = ExtractMode::Archive;
+    c
+}
+
 fn read(s: &Sandbox, rel: &str) -> Vec<u8> {
     std::fs::read(s.root.join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
@@ -498,6 +504,78 @@ fn cases() -> Vec<Case> {
                     std::fs::read(inside(s, &s.abs("secret.txt"))).unwrap(),
                     b"pwned"
                 )
+            },
+        ),
+        checked(
+            case(
+                "absolute link below the top resolves from the root",
+                Accepted,
+                |_| {
+                    Evil::default()
+                        .dir("run", 0o755)
+                        .dir("var", 0o755)
+                        .symlink("var/run", "/run")
+                        .file("var/run/foo", b"foo")
+                        .finish()
+                },
+            ),
+            |s| assert_eq!(read(s, "run/foo"), b"foo"),
+        ),
+        checked(
+            case(
+                "relative link below the top resolves from its directory",
+                Accepted,
+                |_| {
+                    Evil::default()
+                        .dir("a/b", 0o755)
+                        .dir("a/c", 0o755)
+                        .symlink("a/b/l", "../c")
+                        .file("a/b/l/f", b"f")
+                        .finish()
+                },
+            ),
+            |s| assert_eq!(read(s, "a/c/f"), b"f"),
+        ),
+        checked(
+            case(
+                "dotdot link below the top clamps at the root",
+                Accepted,
+                |_| {
+                    Evil::default()
+                        .dir("a/b", 0o755)
+                        .symlink("a/b/up", "../../../../../etc")
+                        .file("a/b/up/x", b"x")
+                        .finish()
+                },
+            ),
+            |s| assert_eq!(read(s, "etc/x"), b"x"),
+        ),
+        case("symlink loop below the top", Rejected, |_| {
+            Evil::default()
+                .dir("x", 0o755)
+                .symlink("x/l1", "l2")
+                .symlink("x/l2", "/x/l1")
+                .file("x/l1/f", b"y")
+                .finish()
+        }),
+        checked(
+            archive(case(
+                "an archive's whiteout names are files",
+                Accepted,
+                |_| {
+                    Evil::default()
+                        .file("kept", b"k")
+                        .file(".wh.kept", b"w")
+                        .file("d/inner", b"i")
+                        .file("d/.wh..wh..opq", b"o")
+                        .finish()
+                },
+            )),
+            |s| {
+                assert_eq!(read(s, "kept"), b"k");
+                assert_eq!(read(s, ".wh.kept"), b"w");
+                assert_eq!(read(s, "d/inner"), b"i");
+                assert_eq!(read(s, "d/.wh..wh..opq"), b"o");
             },
         ),
         checked(

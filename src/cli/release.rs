@@ -134,11 +134,20 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<()> {
         write_report(path, &report)?;
     }
     println!("{}", report.manifest.display());
+    if report.interrupted {
+        return Err(FailedError(format!(
+            "interrupted: the release is incomplete ({} cells not attempted: {})",
+            report.not_attempted.len(),
+            report.not_attempted.join(", ")
+        ))
+        .into());
+    }
     match report.failed {
         0 if report.cells.is_empty() && args.shard.is_none() => {
             Err(UsageError("no cell was selected".into()).into())
         }
-        0 => Ok(()),
+        0 if report.complete => Ok(()),
+        0 => Err(FailedError("the release is incomplete".into()).into()),
         n => Err(FailedError(format!("{n} of {} cells failed", report.cells.len())).into()),
     }
 }

@@ -22,7 +22,7 @@ use glob::Pattern;
 use rustix::fs::{AtFlags, Gid, Mode, OFlags, Timespec, Timestamps, Uid};
 
 use super::source::{Source, SourceTree};
-use crate::layer::{decompressing_reader, extract_layer, ExtractLimits, ExtractMode};
+use crate::layer::{decompressing_reader, extract_archive, ExtractLimits};
 use crate::rootfs::{chown_fd, clean, Root};
 use crate::sandbox::users;
 
@@ -350,18 +350,14 @@ fn is_archive(path: &Path) -> bool {
 
 fn unpack(archive: &Path, root: &Root, dest: &Path, options: &Options) -> Result<(), CopyError> {
     make_dirs(root, dest, options)?;
-    let host = root.resolve(dest).map_err(dest_err(dest))?;
+    let resolved = root.resolve_relative(dest).map_err(dest_err(dest))?;
     let file = File::open(archive).map_err(source_err(archive))?;
     let reader = decompressing_reader(BufReader::new(file)).map_err(source_err(archive))?;
-    extract_layer(
-        reader,
-        &host,
-        ExtractMode::Flatten,
-        ExtractLimits::default(),
-    )
-    .map_err(|e| CopyError::Archive {
-        path: archive.to_path_buf(),
-        message: e.to_string(),
+    extract_archive(reader, root.path(), &resolved, ExtractLimits::default()).map_err(|e| {
+        CopyError::Archive {
+            path: archive.to_path_buf(),
+            message: e.to_string(),
+        }
     })?;
     Ok(())
 }

@@ -4,10 +4,16 @@
 //! Invariants:
 //! * Nothing outside `root` is ever created, written, removed, chowned or
 //!   chmodded. Every lookup goes through `openat2(RESOLVE_IN_ROOT)` from a
-//!   descriptor of the root, so `..`, absolute symlinks and relative
-//!   symlinks all resolve inside it; the last component is never followed
-//!   (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`), and metadata is applied through
-//!   descriptors of what was just created, never by path.
+//!   descriptor of the root, with the whole path from the root, so `..`,
+//!   absolute symlinks and relative symlinks at any depth resolve as they
+//!   would with `root` as `/` (as BuildKit's in-root resolver does: with
+//!   `/var/run -> /run`, `var/run/foo` lands at `run/foo`); the last
+//!   component is never followed (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`), and
+//!   metadata is applied through descriptors of what was just created,
+//!   never by path. A parent that is a dangling link or a loop is refused.
+//! * A local archive (ADD) lands under its destination directory, still
+//!   resolved from the image root, and its `.wh.` names are plain files:
+//!   only image layers carry whiteouts.
 //! * Entry paths are cleaned lexically first (`..` clamps at the root, as
 //!   containerd does); a non-directory entry for the root itself is refused.
 //! * PAX and GNU long-name records are parsed here (the tar crate runs in
@@ -39,6 +45,8 @@ pub enum ExtractMode {
     /// `root` is one overlayfs lower dir: whiteouts become char 0:0 nodes,
     /// opaque markers the `trusted.overlay.opaque` xattr.
     OverlayLower,
+    /// A plain archive (ADD): whiteout-named entries are ordinary files.
+    Archive,
 }
 
 /// Caps that defeat archive bombs.
@@ -90,6 +98,30 @@ pub fn extract_layer(
     mode: ExtractMode,
     limits: ExtractLimits,
 ) -> Result<ExtractStats, ExtractError> {
+    extract(reader, root, &[], mode, limits)
+}
+
+/// Unpacks the archive `reader` (ADD of a local tar) into the directory
+/// `dest` of the image at `root`: `dest` is root-relative and already
+/// resolved, entries go below it (`..` clamps there) and links in them
+/// resolve from `root`, as they would in the image.
+pub fn extract_archive(
+    reader: impl Read,
+    root: &Path,
+    dest: &Path,
+    limits: ExtractLimits,
+) -> Result<ExtractStats, ExtractError> {
+    let dest = clean(dest.as_os_str().as_bytes()).map_err(|r| refused(b"", &r))?;
+    extract(reader, root, &dest, ExtractMode::Archive, limits)
+}
+
+fn extract(
+    reader: impl Read,
+    root: &Path,
+    base: &[&[u8]],
+    mode: ExtractMode,
+    limits: ExtractLimits,
+) -> Result<ExtractStats, ExtractError> {
     let root_fd = rustix::fs::open(
         root,
         OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
@@ -122,7 +154,7 @@ pub fn extract_layer(
                 limits.max_entries
             )));
         }
-        x.entry(entry, &mut pending)?;
+        x.entry(entry, base, &mut pending)?;
     }
     x.apply_dir_times();
     x.stats.bytes = archive.into_inner().read;
@@ -304,6 +336,15 @@ fn refused(raw_path: &[u8], reason: &str) -> ExtractError {
     }
 }
 
+/// What a whiteout entry does to the tree being extracted.
+#[derive(Clone, Copy)]
+enum Whiteouts {
+    /// Remove what it names (a flattened rootfs).
+    Delete,
+    /// Leave overlayfs's marks: a 0:0 char node, the opaque xattr.
+    OverlayNodes,
+}
+
 struct Extractor {
     root: OwnedFd,
     mode: ExtractMode,
@@ -338,6 +379,7 @@ impl Extractor {
     fn entry<R: Read>(
         &mut self,
         mut entry: tar::Entry<R>,
+        base: &[&[u8]],
         pending: &mut Pending,
     ) -> Result<(), ExtractError> {
         let header = entry.header().clone();
@@ -358,7 +400,8 @@ impl Extractor {
                 )));
             }
         }
-        let parts = clean(&raw_path).map_err(|r| refuse(&r))?;
+        let entry_parts = clean(&raw_path).map_err(|r| refuse(&r))?;
+        let parts: Vec<&[u8]> = base.iter().copied().chain(entry_parts).collect();
         let kind = header.entry_type();
         let Some((name, parent)) = parts.split_last() else {
             if kind == EntryType::Directory {
@@ -368,11 +411,10 @@ impl Extractor {
             return Err(refuse("a non-directory entry for the root itself"));
         };
         let path = join(&parts);
-        if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
-            if path.ends_with(b"/") {
-                return Err(refuse("whiteout with a trailing slash"));
+        if let Some(style) = self.whiteout_style() {
+            if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+                return self.whiteout(style, parent, target, &raw_path);
             }
-            return self.whiteout(parent, target, &raw_path);
         }
         let parent_fd = self.open_parent(parent, &raw_path)?;
         let at = At {
@@ -557,45 +599,69 @@ impl Extractor {
     }
 
     /// Opens (creating as needed) the parent directory inside the root.
+    /// Each prefix of `parent` is resolved from the root, so a symlink at
+    /// any depth is followed as the image would follow it.
     fn open_parent(&self, parent: &[&[u8]], raw: &[u8]) -> Result<OwnedFd, ExtractError> {
-        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        match self.open_in_root(parent) {
+            Ok(fd) => return Ok(fd),
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP) => {}
+            Err(e) => return Err(io_err(raw, e.into())),
+        }
+        // Some component is missing or unusable: walk to find which.
         let mut fd = self.root.try_clone().map_err(|e| io_err(raw, e))?;
-        for comp in parent {
-            match rustix::fs::openat2(&fd, os(comp), flags, Mode::empty(), RESOLVE) {
-                Ok(next) => fd = next,
-                Err(Errno::NOENT) => {
-                    match rustix::fs::mkdirat(&fd, os(comp), Mode::from_raw_mode(0o755)) {
-                        Ok(()) | Err(Errno::EXIST) => {}
-                        Err(e) => return Err(io_err(raw, e.into())),
-                    }
-                    fd = match rustix::fs::openat2(&fd, os(comp), flags, Mode::empty(), RESOLVE) {
-                        Ok(next) => next,
-                        // It exists but cannot be opened: a symlink to nothing inside the root.
-                        Err(Errno::NOENT) => {
-                            return Err(ExtractError::Refused {
-                                path: String::from_utf8_lossy(raw).into_owned(),
-                                reason: format!(
-                                    "parent \"{}\" is a symlink whose target does not exist inside the root",
-                                    String::from_utf8_lossy(comp)
-                                ),
-                            })
-                        }
-                        Err(e) => return Err(io_err(raw, e.into())),
-                    };
-                }
-                Err(Errno::NOTDIR) => {
-                    return Err(ExtractError::Refused {
-                        path: String::from_utf8_lossy(raw).into_owned(),
-                        reason: format!(
-                            "parent \"{}\" is not a directory",
-                            String::from_utf8_lossy(comp)
-                        ),
-                    })
-                }
+        for (depth, comp) in parent.iter().enumerate() {
+            let prefix = &parent[..=depth];
+            fd = match self.open_in_root(prefix) {
+                Ok(next) => next,
+                Err(Errno::NOENT) => self.make_parent(&fd, prefix, raw)?,
+                Err(Errno::NOTDIR) => return Err(self.bad_parent(raw, comp, "is not a directory")),
+                Err(Errno::LOOP) => return Err(self.bad_parent(raw, comp, "is a symlink loop")),
                 Err(e) => return Err(io_err(raw, e.into())),
-            }
+            };
         }
         Ok(fd)
+    }
+
+    /// Creates the last component of `prefix` in `dir` (the directory its
+    /// parent resolved to) and opens it.
+    fn make_parent(
+        &self,
+        dir: &OwnedFd,
+        prefix: &[&[u8]],
+        raw: &[u8],
+    ) -> Result<OwnedFd, ExtractError> {
+        let comp = prefix[prefix.len() - 1];
+        match rustix::fs::mkdirat(dir, os(comp), Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(io_err(raw, e.into())),
+        }
+        match self.open_in_root(prefix) {
+            Ok(fd) => Ok(fd),
+            // It exists but cannot be opened: a symlink to nothing inside the root.
+            Err(Errno::NOENT) => Err(self.bad_parent(
+                raw,
+                comp,
+                "is a symlink whose target does not exist inside the root",
+            )),
+            Err(e) => Err(io_err(raw, e.into())),
+        }
+    }
+
+    fn open_in_root(&self, parts: &[&[u8]]) -> Result<OwnedFd, Errno> {
+        let path = if parts.is_empty() {
+            b".".to_vec()
+        } else {
+            join(parts)
+        };
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC;
+        rustix::fs::openat2(&self.root, os(&path), flags, Mode::empty(), RESOLVE)
+    }
+
+    fn bad_parent(&self, raw: &[u8], comp: &[u8], what: &str) -> ExtractError {
+        refused(
+            raw,
+            &format!("parent \"{}\" {what}", String::from_utf8_lossy(comp)),
+        )
     }
 
     /// Clears the way for a new entry. Keeps an existing directory when a
@@ -621,8 +687,18 @@ impl Extractor {
         Ok(false)
     }
 
+    /// How `.wh.` entries apply; `None` when they are plain files.
+    fn whiteout_style(&self) -> Option<Whiteouts> {
+        match self.mode {
+            ExtractMode::Flatten => Some(Whiteouts::Delete),
+            ExtractMode::OverlayLower => Some(Whiteouts::OverlayNodes),
+            ExtractMode::Archive => None,
+        }
+    }
+
     fn whiteout(
         &mut self,
+        style: Whiteouts,
         parent: &[&[u8]],
         target: &[u8],
         raw: &[u8],
@@ -630,15 +706,15 @@ impl Extractor {
         let parent_fd = self.open_parent(parent, raw)?;
         let parent_path = join(parent);
         if target == &OPAQUE_MARKER.as_bytes()[WHITEOUT_PREFIX.len()..] {
-            return match self.mode {
-                ExtractMode::OverlayLower => rustix::fs::fsetxattr(
+            return match style {
+                Whiteouts::OverlayNodes => rustix::fs::fsetxattr(
                     &parent_fd,
                     "trusted.overlay.opaque",
                     b"y",
                     XattrFlags::empty(),
                 )
                 .map_err(|e| io_err(raw, e.into())),
-                ExtractMode::Flatten => {
+                Whiteouts::Delete => {
                     let names = list_dir(parent_fd.as_fd()).map_err(|e| io_err(raw, e))?;
                     for name in names {
                         let child = if parent_path.is_empty() {
@@ -660,13 +736,13 @@ impl Extractor {
                 reason: "whiteout of an invalid name".into(),
             });
         }
-        match self.mode {
-            ExtractMode::Flatten => match remove_at(parent_fd.as_fd(), target) {
+        match style {
+            Whiteouts::Delete => match remove_at(parent_fd.as_fd(), target) {
                 Ok(()) => Ok(()),
                 Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => Ok(()),
                 Err(e) => Err(io_err(raw, e)),
             },
-            ExtractMode::OverlayLower => {
+            Whiteouts::OverlayNodes => {
                 self.remove_existing(parent_fd.as_fd(), target, false, raw)?;
                 rustix::fs::mknodat(
                     &parent_fd,

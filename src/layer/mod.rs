@@ -10,7 +10,9 @@ mod writer;
 use std::path::PathBuf;
 
 pub use compress::{decompressing_reader, Compression, Compressor};
-pub use extract::{extract_layer, ExtractError, ExtractLimits, ExtractMode, ExtractStats};
+pub use extract::{
+    extract_archive, extract_layer, ExtractError, ExtractLimits, ExtractMode, ExtractStats,
+};
 pub use writer::{read_xattrs, write_layer, LayerInfo, TreeKind, WriteOptions};
 
 /// Prefix of an OCI whiteout entry: `.wh.<name>` deletes `<name>`.

@@ -265,12 +265,16 @@ pub fn store_basic(
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(write_err)?;
+        // A new config directory is the user's alone, as docker makes it.
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(write_err)?;
     }
     let bytes = serde_json::to_vec_pretty(&doc).expect("JSON value serializes");
-    crate::store::atomic::write(path, &bytes).map_err(write_err)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(write_err)
+    crate::store::atomic::write_with_mode(path, &bytes, 0o600).map_err(write_err)
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -456,5 +460,21 @@ mod tests {
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn a_new_config_is_created_private_under_a_private_directory() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("new/.docker/config.json");
+        // Created with 0600 whatever the umask allows (no window between
+        // creation and a chmod: the temp file itself is 0600).
+        let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o000));
+        let result = store_basic(&path, "127.0.0.1:5000", "me", "secret");
+        rustix::process::umask(old);
+        result.unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
     }
 }

@@ -22,6 +22,7 @@
 
 pub mod inventory;
 mod matrix;
+mod merge;
 pub mod provenance;
 pub mod sbom;
 
@@ -33,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use inventory::{image_sbom, SbomInputs};
 pub use matrix::{Cell, Shard};
+pub use merge::merge;
 
 use crate::compose::image::{ImageReport, ImageRequest};
 use crate::compose::lock::Lock;
@@ -89,6 +91,19 @@ pub struct ManifestCell {
     pub artifacts: Vec<Artifact>,
 }
 
+/// What a release was asked to build, so that a merge can tell a whole
+/// set of shards from a short one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Selection {
+    /// Cells in the project's matrix.
+    pub matrix_cells: usize,
+    /// The `--only` glob, if one narrowed the matrix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub only: Option<String>,
+    /// Every cell of the selection, over all shards, in release order.
+    pub cells: Vec<String>,
+}
+
 /// `manifest.json` (or one shard's part of it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -97,6 +112,16 @@ pub struct Manifest {
     /// `I/N` for a shard's part; absent for a whole release.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
+    pub selection: Selection,
+    /// Every cell this run was to build is here (false when a cell failed
+    /// or the run was interrupted).
+    pub complete: bool,
+    /// Cells this run was to build that failed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
+    /// Cells this run was to build and never started (interrupted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_attempted: Vec<String>,
     /// Sorted by cell name.
     pub cells: Vec<ManifestCell>,
 }
@@ -122,6 +147,12 @@ pub struct CellReport {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReleaseReport {
+    /// Every cell this run was to build succeeded.
+    pub complete: bool,
+    /// The run was cancelled (a signal) before it ended.
+    pub interrupted: bool,
+    /// Cells this run was to build and never started.
+    pub not_attempted: Vec<String>,
     pub cells: Vec<CellReport>,
     pub manifest: PathBuf,
     /// Absent for a shard (`release merge` writes it).
@@ -224,7 +255,15 @@ pub fn release(
             })
         })
         .transpose()?;
-    let cells = matrix::select(matrix::cells(project)?, only.as_ref(), request.shard);
+    let matrix = matrix::cells(project)?;
+    let matrix_cells = matrix.len();
+    let selected = matrix::select(matrix, only.as_ref(), None);
+    let selection = Selection {
+        matrix_cells,
+        only: request.only.clone(),
+        cells: selected.iter().map(|c| c.name.clone()).collect(),
+    };
+    let cells = matrix::select(selected, None, request.shard);
     if cells.is_empty() && request.shard.is_none() {
         return Err(ReleaseError::NothingSelected(
             request.only.clone().unwrap_or_default(),
@@ -241,8 +280,10 @@ pub fn release(
     }
     let mut reports = Vec::new();
     let mut manifest_cells = Vec::new();
+    let mut not_attempted = Vec::new();
     for (index, cell) in cells.iter().enumerate() {
         if cancel.is_cancelled() {
+            not_attempted.extend(cells[index..].iter().map(|c| c.name.clone()));
             break;
         }
         let cell_event = |state| {
@@ -282,10 +323,20 @@ pub fn release(
         reports.push(report);
     }
     manifest_cells.sort_by(|a, b| a.cell.cmp(&b.cell));
+    let failed: Vec<String> = reports
+        .iter()
+        .filter(|r| !r.ok)
+        .map(|r| r.cell.clone())
+        .collect();
+    let complete = failed.is_empty() && not_attempted.is_empty();
     let manifest = Manifest {
         project: project.config.name.clone(),
         version: project.config.version.clone(),
         shard: request.shard.map(|s| s.to_string()),
+        selection,
+        complete,
+        failed: failed.clone(),
+        not_attempted: not_attempted.clone(),
         cells: manifest_cells,
     };
     let manifest_path = out.join(manifest_name(request.shard));
@@ -294,11 +345,18 @@ pub fn release(
         Some(_) => None,
         None => Some(write_sums(out, &manifest.cells)?),
     };
+    // Like --cache-from, a cache that cannot be written costs the next
+    // runner time, never this release its artifacts.
     if let Some(reference) = &request.cache_to {
-        pipeline.cache_to(reference, &request.options.registry)?;
+        if let Err(e) = pipeline.cache_to(reference, &request.options.registry) {
+            warnings.push(format!("--cache-to: {}", chain(&e)));
+        }
     }
     Ok(ReleaseReport {
-        failed: reports.iter().filter(|r| !r.ok).count(),
+        complete,
+        interrupted: cancel.is_cancelled(),
+        not_attempted,
+        failed: failed.len(),
         cells: reports,
         manifest: manifest_path,
         sums,
@@ -542,189 +600,9 @@ fn materials(
     materials
 }
 
-/// `kbuild release merge`: joins the shards' manifests found in `dirs`
-/// into `out/manifest.json` and `out/SHA256SUMS`, copying each cell's
-/// artifacts into `out` when they are elsewhere. Every shard 1..N must be
-/// there once, and every artifact must hash to what its manifest says.
-pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<Manifest, ReleaseError> {
-    let mut shards: BTreeMap<usize, (PathBuf, Manifest)> = BTreeMap::new();
-    let mut count = None;
-    for dir in dirs {
-        let entries = std::fs::read_dir(dir).map_err(ReleaseError::io(dir))?;
-        for entry in entries {
-            let path = entry.map_err(ReleaseError::io(dir))?.path();
-            let name = path.file_name().unwrap_or_default().to_string_lossy();
-            if !(name.starts_with("manifest-shard-") && name.ends_with(".json")) {
-                continue;
-            }
-            let bytes = std::fs::read(&path).map_err(ReleaseError::io(&path))?;
-            let manifest: Manifest =
-                serde_json::from_slice(&bytes).map_err(|source| ReleaseError::BadManifest {
-                    path: path.clone(),
-                    source,
-                })?;
-            let shard: Shard = manifest
-                .shard
-                .as_deref()
-                .unwrap_or_default()
-                .parse()
-                .map_err(|e: String| ReleaseError::Merge(format!("{}: {e}", path.display())))?;
-            if *count.get_or_insert(shard.count) != shard.count {
-                return Err(ReleaseError::Merge(format!(
-                    "{} is a shard of {}, the others of {}",
-                    path.display(),
-                    shard.count,
-                    count.unwrap_or_default()
-                )));
-            }
-            if shards
-                .insert(shard.index, (dir.clone(), manifest))
-                .is_some()
-            {
-                return Err(ReleaseError::Merge(format!("shard {shard} is there twice")));
-            }
-        }
-    }
-    let count = count.ok_or_else(|| {
-        ReleaseError::Merge("no manifest-shard-*.json in the given directories".into())
-    })?;
-    let missing: Vec<String> = (1..=count)
-        .filter(|i| !shards.contains_key(i))
-        .map(|i| format!("{i}/{count}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ReleaseError::Merge(format!(
-            "shards {} are missing",
-            missing.join(", ")
-        )));
-    }
-    std::fs::create_dir_all(out).map_err(ReleaseError::io(out))?;
-    let mut cells = Vec::new();
-    let mut first: Option<(String, String)> = None;
-    for (dir, manifest) in shards.into_values() {
-        let project = (manifest.project.clone(), manifest.version.clone());
-        if *first.get_or_insert(project.clone()) != project {
-            return Err(ReleaseError::Merge(
-                "the shards are of different releases".into(),
-            ));
-        }
-        for cell in manifest.cells {
-            for artifact in &cell.artifacts {
-                bring(&dir, out, artifact)?;
-            }
-            cells.push(cell);
-        }
-    }
-    cells.sort_by(|a, b| a.cell.cmp(&b.cell));
-    if let Some(twice) = cells.windows(2).find(|w| w[0].cell == w[1].cell) {
-        return Err(ReleaseError::Merge(format!(
-            "cell {} is in two shards",
-            twice[0].cell
-        )));
-    }
-    let (project, version) = first.unwrap_or_default();
-    let manifest = Manifest {
-        project,
-        version,
-        shard: None,
-        cells,
-    };
-    write_json(&out.join("manifest.json"), &manifest)?;
-    write_sums(out, &manifest.cells)?;
-    Ok(manifest)
-}
-
-/// Checks `artifact` in `from` and makes it present in `out`.
-fn bring(from: &Path, out: &Path, artifact: &Artifact) -> Result<(), ReleaseError> {
-    let relative = Path::new(&artifact.path);
-    let plain = relative
-        .components()
-        .all(|c| matches!(c, std::path::Component::Normal(_)));
-    if !plain {
-        return Err(ReleaseError::Merge(format!(
-            "artifact path {} leaves the release directory",
-            artifact.path
-        )));
-    }
-    let source = from.join(relative);
-    let actual = crate::store::hash_file(&source).map_err(ReleaseError::io(&source))?;
-    if actual.hex() != artifact.sha256 {
-        return Err(ReleaseError::Merge(format!(
-            "{} hashes to {}, not the {} its manifest lists",
-            source.display(),
-            actual.hex(),
-            artifact.sha256
-        )));
-    }
-    let dest = out.join(relative);
-    if dest == source {
-        return Ok(());
-    }
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(ReleaseError::io(parent))?;
-    }
-    let temp = atomic::temp_path_in(dest.parent().unwrap_or(out));
-    std::fs::copy(&source, &temp).map_err(ReleaseError::io(&source))?;
-    std::fs::rename(&temp, &dest).map_err(ReleaseError::io(&dest))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn shard_dir(root: &Path, index: usize, cells: &[(&str, &[u8])]) -> PathBuf {
-        let dir = root.join(format!("shard-{index}"));
-        let mut manifest_cells = Vec::new();
-        for (cell, content) in cells {
-            std::fs::create_dir_all(dir.join(cell)).unwrap();
-            let path = dir.join(cell).join(format!("{cell}.iso"));
-            std::fs::write(&path, content).unwrap();
-            manifest_cells.push(ManifestCell {
-                cell: cell.to_string(),
-                image: format!("r/{cell}"),
-                image_digest: "sha256:00".into(),
-                versions: BTreeMap::new(),
-                artifacts: vec![artifact(&dir, &path).unwrap()],
-            });
-        }
-        let manifest = Manifest {
-            project: "kairos".into(),
-            version: "v1".into(),
-            shard: Some(format!("{index}/2")),
-            cells: manifest_cells,
-        };
-        write_json(
-            &dir.join(manifest_name(Some(Shard { index, count: 2 }))),
-            &manifest,
-        )
-        .unwrap();
-        dir
-    }
-
-    #[test]
-    fn merged_shards_list_what_one_run_would() {
-        let root = tempfile::tempdir().unwrap();
-        let one = shard_dir(root.path(), 1, &[("a", b"iso a"), ("c", b"iso c")]);
-        let two = shard_dir(root.path(), 2, &[("b", b"iso b")]);
-        let out = root.path().join("release");
-        let merged = merge(&[one.clone(), two.clone()], &out).unwrap();
-        let names: Vec<&str> = merged.cells.iter().map(|c| c.cell.as_str()).collect();
-        assert_eq!(names, ["a", "b", "c"]);
-        let sums = std::fs::read_to_string(out.join("SHA256SUMS")).unwrap();
-        assert_eq!(sums.lines().count(), 3);
-        assert!(
-            sums.lines().next().unwrap().ends_with("  a/a.iso"),
-            "{sums}"
-        );
-        assert_eq!(std::fs::read(out.join("b/b.iso")).unwrap(), b"iso b");
-
-        // A shard missing, or an artifact changed, is refused.
-        let err = merge(std::slice::from_ref(&one), &root.path().join("x")).unwrap_err();
-        assert!(err.to_string().contains("shards 2/2 are missing"), "{err}");
-        std::fs::write(two.join("b/b.iso"), b"tampered").unwrap();
-        let err = merge(&[one, two], &root.path().join("y")).unwrap_err();
-        assert!(err.to_string().contains("not the"), "{err}");
-    }
 
     #[test]
     fn errors_read_on_one_line_with_their_causes() {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 use rustix::fs::{FileType, Mode, OFlags};
-use rustix::mount::{MountFlags, UnmountFlags};
+use rustix::mount::{MountAttrFlags, MountFlags, UnmountFlags};
 
 use super::overlay::{self, Overlay};
 use super::users::{self, Identity};
@@ -372,11 +372,49 @@ fn bind(source: &Path, target: &Path, read_only: bool) -> Result<(), SetupFailur
     if read_only {
         ctx(
             &what,
-            rustix::mount::mount_remount(target, MountFlags::BIND | MountFlags::RDONLY, "")
-                .map_err(io::Error::from),
+            set_recursive(target, MountAttrFlags::MOUNT_ATTR_RDONLY),
         )?;
     }
     Ok(())
+}
+
+/// `struct mount_attr` of mount_setattr(2).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Sets `attrs` on the mount at `target` and every mount below it, in
+/// one atomic mount_setattr(2) (Linux 5.12); a remount would change the
+/// top mount only. rustix has no wrapper for it.
+fn set_recursive(target: &Path, attrs: MountAttrFlags) -> io::Result<()> {
+    const AT_RECURSIVE: libc::c_uint = 0x8000;
+    let path = std::ffi::CString::new(target.as_os_str().as_encoded_bytes())?;
+    let attr = MountAttr {
+        attr_set: u64::from(attrs.bits()),
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a plain syscall with a valid C string and a struct of the
+    // size passed; the kernel reads both and keeps neither.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            AT_RECURSIVE,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    match rc {
+        0 => Ok(()),
+        _ => Err(io::Error::last_os_error()),
+    }
 }
 
 fn tmpfs(target: &Path, size: Option<u64>, mode: u32) -> Result<(), SetupFailure> {
@@ -480,7 +518,20 @@ fn mount_system(root: &Root, network: Network) -> Result<(), SetupFailure> {
         MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC;
     let fresh = rustix::mount::mount("sysfs", &sys, "sysfs", sys_flags, None);
     if fresh.is_err() && network == Network::Host {
-        bind(Path::new("/sys"), &sys, true)?;
+        // No fresh sysfs outside a network namespace of our own: the
+        // host's, with every submount (cgroups, securityfs, ...) read-only.
+        ctx(
+            "bind /sys",
+            rustix::mount::mount_bind_recursive("/sys", &sys).map_err(io::Error::from),
+        )?;
+        let attrs = MountAttrFlags::MOUNT_ATTR_RDONLY
+            | MountAttrFlags::MOUNT_ATTR_NOSUID
+            | MountAttrFlags::MOUNT_ATTR_NODEV
+            | MountAttrFlags::MOUNT_ATTR_NOEXEC;
+        ctx(
+            "make the bound /sys read-only, submounts included",
+            set_recursive(&sys, attrs),
+        )?;
     } else {
         ctx("mount sysfs", fresh.map_err(io::Error::from))?;
     }

@@ -27,10 +27,21 @@ pub fn fsync_dir(dir: &Path) -> io::Result<()> {
 
 /// Writes `bytes` to `dest` atomically and durably.
 pub fn write(dest: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_with_mode(dest, bytes, 0o666)
+}
+
+/// [`write`] with the file created as `mode` (less the umask), so a secret
+/// is never readable by others, not even before a chmod.
+pub fn write_with_mode(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     let dir = dest.parent().unwrap_or(Path::new("."));
     let tmp = temp_path_in(dir);
     let result = (|| {
-        let mut f = File::create(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         fs::rename(&tmp, dest)?;
