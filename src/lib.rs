@@ -7,6 +7,7 @@ pub mod boot;
 pub mod check;
 pub mod cli;
 pub mod compose;
+pub mod diagnose;
 pub mod digest;
 pub mod dockerfile;
 pub mod executor;

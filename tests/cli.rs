@@ -367,6 +367,38 @@ fn project_cross_checks_fail_with_the_key() {
         stderr(&out)
     );
 
+    for (squashfs, message) in [
+        (
+            "  squashfs:\n    compression: zstd\n    level: 23\n",
+            "zstd levels are 1 to 22, not 23",
+        ),
+        (
+            "  squashfs:\n    compression: gzip\n    level: 0\n",
+            "gzip levels are 1 to 9, not 0",
+        ),
+        (
+            "  squashfs:\n    compression: xz\n    level: 6\n",
+            "xz takes no level",
+        ),
+    ] {
+        let out = plan_broken_project(|dir| {
+            let config = dir.join("kbuild.yaml");
+            let text = std::fs::read_to_string(&config).unwrap();
+            let text: String = text
+                .lines()
+                .take_while(|l| !l.starts_with("iso:"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            std::fs::write(&config, format!("{text}iso:\n{squashfs}")).unwrap();
+        });
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!("at `iso.squashfs.level`: {message}")),
+            "{}",
+            stderr(&out)
+        );
+    }
+
     let out = kbuild(&["plan", "--flavor", "gentoo"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -499,7 +531,8 @@ fn boot_refuses_a_bad_regex_a_bad_login_and_a_missing_iso() {
         .args(["boot", "/nonexistent/x.iso"])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    // A file the user named that is not there: bad input.
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("is not an ISO file"),
         "{}",

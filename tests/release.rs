@@ -357,6 +357,8 @@ fn release_shards_sboms_and_a_failing_cell() {
         }
     }
 
+    terminated_release_exits_non_zero_and_says_what_is_missing(&project, &store, work.path());
+
     // Two shards in two empty stores sharing the registry cache, built and
     // merged by ci/release.sh: the same SHA256SUMS. Shard 1 runs in a
     // terminal (the live view), shard 2 in a pipe with CI=true (plain).
@@ -435,6 +437,80 @@ fn release_shards_sboms_and_a_failing_cell() {
         serde_json::from_slice(&fs::read(failing.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["cells"].as_array().unwrap().len(), 2, "{manifest}");
     check_sums(&failing);
+}
+
+/// SIGTERM as the second cell starts (every step cached by the run
+/// before): the release exits non-zero, says it was interrupted, and its
+/// manifest and report mark it incomplete, the third cell not attempted.
+fn terminated_release_exits_non_zero_and_says_what_is_missing(
+    project: &Path,
+    store: &Path,
+    work: &Path,
+) {
+    use std::io::BufRead;
+    let out = work.join("terminated");
+    let report_path = work.join("terminated-report.json");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kbuild"))
+        .args(["release", "--project", project.to_str().unwrap()])
+        .args([
+            "--store",
+            store.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .args(["--only", ONLY, "--base-image", "debian:bookworm"])
+        .args(["--progress=json", "--report", report_path.to_str().unwrap()])
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let mut signalled = false;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        let event: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        seen.push(line);
+        if event["event"] == "cell" && event["state"] == "started" && event["index"] == 2 {
+            let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+            signalled = true;
+            break;
+        }
+    }
+    assert!(signalled, "cell 2 never started:\n{}", seen.join("\n"));
+    seen.extend(lines.map(|l| l.unwrap()));
+    let status = child.wait().unwrap();
+    let err = seen.join("\n");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("interrupted: the release is incomplete"),
+        "{err}"
+    );
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["complete"], false, "{manifest}");
+    let selected = manifest["selection"]["cells"].as_array().unwrap();
+    assert_eq!(selected.len(), 3, "{manifest}");
+    let third = &selected[2];
+    assert_eq!(
+        manifest["not_attempted"],
+        serde_json::json!([third]),
+        "{manifest}"
+    );
+    assert!(
+        manifest["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| &c["cell"] != third),
+        "{manifest}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&fs::read(&report_path).unwrap()).unwrap();
+    assert_eq!(report["complete"], false, "{report}");
+    assert_eq!(report["interrupted"], true, "{report}");
 }
 
 /// An image whose package manager is rpm: Debian's `rpm` with its own

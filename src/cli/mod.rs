@@ -32,10 +32,6 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::layer::{Compression, WriteOptions};
 use crate::store::Store;
 
-use crate::dockerfile::{ParseFileError, SpecError};
-use crate::plan::PlanError;
-use crate::project::ProjectError;
-
 /// kbuild: declarative, daemonless OS image builder.
 ///
 /// Reads Dockerfile-dialect specs and a kbuild.yaml build matrix, and
@@ -127,28 +123,11 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Input errors (the user can fix the file or the flags) exit with 2.
+/// Input errors (the user can fix the file or the flags) exit with 2; the
+/// library errors decide which they are (`crate::diagnose`).
 fn exit_code(err: &anyhow::Error) -> u8 {
-    let is_input = err.chain().any(|cause| {
-        cause.is::<SpecError>()
-            || cause.is::<PlanError>()
-            || cause.is::<ProjectError>()
-            || cause.is::<ParseFileError>()
-            || cause.is::<UsageError>()
-            || as_error::<crate::compose::ComposeError>(cause).is_some_and(|e| e.is_input())
-            || as_error::<crate::iso::IsoError>(cause).is_some_and(|e| e.is_input())
-            || as_error::<crate::release::ReleaseError>(cause).is_some_and(|e| e.is_input())
-            || as_error::<crate::keys::KeyError>(cause).is_some_and(|e| e.is_input())
-            || as_error::<crate::uki::BuildUkiError>(cause).is_some_and(|e| e.is_input())
-            || matches!(
-                cause.downcast_ref(),
-                Some(crate::pipeline::PipelineError::Parse(_))
-            )
-            || matches!(
-                cause.downcast_ref(),
-                Some(crate::store::StoreError::UnknownImage(_))
-            )
-    });
+    let is_input = err.chain().any(|cause| cause.is::<UsageError>())
+        || crate::diagnose::is_input(err.as_ref());
     if is_input {
         EXIT_USAGE
     } else {
@@ -156,39 +135,24 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// `error:`, then each cause whose text the lines above do not already
+/// show (an error that embeds its source also names it as its cause),
+/// then the first hint.
 fn print_error(err: &anyhow::Error) {
-    eprintln!("error: {err}");
+    let mut shown = err.to_string();
+    eprintln!("error: {shown}");
     for cause in err.chain().skip(1) {
-        eprintln!("  Caused by: {}", cause.to_string().replace('\n', "\n  "));
+        let text = cause.to_string();
+        if shown.contains(&text) {
+            continue;
+        }
+        eprintln!("  Caused by: {}", text.replace('\n', "\n  "));
+        shown.push('\n');
+        shown.push_str(&text);
     }
-    if let Some(hint) = hint(err) {
+    if let Some(hint) = crate::diagnose::hint(err.as_ref()) {
         eprintln!("\nhint: {hint}");
     }
-}
-
-/// The first hint any error in the chain carries.
-fn hint(err: &anyhow::Error) -> Option<String> {
-    err.chain().find_map(|cause| {
-        let hint = as_error::<crate::executor::BuildError>(cause)
-            .and_then(|e| e.hint())
-            .or_else(|| as_error::<crate::sandbox::SandboxError>(cause).and_then(|e| e.hint()))
-            .or_else(|| as_error::<crate::compose::ComposeError>(cause).and_then(|e| e.hint()))
-            .map(str::to_string);
-        hint.or_else(|| {
-            as_error::<crate::tools::ToolError>(cause).and_then(|e| e.hint().map(str::to_string))
-        })
-        .or_else(|| as_error::<crate::iso::IsoError>(cause).and_then(|e| e.hint()))
-        .or_else(|| as_error::<crate::boot::BootError>(cause).and_then(|e| e.hint()))
-    })
-}
-
-/// `cause` as an `E`, also when a variant keeps it boxed.
-fn as_error<'a, E: std::error::Error + 'static>(
-    cause: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a E> {
-    cause
-        .downcast_ref::<E>()
-        .or_else(|| cause.downcast_ref::<Box<E>>().map(|b| b.as_ref()))
 }
 
 /// The job ran and found a problem (exit 1), e.g. fsck found corruption.

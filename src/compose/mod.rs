@@ -124,19 +124,31 @@ impl ComposeError {
     }
 
     /// What the user can do about it (the CLI prints it on a `hint:` line).
-    pub fn hint(&self) -> Option<&'static str> {
-        match self {
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
             ComposeError::NotLocked { .. } => {
-                Some("run `kbuild image` without --locked (or `kbuild lock`) to record it")
+                "run `kbuild image` without --locked (or `kbuild lock`) to record it"
             }
-            ComposeError::LockMismatch { .. } => Some(
-                "the input changed upstream: `kbuild lock --update` records the new value if it is expected",
-            ),
+            ComposeError::LockMismatch { .. } => {
+                "the input changed upstream: `kbuild lock --update` records the new value if it is expected"
+            }
             ComposeError::CheckFailed { .. } => {
-                Some("fix the spec (each failure above has its own hint), or pass --skip-check")
+                "fix the spec (each failure above has its own hint), or pass --skip-check"
             }
-            _ => None,
-        }
+            ComposeError::Pipeline(crate::pipeline::PipelineError::Build { source, .. })
+                if matches!(**source, crate::executor::BuildError::Registry(_)) =>
+            {
+                "an image the spec names could not be pulled: for the flavor's base, \
+                 `kbuild import BASE.tar -t NAME` (or `kbuild pull` from a mirror) and pass \
+                 --base-image NAME"
+            }
+            ComposeError::Pull { .. } | ComposeError::Download { .. } => {
+                "a package source in packages/*.yaml is unreachable from here: mirror it and \
+                 point the package file at the mirror (kbuild.lock pins what it must resolve to)"
+            }
+            _ => return None,
+        };
+        Some(hint.to_string())
     }
 }
 

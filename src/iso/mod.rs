@@ -151,9 +151,9 @@ pub enum IsoError {
         #[source]
         source: std::io::Error,
     },
-    #[error("--name \"{0}\" must be a plain file name (no `/`, not starting with `.`)")]
+    #[error("--name \"{0}\" must be a plain file name (no `/`, not starting with `.`, none of GRUB's special characters such as `\"` and `$`)")]
     BadName(String),
-    #[error("the kernel command line \"{}\" holds {found:?}, which would end GRUB's `linux` line", cmdline.escape_debug())]
+    #[error("the kernel command line \"{}\" holds {found:?}, which GRUB would interpret in its `linux` line", cmdline.escape_debug())]
     BadCmdline { cmdline: String, found: char },
     #[error("--overlay-iso {}: {reason}", path.display())]
     Overlay { path: PathBuf, reason: String },
@@ -215,7 +215,7 @@ impl IsoError {
     pub fn hint(&self) -> Option<String> {
         match self {
             IsoError::Tool(e) => e.hint().map(str::to_string),
-            IsoError::Compose(e) => e.hint().map(str::to_string),
+            IsoError::Compose(e) => e.hint(),
             IsoError::NotInImage { .. } => Some(
                 "`kbuild check` the image: the flavor's boot paths (flavors/<f>.yaml, boot:) must exist in it"
                     .into(),
@@ -558,14 +558,22 @@ pub fn epoch_of(store: &Store, manifest: &oci_spec::image::ImageManifest) -> Res
         .unwrap_or(0))
 }
 
-/// The command line goes into a `linux` line of grub.cfg: a newline, a
-/// control character or a GRUB metacharacter would end that line and
-/// start GRUB commands.
+/// What GRUB's script lexer reads as more than a plain word character:
+/// command ends (`;`, `&`, `|`, newlines), blocks, variable expansion
+/// (`$`), quotes and escapes (`"`, `'`, `\`), comments (`#`), redirections.
+fn grub_special(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            ';' | '{' | '}' | '&' | '|' | '`' | '$' | '"' | '\'' | '\\' | '#' | '<' | '>'
+        )
+}
+
+/// The command line goes into a `linux` line of grub.cfg: a character
+/// GRUB interprets would end that line, start GRUB commands or change
+/// what the kernel is given.
 fn check_cmdline(cmdline: &str) -> Result<(), IsoError> {
-    match cmdline
-        .chars()
-        .find(|c| c.is_control() || matches!(c, ';' | '{' | '}' | '&' | '|' | '`'))
-    {
+    match cmdline.chars().find(|c| grub_special(*c)) {
         Some(c) => Err(IsoError::BadCmdline {
             cmdline: cmdline.to_string(),
             found: c,
@@ -577,7 +585,9 @@ fn check_cmdline(cmdline: &str) -> Result<(), IsoError> {
 /// `--name`: a plain file name; `x.iso` means x.iso, not x.iso.iso.
 fn iso_name(name: &str) -> Result<String, IsoError> {
     let stem = name.strip_suffix(".iso").unwrap_or(name);
-    match crate::rootfs::is_plain_name(stem) && !stem.starts_with('.') {
+    // The name is also the title of grub.cfg's quoted menu entries.
+    let plain = crate::rootfs::is_plain_name(stem) && !stem.starts_with('.');
+    match plain && !stem.chars().any(grub_special) {
         true => Ok(stem.to_string()),
         false => Err(IsoError::BadName(name.to_string())),
     }
@@ -605,9 +615,35 @@ mod tests {
     #[test]
     fn a_command_line_cannot_start_grub_commands() {
         assert!(check_cmdline("boot=live components quiet console=ttyS0,115200").is_ok());
-        for bad in ["a\nmenuentry x {", "a; reboot", "a } b", "x\u{7}"] {
+        for (bad, found) in [
+            ("a\nmenuentry x {", '\n'),
+            ("a; reboot", ';'),
+            ("a } b", '}'),
+            ("x\u{7}", '\u{7}'),
+            ("root=$root", '$'),
+            ("a=\"b c\"", '"'),
+            ("quiet #", '#'),
+            ("a\\b", '\\'),
+            ("init='/bin/sh'", '\''),
+        ] {
             let err = check_cmdline(bad).unwrap_err();
             assert!(err.is_input(), "{bad}: {err}");
+            assert!(
+                matches!(err, IsoError::BadCmdline { found: f, .. } if f == found),
+                "{bad}: {err}"
+            );
+            assert!(err.to_string().contains(&format!("{found:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_name_cannot_break_out_of_grub_s_menu_titles() {
+        assert_eq!(iso_name("kairos-debian.iso").unwrap(), "kairos-debian");
+        for bad in ["a\"b", "x$y", "back\\slash", "a/b", ".hidden", "nl\n"] {
+            assert!(
+                matches!(iso_name(bad), Err(IsoError::BadName(_))),
+                "{bad:?} was accepted"
+            );
         }
     }
 

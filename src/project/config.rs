@@ -52,6 +52,29 @@ pub struct SquashfsSettings {
     pub level: Option<u32>,
 }
 
+impl SquashfsSettings {
+    /// The level fits the compressor: zstd 1-22, gzip 1-9; xz and lz4
+    /// take none (mksquashfs would refuse it, or drop it unsaid).
+    pub fn validate(&self) -> Result<(), String> {
+        let range = match self.compression {
+            SquashfsCompression::Zstd => Some(1..=22),
+            SquashfsCompression::Gzip => Some(1..=9),
+            SquashfsCompression::Xz | SquashfsCompression::Lz4 => None,
+        };
+        let name = format!("{:?}", self.compression).to_lowercase();
+        match (self.level, range) {
+            (None, _) => Ok(()),
+            (Some(level), Some(range)) if range.contains(&level) => Ok(()),
+            (Some(level), Some(range)) => Err(format!(
+                "{name} levels are {} to {}, not {level}",
+                range.start(),
+                range.end()
+            )),
+            (Some(_), None) => Err(format!("{name} takes no level: leave `level` out")),
+        }
+    }
+}
+
 impl Default for SquashfsSettings {
     fn default() -> Self {
         SquashfsSettings {

@@ -87,6 +87,11 @@ impl Project {
             key: key.to_string(),
             message,
         };
+        config
+            .iso
+            .squashfs
+            .validate()
+            .map_err(|message| invalid("iso.squashfs.level", message))?;
         if !config.flavors.contains_key(&config.default_flavor) {
             return Err(invalid(
                 "default_flavor",

@@ -1,0 +1,197 @@
+//! What an error means to the person who ran kbuild: whether their input
+//! is at fault (exit 2: a spec, a project file, a flag, a file they named)
+//! or the job failed (exit 1), and what flag or setting is the way out.
+//!
+//! Invariants:
+//! * Each library error type decides for itself ([`Diagnose`]); the CLI
+//!   only walks an error's chain and asks [`diagnosis`] of each cause.
+//! * [`diagnosis`] knows every library error type that implements
+//!   [`Diagnose`]; a type missing here would exit 1 without a hint, so
+//!   the unit test below names each one.
+
+use std::error::Error;
+
+/// An error's verdict for the exit code and the `hint:` line.
+pub trait Diagnose {
+    /// Whether the user's input is at fault (exit 2).
+    fn is_input(&self) -> bool {
+        false
+    }
+
+    /// A flag, a setting or a command that gets past it.
+    fn hint(&self) -> Option<String> {
+        None
+    }
+}
+
+/// `cause` as an `E`, also when a variant keeps it boxed.
+fn as_error<'a, E: Error + 'static>(cause: &'a (dyn Error + 'static)) -> Option<&'a E> {
+    cause
+        .downcast_ref::<E>()
+        .or_else(|| cause.downcast_ref::<Box<E>>().map(|b| b.as_ref()))
+}
+
+/// The verdict of `cause`, if it is a library error.
+pub fn diagnosis<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a dyn Diagnose> {
+    macro_rules! first_of {
+        ($($ty:ty),+ $(,)?) => {
+            None$(.or_else(|| as_error::<$ty>(cause).map(|e| e as &dyn Diagnose)))+
+        };
+    }
+    first_of!(
+        crate::dockerfile::SpecError,
+        crate::dockerfile::ParseFileError,
+        crate::plan::PlanError,
+        crate::project::ProjectError,
+        crate::pipeline::PipelineError,
+        crate::store::StoreError,
+        crate::executor::BuildError,
+        crate::sandbox::SandboxError,
+        crate::tools::ToolError,
+        crate::compose::ComposeError,
+        crate::iso::IsoError,
+        crate::boot::BootError,
+        crate::release::ReleaseError,
+        crate::keys::KeyError,
+        crate::uki::BuildUkiError,
+    )
+}
+
+/// Whether any cause in the chain from `error` blames the input.
+pub fn is_input(error: &(dyn Error + 'static)) -> bool {
+    chain(error).any(|cause| diagnosis(cause).is_some_and(|d| d.is_input()))
+}
+
+/// The first hint any cause in the chain from `error` carries.
+pub fn hint(error: &(dyn Error + 'static)) -> Option<String> {
+    chain(error).find_map(|cause| diagnosis(cause).and_then(|d| d.hint()))
+}
+
+fn chain<'a>(error: &'a (dyn Error + 'static)) -> impl Iterator<Item = &'a (dyn Error + 'static)> {
+    std::iter::successors(Some(error), |e| Error::source(*e))
+}
+
+impl Diagnose for crate::dockerfile::SpecError {
+    fn is_input(&self) -> bool {
+        true
+    }
+}
+
+impl Diagnose for crate::dockerfile::ParseFileError {
+    /// The spec could not be read or parsed: the file the user named.
+    fn is_input(&self) -> bool {
+        true
+    }
+}
+
+impl Diagnose for crate::plan::PlanError {
+    fn is_input(&self) -> bool {
+        true
+    }
+}
+
+impl Diagnose for crate::project::ProjectError {
+    fn is_input(&self) -> bool {
+        true
+    }
+}
+
+impl Diagnose for crate::pipeline::PipelineError {
+    fn is_input(&self) -> bool {
+        matches!(self, crate::pipeline::PipelineError::Parse(_))
+    }
+}
+
+impl Diagnose for crate::store::StoreError {
+    fn is_input(&self) -> bool {
+        matches!(self, crate::store::StoreError::UnknownImage(_))
+    }
+}
+
+impl Diagnose for crate::executor::BuildError {
+    fn hint(&self) -> Option<String> {
+        crate::executor::BuildError::hint(self).map(str::to_string)
+    }
+}
+
+impl Diagnose for crate::sandbox::SandboxError {
+    fn hint(&self) -> Option<String> {
+        crate::sandbox::SandboxError::hint(self).map(str::to_string)
+    }
+}
+
+impl Diagnose for crate::tools::ToolError {
+    fn hint(&self) -> Option<String> {
+        crate::tools::ToolError::hint(self).map(str::to_string)
+    }
+}
+
+impl Diagnose for crate::compose::ComposeError {
+    fn is_input(&self) -> bool {
+        crate::compose::ComposeError::is_input(self)
+    }
+
+    fn hint(&self) -> Option<String> {
+        crate::compose::ComposeError::hint(self)
+    }
+}
+
+impl Diagnose for crate::iso::IsoError {
+    fn is_input(&self) -> bool {
+        crate::iso::IsoError::is_input(self)
+    }
+
+    fn hint(&self) -> Option<String> {
+        crate::iso::IsoError::hint(self)
+    }
+}
+
+impl Diagnose for crate::boot::BootError {
+    fn is_input(&self) -> bool {
+        matches!(self, crate::boot::BootError::NoIso(_))
+    }
+
+    fn hint(&self) -> Option<String> {
+        crate::boot::BootError::hint(self)
+    }
+}
+
+impl Diagnose for crate::release::ReleaseError {
+    fn is_input(&self) -> bool {
+        crate::release::ReleaseError::is_input(self)
+    }
+}
+
+impl Diagnose for crate::keys::KeyError {
+    fn is_input(&self) -> bool {
+        crate::keys::KeyError::is_input(self)
+    }
+}
+
+impl Diagnose for crate::uki::BuildUkiError {
+    fn is_input(&self) -> bool {
+        crate::uki::BuildUkiError::is_input(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_library_error_type_is_known() {
+        let spec = crate::dockerfile::parse("Dockerfile", "FROM").unwrap_err();
+        assert!(is_input(&spec));
+        let missing =
+            crate::dockerfile::parse_file(std::path::Path::new("/nonexistent/Dockerfile"))
+                .unwrap_err();
+        assert!(is_input(&missing), "{missing}");
+        let unknown = crate::store::StoreError::UnknownImage("nope".into());
+        assert!(is_input(&unknown));
+        let boot = crate::boot::BootError::NoIso("/nonexistent.iso".into());
+        assert!(is_input(&boot));
+        let interrupted = crate::executor::BuildError::Interrupted;
+        assert!(!is_input(&interrupted));
+        assert!(diagnosis(&interrupted).is_some());
+    }
+}
