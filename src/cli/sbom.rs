@@ -8,7 +8,6 @@ use clap::Args;
 use super::progress::CliReporter;
 use super::registry::RegistryArgs;
 use super::{build_options, cancel_on_signals, open_store, LayerArgs, StoreArgs};
-use crate::digest::Digest;
 use crate::pipeline::Pipeline;
 use crate::platform::Platform;
 use crate::release::inventory::{image_sbom, SbomInputs};
@@ -35,10 +34,9 @@ pub struct SbomArgs {
 pub fn run(args: SbomArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store)?;
     let (descriptor, manifest) = store.resolve(&args.image)?;
-    let config: oci_spec::image::ImageConfiguration =
-        store.read_json(&Digest::try_from(manifest.config().digest())?)?;
+    let config = store.image_config(&manifest)?;
     let platform = Platform::parse(&format!("{}/{}", config.os(), config.architecture())).ok();
-    let epoch = crate::iso::epoch_of(&store, &manifest)?;
+    let epoch = crate::store::image::epoch(&config);
     let context = std::env::temp_dir();
     let options = build_options(context, false, &args.layer, args.registry.options()?)?;
     let reporter = CliReporter::new();

@@ -260,13 +260,10 @@ pub fn build_uki(
         .get(&request.flavor)
         .ok_or_else(|| BuildUkiError::UnknownFlavor(request.flavor.clone()))?;
     let (_, manifest) = store.resolve(&request.image)?;
-    let config: oci_spec::image::ImageConfiguration = store.read_json(
-        &crate::digest::Digest::try_from(manifest.config().digest())
-            .map_err(crate::store::StoreError::from)?,
-    )?;
+    let config = store.image_config(&manifest)?;
     let arch = Arch::parse(&config.architecture().to_string())
         .ok_or_else(|| BuildUkiError::UnknownArch(config.architecture().to_string()))?;
-    let epoch = crate::iso::epoch_of(store, &manifest).map_err(Box::new)?;
+    let epoch = crate::store::image::epoch(&config);
     let layers = store.manifest_layers(&manifest)?;
     let line = cmdline(&flavor.boot, request.extra_cmdline.as_deref());
     if line.chars().any(|c| c.is_control()) {
@@ -308,8 +305,6 @@ pub enum BuildUkiError {
     BadCmdline(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Iso(#[from] Box<crate::iso::IsoError>),
     #[error(transparent)]
     Uki(#[from] UkiError),
 }
