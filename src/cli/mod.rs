@@ -140,6 +140,8 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             || as_error::<crate::release::ReleaseError>(cause).is_some_and(|e| e.is_input())
             || as_error::<crate::keys::KeyError>(cause).is_some_and(|e| e.is_input())
             || as_error::<crate::uki::BuildUkiError>(cause).is_some_and(|e| e.is_input())
+            || as_error::<crate::release::inventory::InventoryError>(cause)
+                .is_some_and(|e| e.is_input())
             || matches!(
                 cause.downcast_ref(),
                 Some(crate::pipeline::PipelineError::Parse(_))
