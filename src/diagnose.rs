@@ -54,6 +54,7 @@ pub fn diagnosis<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a dyn Diagnos
         crate::release::ReleaseError,
         crate::keys::KeyError,
         crate::uki::BuildUkiError,
+        crate::release::inventory::InventoryError,
     )
 }
 
@@ -165,6 +166,12 @@ impl Diagnose for crate::release::ReleaseError {
 impl Diagnose for crate::keys::KeyError {
     fn is_input(&self) -> bool {
         crate::keys::KeyError::is_input(self)
+    }
+}
+
+impl Diagnose for crate::release::inventory::InventoryError {
+    fn is_input(&self) -> bool {
+        crate::release::inventory::InventoryError::is_input(self)
     }
 }
 

@@ -16,6 +16,7 @@ pub mod iso;
 pub mod keys;
 pub mod layer;
 pub mod media;
+pub mod pe;
 pub mod pipeline;
 pub mod plan;
 pub mod platform;

@@ -438,9 +438,12 @@ fn fat_disk_with(efi: &Path, name: &str) -> PathBuf {
 /// Flips one bit in the middle of the kernel (`.linux`) of the UKI `efi`.
 fn flip_a_kernel_bit(efi: &Path) {
     let mut bytes = fs::read(efi).unwrap();
-    let (_, linux) = kbuild::uki::pe::find_section(&bytes, ".linux")
+    let linux = kbuild::pe::Pe::parse(&bytes)
         .unwrap()
-        .unwrap();
+        .section(".linux")
+        .unwrap()
+        .unwrap()
+        .bytes;
     let at = linux.as_ptr() as usize - bytes.as_ptr() as usize + linux.len() / 2;
     bytes[at] ^= 0x01;
     fs::write(efi, &bytes).unwrap();

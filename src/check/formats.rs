@@ -1,4 +1,5 @@
-//! Kernel and initrd headers, read from bytes (never executed).
+//! Kernel and initrd headers, read from bytes (never executed). EFI
+//! binaries' signatures are [`crate::pe`]'s to read.
 
 use std::io::Read;
 
@@ -19,49 +20,6 @@ const X86_MAGIC_AT: usize = 0x202;
 const X86_VERSION_PTR_AT: usize = 0x20E;
 /// The arm64 Image header: `ARM\x64` at 0x38.
 const ARM64_MAGIC_AT: usize = 0x38;
-
-/// Whether `bytes` is a PE/COFF image (an EFI binary: shim, GRUB, an x86
-/// bzImage or arm64 Image with its EFI stub) carrying an Authenticode
-/// signature: a non-empty certificate table (data directory 4) inside the
-/// file. The signature itself is the firmware's to verify.
-pub fn authenticode_signed(bytes: &[u8]) -> Result<bool, String> {
-    let u16_at = |at: usize| {
-        bytes
-            .get(at..at + 2)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-    };
-    let u32_at = |at: usize| {
-        bytes
-            .get(at..at + 4)
-            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    if bytes.get(..2) != Some(b"MZ") {
-        return Err("not a PE/COFF (EFI) binary: no MZ header".into());
-    }
-    let pe = u32_at(0x3c).ok_or("truncated DOS header")? as usize;
-    if bytes.get(pe..pe + 4) != Some(b"PE\0\0") {
-        return Err("not a PE/COFF (EFI) binary: no PE signature".into());
-    }
-    let optional = pe + 24;
-    // The data directories start 96 bytes into a PE32 optional header, 112
-    // into a PE32+ one; the certificate table is the fifth (8 bytes each).
-    let directories = match u16_at(optional) {
-        Some(0x10b) => optional + 96,
-        Some(0x20b) => optional + 112,
-        _ => return Err("unknown PE optional header".into()),
-    };
-    let count = u32_at(directories - 4).ok_or("truncated PE header")?;
-    if count < 5 {
-        return Ok(false);
-    }
-    let table = directories + 4 * 8;
-    let offset = u32_at(table).ok_or("truncated PE header")? as usize;
-    let size = u32_at(table + 4).ok_or("truncated PE header")? as usize;
-    Ok(size > 0
-        && offset
-            .checked_add(size)
-            .is_some_and(|end| end <= bytes.len()))
-}
 
 /// Checks that `bytes` is a kernel for `arch`; returns the version the
 /// header carries, when it carries one.
@@ -170,35 +128,6 @@ mod tests {
         let text = format!("{version} (builder@kbuild) #1 SMP\0");
         image[0x600..0x600 + text.len()].copy_from_slice(text.as_bytes());
         image
-    }
-
-    /// A PE32+ header whose certificate table is `(offset, size)`.
-    fn pe(table: (u32, u32), len: usize) -> Vec<u8> {
-        let mut image = vec![0u8; len];
-        image[..2].copy_from_slice(b"MZ");
-        image[0x3c..0x40].copy_from_slice(&0x80u32.to_le_bytes());
-        image[0x80..0x84].copy_from_slice(b"PE\0\0");
-        let optional = 0x80 + 24;
-        image[optional..optional + 2].copy_from_slice(&0x20bu16.to_le_bytes());
-        image[optional + 108..optional + 112].copy_from_slice(&16u32.to_le_bytes());
-        let entry = optional + 112 + 4 * 8;
-        image[entry..entry + 4].copy_from_slice(&table.0.to_le_bytes());
-        image[entry + 4..entry + 8].copy_from_slice(&table.1.to_le_bytes());
-        image
-    }
-
-    #[test]
-    fn signatures_are_certificate_tables_inside_the_file() {
-        assert_eq!(authenticode_signed(&pe((0x800, 0x100), 0x900)), Ok(true));
-        assert_eq!(authenticode_signed(&pe((0, 0), 0x900)), Ok(false));
-        assert_eq!(authenticode_signed(&pe((0x800, 0x200), 0x900)), Ok(false));
-        assert!(authenticode_signed(b"#!/bin/sh\n").is_err());
-        let mut not_pe = pe((0, 0), 0x900);
-        not_pe[0x80] = b'X';
-        assert!(authenticode_signed(&not_pe).is_err());
-        let mut truncated = pe((0, 0), 0x900);
-        truncated.truncate(0x90);
-        assert!(authenticode_signed(&truncated).is_err());
     }
 
     #[test]

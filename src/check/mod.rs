@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::OFlags;
 use serde::Serialize;
 
+use crate::pe::Pe;
 use crate::project::flavor::{Flavor, InitSystem};
 use crate::project::{Arch, K8sDistribution, Variant};
 use crate::rootfs::{list_dir, Root};
@@ -265,7 +266,8 @@ impl Rules<'_> {
             };
             let shown = format!("{path} -> /{}", target.display());
             let bytes = self.read_capped(&target, formats::EFI_BINARY_MAX_BYTES);
-            match bytes.map(|bytes| formats::authenticode_signed(&bytes)) {
+            let signed = |bytes: Vec<u8>| Pe::parse(&bytes)?.is_signed();
+            match bytes.map(signed) {
                 Ok(Ok(true)) => self.pass(component, format!("{shown} (signed)")),
                 Ok(Ok(false)) => self.warn(component, format!("{shown} carries no signature")),
                 Ok(Err(why)) => self.warn(component, format!("{shown}: {why}")),

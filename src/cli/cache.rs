@@ -7,7 +7,7 @@ use indicatif::HumanBytes;
 use super::progress::{summary, CliReporter};
 use super::registry::{describe, parse_reference, runtime, RegistryArgs};
 use super::{open_store, FailedError, StoreArgs};
-use crate::store::Retention;
+use crate::store::{Retention, Store, Usage};
 
 /// Inspect and maintain the store.
 #[derive(Debug, Args)]
@@ -122,52 +122,25 @@ struct TransferArgs {
     registry: RegistryArgs,
 }
 
-fn dir_usage(path: &std::path::Path) -> (u64, u64) {
-    let mut count = 0;
-    let mut bytes = 0;
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(entry.path());
-            } else {
-                count += 1;
-                bytes += meta.len();
-            }
-        }
-    }
-    (count, bytes)
+/// `cache ls`: the store's parts, as `Store::usage` counts them.
+fn list(store: &Store) -> anyhow::Result<()> {
+    let usage = store.usage()?;
+    let part = |part: Usage| format!("{} ({} bytes)", part.entries, part.bytes);
+    println!("store:     {}", store.root().display());
+    println!("tags:      {}", usage.tags);
+    println!("blobs:     {}", part(usage.blobs));
+    println!("snapshots: {}", part(usage.snapshots));
+    println!("steps:     {}", part(usage.steps));
+    println!("mounts:    {}", part(usage.mounts));
+    println!("derived:   {}", part(usage.derived));
+    println!("total:     {} bytes", usage.total);
+    Ok(())
 }
 
 pub fn run(args: CacheArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store)?;
     match args.command {
-        CacheCommand::Ls => {
-            let (blobs, blob_bytes) = dir_usage(&store.root().join("blobs"));
-            let snapshots = std::fs::read_dir(store.root().join("snapshots"))?.count();
-            let (_, snap_bytes) = dir_usage(&store.root().join("snapshots"));
-            println!("store:     {}", store.root().display());
-            println!("tags:      {}", store.tags()?.len());
-            println!("blobs:     {blobs} ({blob_bytes} bytes)");
-            println!("snapshots: {snapshots} ({snap_bytes} bytes)");
-            println!("steps:     {}", store.cached_steps()?.len());
-            let mounts = std::fs::read_dir(store.root().join("cache/mounts")).map_or(0, |d| {
-                d.flatten()
-                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-                    .count()
-            });
-            let derived = std::fs::read_dir(store.root().join("derived")).map_or(0, |d| d.count());
-            println!(
-                "mounts:    {mounts} ({} bytes)",
-                store.usage_of("cache/mounts")
-            );
-            println!("derived:   {derived} ({} bytes)", store.usage_of("derived"));
-            println!("total:     {} bytes", store.usage());
-        }
+        CacheCommand::Ls => list(&store)?,
         CacheCommand::Prune(prune) => {
             let retention = Retention {
                 all: prune.all,

@@ -8,9 +8,7 @@ use clap::Args;
 use super::progress::CliReporter;
 use super::registry::RegistryArgs;
 use super::{build_options, cancel_on_signals, open_store, LayerArgs, StoreArgs};
-use crate::digest::Digest;
 use crate::pipeline::Pipeline;
-use crate::platform::Platform;
 use crate::release::inventory::{image_sbom, SbomInputs};
 
 /// Write an SPDX 2.3 JSON SBOM of a stored image: every package its
@@ -34,25 +32,16 @@ pub struct SbomArgs {
 
 pub fn run(args: SbomArgs) -> anyhow::Result<()> {
     let store = open_store(&args.store)?;
-    let (descriptor, manifest) = store.resolve(&args.image)?;
-    let config: oci_spec::image::ImageConfiguration =
-        store.read_json(&Digest::try_from(manifest.config().digest())?)?;
-    let platform = Platform::parse(&format!("{}/{}", config.os(), config.architecture())).ok();
-    let epoch = crate::iso::epoch_of(&store, &manifest)?;
     let context = std::env::temp_dir();
     let options = build_options(context, false, &args.layer, args.registry.options()?)?;
     let reporter = CliReporter::new();
     let cancel = cancel_on_signals()?;
     let pipeline = Pipeline::new(&store, &reporter, &cancel)?;
-    let digest = descriptor.digest().to_string();
     let inputs = SbomInputs {
         image: &args.image,
-        digest: &digest,
         composed: &[],
-        epoch,
         distro: None,
         fallback_vendor: "unknown",
-        platform,
     };
     let document = image_sbom(&pipeline, &options, &inputs)
         .with_context(|| format!("cannot make the SBOM of {}", args.image))?;

@@ -383,7 +383,7 @@ pub fn build_iso(
     let (descriptor, manifest) = store.resolve(&image_name)?;
     let image_digest = Digest::try_from(descriptor.digest())?;
     let layers = store.manifest_layers(&manifest)?;
-    let epoch = epoch_of(store, &manifest)?;
+    let epoch = crate::store::image::epoch(&store.image_config(&manifest)?);
     let firmware = match uki {
         Some(_) => Firmware::for_arch(selection.id.arch).uefi_only(),
         None => Firmware::for_arch(selection.id.arch),
@@ -542,20 +542,6 @@ fn existing_image(
         }
     }
     Ok(name)
-}
-
-/// `SOURCE_DATE_EPOCH`, else the image's creation time, else 0.
-pub fn epoch_of(store: &Store, manifest: &oci_spec::image::ImageManifest) -> Result<i64, IsoError> {
-    if let Some(epoch) = crate::store::image::source_date_epoch() {
-        return Ok(epoch);
-    }
-    let config: oci_spec::image::ImageConfiguration =
-        store.read_json(&Digest::try_from(manifest.config().digest())?)?;
-    Ok(config
-        .created()
-        .as_deref()
-        .and_then(crate::store::image::parse_rfc3339)
-        .unwrap_or(0))
 }
 
 /// What GRUB's script lexer reads as more than a plain word character:

@@ -28,6 +28,14 @@ pub enum InventoryError {
     },
 }
 
+impl InventoryError {
+    /// Whether the request is at fault (exit 2): the store has no such
+    /// image.
+    pub fn is_input(&self) -> bool {
+        matches!(self, InventoryError::Store(StoreError::UnknownImage(_)))
+    }
+}
+
 /// An image's installed packages.
 #[derive(Debug, Clone)]
 pub struct Inventory {
@@ -38,20 +46,17 @@ pub struct Inventory {
     pub version: Option<String>,
 }
 
-/// What `image_sbom` describes besides the image's own packages.
+/// The image `image_sbom` describes, and what it says besides the
+/// image's own packages.
 pub struct SbomInputs<'a> {
+    /// A stored image (as `kbuild images` lists it).
     pub image: &'a str,
-    /// `sha256:<hex>` of its manifest.
-    pub digest: &'a str,
     pub composed: &'a [Composed],
-    pub epoch: i64,
     /// The PURL `distro` qualifier, e.g. `debian-bookworm`; by default
     /// the os-release `ID-VERSION_ID` (`debian-12`).
     pub distro: Option<&'a str>,
     /// The namespace when the image has no os-release `ID`.
     pub fallback_vendor: &'a str,
-    /// Where the rpm query runs (the image's platform).
-    pub platform: Option<Platform>,
 }
 
 /// The installed packages of the stored image `image`.
@@ -124,13 +129,20 @@ fn rpm_packages(
     result
 }
 
-/// The SPDX 2.3 document of `inputs.image`.
+/// The SPDX 2.3 document of the stored image `inputs.image`, as
+/// `kbuild sbom` and each release cell write it. The store gives its
+/// manifest digest, its epoch (the document's time) and its platform
+/// (where an rpm query runs).
 pub fn image_sbom(
     pipeline: &Pipeline,
     options: &BuildOptions,
     inputs: &SbomInputs,
 ) -> Result<serde_json::Value, InventoryError> {
-    let found = inventory(pipeline, options, inputs.platform.clone(), inputs.image)?;
+    let store = pipeline.store();
+    let (descriptor, manifest) = store.resolve(inputs.image)?;
+    let config = store.image_config(&manifest)?;
+    let platform = Platform::parse(&format!("{}/{}", config.os(), config.architecture())).ok();
+    let found = inventory(pipeline, options, platform, inputs.image)?;
     let vendor = found
         .vendor
         .clone()
@@ -144,10 +156,10 @@ pub fn image_sbom(
     });
     let subject = Subject {
         image: inputs.image,
-        digest: inputs.digest,
+        digest: descriptor.digest().as_ref(),
         distro: &distro,
         vendor: &vendor,
-        epoch: inputs.epoch,
+        epoch: crate::store::image::epoch(&config),
         creator: &format!("kbuild-{}", env!("CARGO_PKG_VERSION")),
     };
     Ok(sbom::document(

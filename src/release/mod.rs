@@ -42,7 +42,6 @@ use crate::compose::packages::package_key;
 use crate::executor::BuildOptions;
 use crate::iso::{build_iso, IsoError, IsoRequest};
 use crate::pipeline::Pipeline;
-use crate::platform::Platform;
 use crate::project::Project;
 use crate::reference::ImageRef;
 use crate::report::{CellState, Event, Reporter};
@@ -438,7 +437,6 @@ fn build_cell(
         .map_err(|e| failure("image")(&e))?;
     let lock = Lock::load(&project.root).map_err(|e| failure("sbom")(&e))?;
     let composed = composed_packages(&built, &lock, selection.id.arch.as_str());
-    let epoch = iso.epoch;
     let sbom_path = dir.join(format!("{}.spdx.json", cell.name));
     let flavor = cell.request.flavor.clone().unwrap_or_default();
     let family = project
@@ -448,15 +446,12 @@ fn build_cell(
         .unwrap_or_default();
     let inputs = SbomInputs {
         image: &iso.image,
-        digest: &iso.image_digest,
         composed: &composed,
-        epoch,
         distro: Some(&format!(
             "{flavor}-{}",
             cell.request.release.clone().unwrap_or_default()
         )),
         fallback_vendor: &family,
-        platform: Platform::parse(&format!("linux/{}", selection.id.arch)).ok(),
     };
     let sbom = image_sbom(pipeline, &request.options, &inputs).map_err(|e| failure("sbom")(&e))?;
     write_json(&sbom_path, &sbom).map_err(|e| failure("sbom")(&e))?;

@@ -11,7 +11,8 @@ use std::path::PathBuf;
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
-use super::retention::{usage, Retention, RetentionReport};
+use super::retention::{Retention, RetentionReport};
+use super::usage::usage;
 use super::{atomic::TEMP_PREFIX, hash_file, io_at, remove_tree, Result, Store, StoreError};
 use crate::digest::Digest;
 

@@ -176,6 +176,15 @@ pub fn source_date_epoch() -> Option<i64> {
     std::env::var("SOURCE_DATE_EPOCH").ok()?.trim().parse().ok()
 }
 
+/// The time everything made from an image is dated (an ISO's files and
+/// volume, a UKI's signature, an SBOM): `SOURCE_DATE_EPOCH`, else the
+/// image's creation time, else 0. So the same image gives the same bytes.
+pub fn epoch(config: &ImageConfiguration) -> i64 {
+    source_date_epoch()
+        .or_else(|| config.created().as_deref().and_then(parse_rfc3339))
+        .unwrap_or(0)
+}
+
 fn arch_of(name: &str) -> Arch {
     Arch::from(name)
 }

@@ -32,6 +32,7 @@ pub mod image;
 pub mod import;
 mod retention;
 mod snapshot;
+mod usage;
 mod view;
 
 use std::collections::BTreeMap;
@@ -44,6 +45,7 @@ use serde::Serialize;
 
 pub use gc::{FsckReport, PruneReport};
 pub use retention::{Retention, RetentionReport};
+pub use usage::{StoreUsage, Usage};
 
 use crate::digest::{Digest, DigestError, HashingWriter};
 

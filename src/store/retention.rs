@@ -9,19 +9,19 @@
 //! * "Used" is the mtime of the entry's file or directory, which a build
 //!   sets on every hit (see [`Store::mark_used`]), so an old entry that a
 //!   build just reused counts as new.
-//! * Sizes are apparent bytes of everything under the store, directories
-//!   included and hardlinks once (what `du -sb` reports). A layer counts
-//!   as freed only when no tag and no kept entry still holds it, so what
-//!   [`select`] expects to free is what the collection then frees.
+//! * Sizes are [`usage`]'s: apparent bytes, directories included and
+//!   hardlinks once (what `du -sb` reports). A layer counts as freed only
+//!   when no tag and no kept entry still holds it, so what [`select`]
+//!   expects to free is what the collection then frees.
 //! * Tagged images are never touched: when they alone exceed the limit,
 //!   every cache goes and the store stays above it (the report says so).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use super::usage::{subdirs, usage};
 use super::{io_at, remove_tree, Result, Store};
 use crate::digest::Digest;
 
@@ -108,61 +108,13 @@ pub(super) fn select(
     (dropped, total)
 }
 
-/// Apparent bytes under `path` (itself included), hardlinks once.
-pub(super) fn usage(path: &Path) -> u64 {
-    let mut seen = HashSet::new();
-    usage_of(path, &mut seen)
-}
-
-fn usage_of(path: &Path, seen: &mut HashSet<(u64, u64)>) -> u64 {
-    let Ok(meta) = fs::symlink_metadata(path) else {
-        return 0;
-    };
-    if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
-        return 0;
-    }
-    let mut bytes = meta.len();
-    if meta.is_dir() {
-        if let Ok(entries) = fs::read_dir(path) {
-            bytes += entries
-                .flatten()
-                .map(|e| usage_of(&e.path(), seen))
-                .sum::<u64>();
-        }
-    }
-    bytes
-}
-
 fn modified(path: &Path) -> SystemTime {
     fs::symlink_metadata(path)
         .and_then(|m| m.modified())
         .unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
-/// The subdirectories of `dir` (none when it does not exist).
-fn subdirs(dir: &Path) -> Result<Vec<PathBuf>> {
-    match fs::read_dir(dir) {
-        Ok(entries) => Ok(entries
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.path())
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(io_at(dir)(e)),
-    }
-}
-
 impl Store {
-    /// Bytes the whole store takes (apparent sizes, as `du -sb`).
-    pub fn usage(&self) -> u64 {
-        usage(&self.root)
-    }
-
-    /// Bytes under the store's `sub` directory (`cache/mounts`, ...).
-    pub fn usage_of(&self, sub: &str) -> u64 {
-        usage(&self.root.join(sub))
-    }
-
     /// Records that a cache at `path` (a step entry, cache-mount dir or
     /// derived entry) was just used, for the retention's LRU order.
     pub fn mark_used(&self, path: &Path) -> Result<()> {
@@ -339,17 +291,5 @@ mod tests {
         let (dropped, after) = select(candidates, &BTreeSet::new(), 1000, &retention, at(120));
         assert_eq!(dropped, vec![Cache::Mount(PathBuf::from("m"))]);
         assert_eq!(after, 950);
-    }
-
-    #[test]
-    fn usage_counts_directories_and_hardlinks_once() {
-        let dir = tempfile::tempdir().unwrap();
-        fs::write(dir.path().join("a"), [0u8; 1000]).unwrap();
-        fs::hard_link(dir.path().join("a"), dir.path().join("b")).unwrap();
-        fs::create_dir(dir.path().join("sub")).unwrap();
-        fs::write(dir.path().join("sub/c"), [0u8; 10]).unwrap();
-        let dirs = fs::metadata(dir.path()).unwrap().len()
-            + fs::metadata(dir.path().join("sub")).unwrap().len();
-        assert_eq!(usage(dir.path()), dirs + 1010);
     }
 }

@@ -10,8 +10,11 @@
 
 use std::path::Path;
 
+use oci_spec::image::{ImageConfiguration, ImageManifest};
+
 use super::cache::LayerRecord;
 use super::{io_at, Result, Store, StoreError};
+use crate::digest::Digest;
 use crate::rootfs::Root;
 use crate::sandbox::overlay::{self, Overlay};
 
@@ -86,15 +89,15 @@ impl Store {
         self.manifest_layers(&manifest)
     }
 
+    /// The image configuration an image manifest of the store names.
+    pub fn image_config(&self, manifest: &ImageManifest) -> Result<ImageConfiguration> {
+        self.read_json(&Digest::try_from(manifest.config().digest())?)
+    }
+
     /// The layers of an image manifest of the store, bottom first.
-    pub fn manifest_layers(
-        &self,
-        manifest: &oci_spec::image::ImageManifest,
-    ) -> Result<Vec<LayerRecord>> {
-        let name = crate::digest::Digest::try_from(manifest.config().digest())?.to_string();
-        let config: oci_spec::image::ImageConfiguration = self.read_json(
-            &crate::digest::Digest::try_from(manifest.config().digest())?,
-        )?;
+    pub fn manifest_layers(&self, manifest: &ImageManifest) -> Result<Vec<LayerRecord>> {
+        let name = Digest::try_from(manifest.config().digest())?.to_string();
+        let config = self.image_config(manifest)?;
         let diff_ids = config.rootfs().diff_ids();
         if diff_ids.len() != manifest.layers().len() {
             return Err(StoreError::Invalid(format!(
@@ -109,7 +112,7 @@ impl Store {
             .zip(diff_ids)
             .map(|(layer, diff_id)| {
                 Ok(LayerRecord {
-                    digest: crate::digest::Digest::try_from(layer.digest())?,
+                    digest: Digest::try_from(layer.digest())?,
                     diff_id: diff_id.parse()?,
                     size: layer.size(),
                     media_type: layer.media_type().to_string(),

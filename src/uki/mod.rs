@@ -1,6 +1,7 @@
 //! `kbuild uki`: a unified kernel image of an image. The image's own EFI
 //! stub (systemd's) gets the image's kernel, initrd, os-release and
-//! kernel release and the live command line as PE sections ([`pe`]), and
+//! kernel release and the live command line as PE sections
+//! ([`crate::pe::append_sections`]), and
 //! is signed with the user's key when asked, by osslsigncode with the
 //! signing time fixed to the epoch.
 //!
@@ -12,16 +13,13 @@
 //!   fixed signing time are deterministic.
 //! * The output appears whole (temp file beside it, renamed).
 
-pub mod pe;
-
 use std::path::{Path, PathBuf};
 
+use crate::pe::{self, NewSection, PeError};
 use crate::project::flavor::Boot;
 use crate::project::Arch;
 use crate::rootfs::Root;
 use crate::tools::{self, ToolError};
-
-pub use pe::PeError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UkiError {
@@ -36,7 +34,7 @@ pub enum UkiError {
         #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
+    #[error("the EFI stub: {0}")]
     Pe(#[from] PeError),
     #[error("signing: {0}")]
     Sign(#[from] ToolError),
@@ -119,28 +117,28 @@ fn parts(root: &Root, boot: &Boot, arch: Arch) -> Result<Parts, UkiError> {
 /// The unsigned UKI of `parts` booting with `cmdline`.
 fn assemble(parts: &Parts, cmdline: &str) -> Result<Vec<u8>, UkiError> {
     let mut sections = vec![
-        pe::Section {
+        NewSection {
             name: ".osrel",
             data: &parts.os_release,
         },
-        pe::Section {
+        NewSection {
             name: ".cmdline",
             data: cmdline.as_bytes(),
         },
     ];
     if let Some(uname) = &parts.uname {
-        sections.push(pe::Section {
+        sections.push(NewSection {
             name: ".uname",
             data: uname.as_bytes(),
         });
     }
     // The kernel last, as systemd's ukify places it: it may use memory
     // past its section while it decompresses.
-    sections.push(pe::Section {
+    sections.push(NewSection {
         name: ".initrd",
         data: &parts.initrd,
     });
-    sections.push(pe::Section {
+    sections.push(NewSection {
         name: ".linux",
         data: &parts.kernel,
     });
@@ -260,13 +258,10 @@ pub fn build_uki(
         .get(&request.flavor)
         .ok_or_else(|| BuildUkiError::UnknownFlavor(request.flavor.clone()))?;
     let (_, manifest) = store.resolve(&request.image)?;
-    let config: oci_spec::image::ImageConfiguration = store.read_json(
-        &crate::digest::Digest::try_from(manifest.config().digest())
-            .map_err(crate::store::StoreError::from)?,
-    )?;
+    let config = store.image_config(&manifest)?;
     let arch = Arch::parse(&config.architecture().to_string())
         .ok_or_else(|| BuildUkiError::UnknownArch(config.architecture().to_string()))?;
-    let epoch = crate::iso::epoch_of(store, &manifest).map_err(Box::new)?;
+    let epoch = crate::store::image::epoch(&config);
     let layers = store.manifest_layers(&manifest)?;
     let line = cmdline(&flavor.boot, request.extra_cmdline.as_deref());
     if line.chars().any(|c| c.is_control()) {
@@ -308,8 +303,6 @@ pub enum BuildUkiError {
     BadCmdline(String),
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    #[error(transparent)]
-    Iso(#[from] Box<crate::iso::IsoError>),
     #[error(transparent)]
     Uki(#[from] UkiError),
 }
