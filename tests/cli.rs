@@ -606,3 +606,49 @@ fn ci_workflows_run_the_release_script_the_release_test_runs() {
         .unwrap();
     assert!(script.success());
 }
+
+/// A base image no registry serves (a closed port on 127.0.0.1) fails the
+/// job (exit 1) with one `error:` line, its cause once, and the way out.
+#[test]
+fn an_unpullable_base_image_hints_at_base_image() {
+    let dir = project_copy();
+    let flavor = dir.path().join("flavors/alpine.yaml");
+    let text = std::fs::read_to_string(&flavor).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let unreachable = format!("127.0.0.1:{port}/library/alpine:3.20");
+    std::fs::write(
+        &flavor,
+        text.replace("docker.io/library/alpine:3.20", &unreachable),
+    )
+    .unwrap();
+    let store = tempfile::tempdir().unwrap();
+    let out = kbuild(&[
+        "image",
+        "--project",
+        dir.path().to_str().unwrap(),
+        "--flavor",
+        "alpine",
+        "--store",
+        store.path().to_str().unwrap(),
+        "--progress=plain",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let error_lines = err.lines().filter(|l| l.starts_with("error:")).count();
+    assert_eq!(error_lines, 1, "{err}");
+    let cause_lines = err.lines().filter(|l| l.contains("Caused by:")).count();
+    assert_eq!(cause_lines, 1, "{err}");
+    assert!(
+        err.contains(&format!("error: cannot pull {unreachable}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: the flavor's base image cannot be pulled"),
+        "{err}"
+    );
+    assert!(err.contains("--base-image NAME"), "{err}");
+}

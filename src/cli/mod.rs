@@ -135,24 +135,29 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+fn print_error(err: &anyhow::Error) {
+    eprint!("{}", error_report(err));
+}
+
 /// `error:`, then each cause whose text the lines above do not already
 /// show (an error that embeds its source also names it as its cause),
 /// then the first hint.
-fn print_error(err: &anyhow::Error) {
+fn error_report(err: &anyhow::Error) -> String {
     let mut shown = err.to_string();
-    eprintln!("error: {shown}");
+    let mut report = format!("error: {shown}\n");
     for cause in err.chain().skip(1) {
         let text = cause.to_string();
         if shown.contains(&text) {
             continue;
         }
-        eprintln!("  Caused by: {}", text.replace('\n', "\n  "));
+        report.push_str(&format!("  Caused by: {}\n", text.replace('\n', "\n  ")));
         shown.push('\n');
         shown.push_str(&text);
     }
     if let Some(hint) = crate::diagnose::hint(err.as_ref()) {
-        eprintln!("\nhint: {hint}");
+        report.push_str(&format!("\nhint: {hint}\n"));
     }
+    report
 }
 
 /// The job ran and found a problem (exit 1), e.g. fsck found corruption.
@@ -394,6 +399,15 @@ mod tests {
         })
         .context("cannot build Dockerfile");
         assert_eq!(exit_code(&panicked), EXIT_FAILED);
+        let embedded = anyhow::Error::from(crate::boot::BootError::Io {
+            path: "/out/x.iso".into(),
+            source: std::io::Error::other("disk on fire"),
+        })
+        .context("cannot boot");
+        assert_eq!(
+            error_report(&embedded),
+            "error: cannot boot\n  Caused by: /out/x.iso: disk on fire\n"
+        );
         let usage = anyhow::Error::from(UsageError("bad flag".into()));
         assert_eq!(exit_code(&usage), EXIT_USAGE);
     }

@@ -62,6 +62,8 @@ pub enum ComposeError {
     BadLayout { name: String },
     #[error("cannot pull {name}")]
     Pull {
+        /// The flavor's base image (else a package's image).
+        base: bool,
         name: String,
         #[source]
         source: Box<crate::registry::RegistryError>,
@@ -135,16 +137,20 @@ impl ComposeError {
             ComposeError::CheckFailed { .. } => {
                 "fix the spec (each failure above has its own hint), or pass --skip-check"
             }
+            ComposeError::Pull { base: true, .. } => {
+                "the flavor's base image cannot be pulled from here: `kbuild import BASE.tar -t NAME` \
+                 (or `kbuild pull` from a mirror), then pass --base-image NAME"
+            }
+            ComposeError::Pull { base: false, .. } | ComposeError::Download { .. } => {
+                "a package source in packages/*.yaml is unreachable from here: with kbuild.lock \
+                 pinning it and its digest in the store, --locked needs no network; else mirror it \
+                 and point the package file at the mirror"
+            }
             ComposeError::Pipeline(crate::pipeline::PipelineError::Build { source, .. })
                 if matches!(**source, crate::executor::BuildError::Registry(_)) =>
             {
-                "an image the spec names could not be pulled: for the flavor's base, \
-                 `kbuild import BASE.tar -t NAME` (or `kbuild pull` from a mirror) and pass \
-                 --base-image NAME"
-            }
-            ComposeError::Pull { .. } | ComposeError::Download { .. } => {
-                "a package source in packages/*.yaml is unreachable from here: mirror it and \
-                 point the package file at the mirror (kbuild.lock pins what it must resolve to)"
+                "an image the spec names cannot be pulled from here: `kbuild import` or \
+                 `kbuild pull` it from a mirror under the name the spec uses"
             }
             _ => return None,
         };

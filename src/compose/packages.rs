@@ -80,9 +80,11 @@ impl Resolver<'_> {
             }
             // One reference may serve several arches: a store image of
             // another arch is not this one, pull the right one.
-            Ok(_) if !self.is_for_platform(name)? => self.pull(name, pinned.as_deref())?,
+            Ok(_) if !self.is_for_platform(name)? => self.pull(key, name, pinned.as_deref())?,
             Ok(descriptor) => (name.to_string(), descriptor.digest().to_string()),
-            Err(crate::store::StoreError::UnknownImage(_)) => self.pull(name, pinned.as_deref())?,
+            Err(crate::store::StoreError::UnknownImage(_)) => {
+                self.pull(key, name, pinned.as_deref())?
+            }
             Err(e) => return Err(e.into()),
         };
         match pinned {
@@ -146,7 +148,12 @@ impl Resolver<'_> {
     }
 
     /// Pulls `name`, by the locked digest when there is one.
-    fn pull(&self, name: &str, pinned: Option<&str>) -> Result<(String, String), ComposeError> {
+    fn pull(
+        &self,
+        key: &str,
+        name: &str,
+        pinned: Option<&str>,
+    ) -> Result<(String, String), ComposeError> {
         let reference = ImageRef::parse(name).map_err(|source| ComposeError::Reference {
             name: name.to_string(),
             source,
@@ -169,6 +176,7 @@ impl Resolver<'_> {
                 self.reporter,
             ))
             .map_err(|source| ComposeError::Pull {
+                base: key.starts_with("base"),
                 name: name.to_string(),
                 source: Box::new(source),
             })?;
