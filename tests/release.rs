@@ -341,6 +341,7 @@ fn release_shards_sboms_and_a_failing_cell() {
         assert_eq!(composed, expected_composed, "{name}");
         // The image itself is the one other package.
         assert_eq!(packages.len(), deb + composed + 1, "{name}");
+        check_provenance(&out, cell, &store, &project, expected_composed);
     }
     // Core was built once: the standard cells found all its steps cached.
     let report: serde_json::Value =
@@ -437,6 +438,72 @@ fn release_shards_sboms_and_a_failing_cell() {
         serde_json::from_slice(&fs::read(failing.join("manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["cells"].as_array().unwrap().len(), 2, "{manifest}");
     check_sums(&failing);
+}
+
+/// The cell's provenance statement names what was built by digest (the
+/// image as the manifest lists it, the ISO as its bytes hash) and what it
+/// was built from, each by the digest kbuild's inputs really have: the
+/// base image as the store holds it, every composed package (an image as
+/// the store holds it, a download by the sha256 its package file pins)
+/// and the flavor's spec as it hashes; and it claims no more than that.
+fn check_provenance(
+    out: &Path,
+    cell: &serde_json::Value,
+    store: &Path,
+    project: &Path,
+    composed: usize,
+) {
+    let name = cell["cell"].as_str().unwrap();
+    let path = out.join(name).join(format!("{name}.provenance.json"));
+    let statement: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    let sha = |value: &serde_json::Value| {
+        format!("sha256:{}", value["digest"]["sha256"].as_str().unwrap())
+    };
+    let subjects = statement["subject"].as_array().unwrap();
+    assert_eq!(subjects.len(), 2, "{statement}");
+    assert_eq!(subjects[0]["name"], cell["image"], "{statement}");
+    assert_eq!(sha(&subjects[0]), cell["image_digest"].as_str().unwrap());
+    assert_eq!(subjects[1]["name"], format!("{name}.iso"));
+    let iso = fs::read(out.join(name).join(format!("{name}.iso"))).unwrap();
+    assert_eq!(
+        sha(&subjects[1]),
+        format!("sha256:{}", common::sha256_hex(&iso))
+    );
+
+    let stored = kbuild::store::Store::open(store).unwrap();
+    let stored_digest =
+        |reference: &str| stored.descriptor(reference).unwrap().digest().to_string();
+    let pinned: String = fs::read_dir(project.join("packages"))
+        .unwrap()
+        .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    let materials = statement["predicate"]["materials"].as_array().unwrap();
+    assert_eq!(materials.len(), 1 + composed + 1, "{statement}");
+    let base = &materials[0];
+    assert_eq!(base["uri"], "debian:bookworm", "{statement}");
+    assert_eq!(sha(base), stored_digest("debian:bookworm"));
+    for package in &materials[1..=composed] {
+        let uri = package["uri"].as_str().unwrap();
+        let digest = sha(package);
+        if uri.starts_with("http") {
+            assert!(
+                pinned.contains(&digest[7..]),
+                "{uri}: {digest} is not pinned"
+            );
+        } else {
+            assert_eq!(digest, stored_digest(uri), "{uri}");
+        }
+    }
+    let spec = &materials[composed + 1];
+    assert_eq!(spec["uri"], "images/Dockerfile.debian");
+    let spec_bytes = fs::read(project.join("images/Dockerfile.debian")).unwrap();
+    assert_eq!(
+        sha(spec),
+        format!("sha256:{}", common::sha256_hex(&spec_bytes))
+    );
+    let metadata = &statement["predicate"]["metadata"];
+    assert_eq!(metadata["completeness"]["materials"], false, "{statement}");
+    assert_eq!(metadata["reproducible"], false, "{statement}");
 }
 
 /// SIGTERM as the second cell starts (every step cached by the run

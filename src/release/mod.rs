@@ -187,6 +187,8 @@ pub enum ReleaseError {
     },
     #[error("cannot merge: {0}")]
     Merge(String),
+    #[error("{0} is not in kbuild.lock, so the SBOM and provenance cannot name it by digest")]
+    Unlocked(String),
     #[error(transparent)]
     Pipeline(#[from] crate::pipeline::PipelineError),
 }
@@ -436,7 +438,8 @@ fn build_cell(
         .select(&cell.request)
         .map_err(|e| failure("image")(&e))?;
     let lock = Lock::load(&project.root).map_err(|e| failure("sbom")(&e))?;
-    let composed = composed_packages(&built, &lock, selection.id.arch.as_str());
+    let composed = composed_packages(&built.plan.layers, &lock, selection.id.arch.as_str())
+        .map_err(|e| failure("provenance")(&e))?;
     let sbom_path = dir.join(format!("{}.spdx.json", cell.name));
     let flavor = cell.request.flavor.clone().unwrap_or_default();
     let family = project
@@ -468,7 +471,8 @@ fn build_cell(
         ],
         &format!("kbuild/{}", env!("CARGO_PKG_VERSION")),
         serde_json::to_value(&built.plan).unwrap_or_default(),
-        &materials(project, request, &selection, &lock, &composed),
+        &materials(project, request, &selection, &lock, &composed)
+            .map_err(|e| failure("provenance")(&e))?,
     );
     let provenance_path = dir.join(format!("{}.provenance.json", cell.name));
     write_json(&provenance_path, &statement).map_err(|e| failure("provenance")(&e))?;
@@ -508,36 +512,46 @@ fn artifact(out: &Path, path: &Path) -> Result<Artifact, ReleaseError> {
 }
 
 /// The packages the cell's layers composed, with the digests the lock
-/// recorded for them.
-fn composed_packages(built: &ImageReport, lock: &Lock, arch: &str) -> Vec<sbom::Composed> {
-    built
-        .plan
-        .layers
-        .iter()
-        .flat_map(|layer| &layer.packages)
-        .filter_map(|package| {
-            let key = package_key(&package.name, arch);
-            let (source, digest, image) = match (&package.source.image, &package.source.url) {
-                (Some(image), _) => {
-                    let entry = lock.images.get(&key)?;
-                    (image.clone(), entry.digest.clone(), true)
-                }
-                (None, Some(url)) => {
-                    let entry = lock.urls.get(&key)?;
-                    let sha = entry.sha256.trim_start_matches("sha256:");
-                    (url.clone(), format!("sha256:{sha}"), false)
-                }
-                (None, None) => return None,
-            };
-            Some(sbom::Composed {
-                name: package.name.clone(),
-                version: package.version.clone(),
-                digest,
-                source,
-                image,
-            })
-        })
-        .collect()
+/// recorded for them; a package the lock does not know is an error, never
+/// a silent gap in the SBOM and the provenance.
+fn composed_packages(
+    layers: &[crate::compose::LayerPlan],
+    lock: &Lock,
+    arch: &str,
+) -> Result<Vec<sbom::Composed>, ReleaseError> {
+    let unlocked = |name: &str| ReleaseError::Unlocked(format!("composed package {name} ({arch})"));
+    let mut composed = Vec::new();
+    for package in layers.iter().flat_map(|layer| &layer.packages) {
+        let key = package_key(&package.name, arch);
+        let (source, digest, image) = match (&package.source.image, &package.source.url) {
+            (Some(image), _) => {
+                let entry = lock
+                    .images
+                    .get(&key)
+                    .ok_or_else(|| unlocked(&package.name))?;
+                (image.clone(), entry.digest.clone(), true)
+            }
+            (None, Some(url)) => {
+                let entry = lock.urls.get(&key).ok_or_else(|| unlocked(&package.name))?;
+                let sha = entry.sha256.trim_start_matches("sha256:");
+                (url.clone(), format!("sha256:{sha}"), false)
+            }
+            (None, None) => {
+                return Err(ReleaseError::Unlocked(format!(
+                    "composed package {} has no source for {arch}",
+                    package.name
+                )))
+            }
+        };
+        composed.push(sbom::Composed {
+            name: package.name.clone(),
+            version: package.version.clone(),
+            digest,
+            source,
+            image,
+        });
+    }
+    Ok(composed)
 }
 
 fn versions(built: &ImageReport, composed: &[sbom::Composed]) -> BTreeMap<String, String> {
@@ -557,47 +571,90 @@ fn versions(built: &ImageReport, composed: &[sbom::Composed]) -> BTreeMap<String
     versions
 }
 
-/// The base image, the composed packages and the flavor's spec.
+/// The base image, the composed packages and the flavor's spec, each by
+/// digest; one that cannot be named by digest is an error.
 fn materials(
     project: &Project,
     request: &ReleaseRequest,
     selection: &crate::project::Selection,
     lock: &Lock,
     composed: &[sbom::Composed],
-) -> Vec<provenance::Material> {
+) -> Result<Vec<provenance::Material>, ReleaseError> {
     let id = &selection.id;
     let cell = format!("{}/{}/{}", id.flavor, id.flavor_release, id.arch);
     let base_key = match request.base_image {
         Some(_) => format!("base-override {cell}"),
         None => format!("base {cell}"),
     };
-    let mut materials: Vec<provenance::Material> = lock
+    let base = lock
         .images
         .get(&base_key)
-        .map(|entry| provenance::Material {
-            uri: entry.reference.clone(),
-            digest: entry.digest.clone(),
-        })
-        .into_iter()
-        .collect();
+        .ok_or_else(|| ReleaseError::Unlocked(format!("the base image ({base_key})")))?;
+    let mut materials = vec![provenance::Material {
+        uri: base.reference.clone(),
+        digest: base.digest.clone(),
+    }];
     materials.extend(composed.iter().map(|p| provenance::Material {
         uri: p.source.clone(),
         digest: p.digest.clone(),
     }));
     let spec = crate::project::dockerfile_path(&project.root, &id.flavor);
-    if let Ok(hash) = crate::store::hash_file(&spec) {
-        let relative = spec.strip_prefix(&project.root).unwrap_or(&spec);
-        materials.push(provenance::Material {
-            uri: relative.to_string_lossy().into_owned(),
-            digest: hash.to_string(),
-        });
-    }
-    materials
+    let hash = crate::store::hash_file(&spec).map_err(ReleaseError::io(&spec))?;
+    let relative = spec.strip_prefix(&project.root).unwrap_or(&spec);
+    materials.push(provenance::Material {
+        uri: relative.to_string_lossy().into_owned(),
+        digest: hash.to_string(),
+    });
+    Ok(materials)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_composed_package_missing_from_the_lock_is_an_error() {
+        let package = |name: &str, image: bool| crate::compose::PackagePlan {
+            name: name.into(),
+            version: "v1".into(),
+            source: crate::project::package::ArtifactSource {
+                image: image.then(|| format!("quay.io/kairos/{name}:v1")),
+                url: (!image).then(|| format!("https://example.invalid/{name}")),
+                sha256: None,
+                format: None,
+                digest: None,
+            },
+            files: Vec::new(),
+        };
+        let layers = [crate::compose::LayerPlan {
+            layer: "core",
+            packages: vec![package("framework", true), package("k3s", false)],
+        }];
+        let mut lock = Lock::default();
+        lock.images.insert(
+            package_key("framework", "amd64"),
+            crate::compose::lock::LockedImage {
+                reference: "quay.io/kairos/framework:v1".into(),
+                digest: "sha256:aa".into(),
+            },
+        );
+        let err = composed_packages(&layers, &lock, "amd64").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("composed package k3s (amd64) is not in kbuild.lock"),
+            "{err}"
+        );
+        lock.urls.insert(
+            package_key("k3s", "amd64"),
+            crate::compose::lock::LockedUrl {
+                url: "https://example.invalid/k3s".into(),
+                sha256: "bb".into(),
+            },
+        );
+        let composed = composed_packages(&layers, &lock, "amd64").unwrap();
+        let digests: Vec<&str> = composed.iter().map(|c| c.digest.as_str()).collect();
+        assert_eq!(digests, ["sha256:aa", "sha256:bb"]);
+    }
 
     #[test]
     fn errors_read_on_one_line_with_their_causes() {

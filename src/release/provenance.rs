@@ -3,7 +3,10 @@
 //! its version), from what (the base image, every composed package and
 //! the flavor's spec, by digest).
 //!
-//! Invariant: no wall-clock time or host detail goes in, so the same
+//! Invariants: it claims no more than kbuild knows (materials fetched by
+//! RUN steps are not listed, so `completeness.materials` is false, and
+//! nothing has rebuilt the bytes, so `reproducible` is false); no
+//! wall-clock time or host detail goes in, so the same
 //! inputs give the same statement on any runner (sharded releases compare
 //! their SHA256SUMS with an unsharded one).
 
@@ -50,9 +53,12 @@ pub fn statement(
             "builder": { "id": builder },
             "buildType": "https://kbuild.invalid/release/v1",
             "invocation": { "parameters": parameters },
+            // Only what kbuild knows: the parameters are the whole plan;
+            // packages that RUN steps fetch (apt, dnf, apk) are no
+            // materials here, and no second build has checked the bytes.
             "metadata": {
-                "completeness": { "parameters": true, "environment": false, "materials": true },
-                "reproducible": true,
+                "completeness": { "parameters": true, "environment": false, "materials": false },
+                "reproducible": false,
             },
             "materials": materials
                 .iter()
@@ -84,5 +90,8 @@ mod tests {
         assert_eq!(doc["subject"][0]["digest"]["sha256"], "aa");
         assert_eq!(doc["predicate"]["materials"][0]["digest"]["sha256"], "bb");
         assert_eq!(doc["predicate"]["builder"]["id"], "kbuild/0.1.0");
+        let metadata = &doc["predicate"]["metadata"];
+        assert_eq!(metadata["completeness"]["materials"], false);
+        assert_eq!(metadata["reproducible"], false);
     }
 }
