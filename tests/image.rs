@@ -184,9 +184,10 @@ fn images_compose_core_and_standard_and_check_them() {
         &format!("{host}/kairos/packages:edgevpn-utils-0.28.4"),
     );
     // A store that has never seen the package images: kbuild pulls them.
+    // It starts from the run's shared Debian core image (its flavor steps
+    // are cached: tests/common/seed.rs).
     let store_dir = work.path().join("image-store");
-    fs::create_dir(&store_dir).unwrap();
-    let store = store_with_base(&store_dir);
+    let store = common::seed::seeded_store(&store_dir);
     let project_dir = project(&host, &http);
     let cell = Cell {
         project: project_dir.path(),

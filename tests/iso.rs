@@ -27,11 +27,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use common::builds::{assert_clean, stderr, store_with_base};
+use common::builds::{assert_clean, stderr};
 use common::harness::Needs;
 use common::{kbuild, ok, run_ok, standins};
 
-const EPOCH: &str = "1700000000";
+/// The shared Debian image (tests/common/seed.rs) is built with it.
+const EPOCH: &str = common::seed::SEED_EPOCH;
 /// OVMF refusing the boot medium's loader. Its boot options for devices
 /// are named "UEFI QEMU DVD-ROM ...", "UEFI QEMU HARDDISK ..."; its own
 /// EFI shell ("EFI Internal Shell") is refused under Secure Boot too, and
@@ -155,8 +156,8 @@ fn scratch(name: &str) -> tempfile::TempDir {
 fn build_fixture() -> Fixture {
     let work = tempfile::tempdir().unwrap();
     let path = work.path().to_path_buf();
-    let store = store_with_base(&path);
-    standins::import_images(&store);
+    // The Debian core image is the run's shared one (tests/common/seed.rs).
+    let store = common::seed::seeded_store(&path);
     let http = standins::binaries();
     let project = standins::project(&path, &http);
     let out = path.join("out");

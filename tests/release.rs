@@ -24,7 +24,8 @@ use common::harness::Needs;
 use common::registry::Registry;
 use common::{kbuild, standins};
 
-const EPOCH: &str = "1700000000";
+/// The shared Debian image (tests/common/seed.rs) is built with it.
+const EPOCH: &str = common::seed::SEED_EPOCH;
 const ONLY: &str = "kairos-debian-*";
 
 fn release(project: &Path, store: &Path, out: &Path, extra: &[&str]) -> std::process::Output {
@@ -273,8 +274,9 @@ fn release_shards_sboms_and_a_failing_cell() {
     let cache = format!("{}/kbuild/cache:release", registry.host());
     let http = standins::binaries();
     let project = standins::project(work.path(), &http);
-    let store = store_with_pinned_base(&work.path().join("one"), EPOCH);
-    standins::import_images(&store);
+    // The first run starts from the run's shared Debian core image
+    // (tests/common/seed.rs); the shards below start from empty stores.
+    let store = common::seed::seeded_store(&work.path().join("one"));
 
     // One run: every artifact, checked.
     let out = work.path().join("release");

@@ -9,6 +9,7 @@ pub mod evil_tar;
 pub mod harness;
 pub mod http;
 pub mod registry;
+pub mod seed;
 pub mod standins;
 
 use std::collections::BTreeMap;
