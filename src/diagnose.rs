@@ -24,6 +24,32 @@ pub trait Diagnose {
     }
 }
 
+/// A file or directory the user named that cannot be read: bad input
+/// (exit 2), whichever module found it.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}: {source}", path.display())]
+pub struct InputFileError {
+    pub path: std::path::PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl InputFileError {
+    /// For `map_err`: the error of reading `path`.
+    pub fn at(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> InputFileError + '_ {
+        move |source| InputFileError {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+impl Diagnose for InputFileError {
+    fn is_input(&self) -> bool {
+        true
+    }
+}
+
 /// `cause` as an `E`, also when a variant keeps it boxed.
 fn as_error<'a, E: Error + 'static>(cause: &'a (dyn Error + 'static)) -> Option<&'a E> {
     cause
@@ -39,6 +65,7 @@ pub fn diagnosis<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a dyn Diagnos
         };
     }
     first_of!(
+        InputFileError,
         crate::dockerfile::SpecError,
         crate::dockerfile::ParseFileError,
         crate::plan::PlanError,
@@ -105,7 +132,8 @@ impl Diagnose for crate::pipeline::PipelineError {
 
 impl Diagnose for crate::store::StoreError {
     fn is_input(&self) -> bool {
-        matches!(self, crate::store::StoreError::UnknownImage(_))
+        use crate::store::StoreError;
+        matches!(self, StoreError::UnknownImage(_) | StoreError::Input(_))
     }
 }
 
@@ -197,6 +225,10 @@ mod tests {
         assert!(is_input(&unknown));
         let boot = crate::boot::BootError::NoIso("/nonexistent.iso".into());
         assert!(is_input(&boot));
+        let unreadable = std::fs::read("/nonexistent/input.tar")
+            .map_err(InputFileError::at("/nonexistent/input.tar".as_ref()))
+            .unwrap_err();
+        assert!(is_input(&unreadable));
         let interrupted = crate::executor::BuildError::Interrupted;
         assert!(!is_input(&interrupted));
         assert!(diagnosis(&interrupted).is_some());

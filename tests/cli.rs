@@ -652,3 +652,36 @@ fn an_unpullable_base_image_hints_at_base_image() {
     );
     assert!(err.contains("--base-image NAME"), "{err}");
 }
+
+/// A file or directory named on the command line that is not there is bad
+/// input: exit 2, naming the path.
+#[test]
+fn missing_input_files_exit_2() {
+    let store = tempfile::tempdir().unwrap();
+    let store = store.path().to_str().unwrap();
+    for args in [
+        vec![
+            "import",
+            "/nonexistent/base.tar",
+            "-t",
+            "x:y",
+            "--store",
+            store,
+        ],
+        vec!["check", "--rootfs", "/nonexistent/rootfs"],
+        vec![
+            "release",
+            "merge",
+            "/nonexistent/shard-1",
+            "-o",
+            "/nonexistent/out",
+        ],
+        vec!["boot", "/nonexistent/x.iso"],
+        vec!["build", "-f", "/nonexistent/Dockerfile", "/tmp"],
+    ] {
+        let out = kbuild(&args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains("/nonexistent/"), "{args:?}: {err}");
+    }
+}

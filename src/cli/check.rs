@@ -84,7 +84,8 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
     let (subject, report) = match (&args.rootfs, &args.image) {
         (Some(dir), _) => {
             let root = Root::open(dir)
-                .with_context(|| format!("cannot open the root filesystem {}", dir.display()))?;
+                .map_err(crate::diagnose::InputFileError::at(dir))
+                .context("cannot open the root filesystem")?;
             (dir.display().to_string(), check::check(&root, &expect))
         }
         (None, Some(image)) => {

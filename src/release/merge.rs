@@ -82,8 +82,9 @@ fn read_shards(dirs: &[PathBuf]) -> Result<BTreeMap<usize, ShardPart>, ReleaseEr
     let mut shards = BTreeMap::new();
     let mut count = None;
     for dir in dirs {
-        for entry in std::fs::read_dir(dir).map_err(ReleaseError::io(dir))? {
-            let path = entry.map_err(ReleaseError::io(dir))?.path();
+        let unreadable = crate::diagnose::InputFileError::at;
+        for entry in std::fs::read_dir(dir).map_err(unreadable(dir))? {
+            let path = entry.map_err(unreadable(dir))?.path();
             let name = path.file_name().unwrap_or_default().to_string_lossy();
             if !(name.starts_with("manifest-shard-") && name.ends_with(".json")) {
                 continue;
@@ -125,7 +126,7 @@ fn read_shards(dirs: &[PathBuf]) -> Result<BTreeMap<usize, ShardPart>, ReleaseEr
 }
 
 fn read_manifest(path: &Path) -> Result<Manifest, ReleaseError> {
-    let bytes = std::fs::read(path).map_err(ReleaseError::io(path))?;
+    let bytes = std::fs::read(path).map_err(crate::diagnose::InputFileError::at(path))?;
     serde_json::from_slice(&bytes).map_err(|source| ReleaseError::BadManifest {
         path: path.to_path_buf(),
         source,

@@ -185,6 +185,8 @@ pub enum ReleaseError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(transparent)]
+    Input(#[from] crate::diagnose::InputFileError),
     #[error("cannot merge: {0}")]
     Merge(String),
     #[error("{0} is not in kbuild.lock, so the SBOM and provenance cannot name it by digest")]
@@ -206,6 +208,7 @@ impl ReleaseError {
         matches!(
             self,
             ReleaseError::Project(_)
+                | ReleaseError::Input(_)
                 | ReleaseError::Pattern { .. }
                 | ReleaseError::NothingSelected(_)
                 | ReleaseError::BadManifest { .. }

@@ -52,7 +52,7 @@ fn import_into(
 ) -> Result<Descriptor> {
     let rootfs = staging.join("rootfs");
     std::fs::create_dir(&rootfs).map_err(io_at(&rootfs))?;
-    let file = File::open(tarball).map_err(io_at(tarball))?;
+    let file = File::open(tarball).map_err(crate::diagnose::InputFileError::at(tarball))?;
     phase(
         reporter,
         "extract",

@@ -60,6 +60,8 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Input(#[from] crate::diagnose::InputFileError),
     #[error("{}: invalid JSON: {source}", path.display())]
     Json {
         path: PathBuf,
