@@ -496,6 +496,26 @@ mod tests {
         std::fs::write(&outside, b"iso b").unwrap();
         std::fs::remove_file(two.join("b/b.iso")).unwrap();
         std::os::unix::fs::symlink(&outside, two.join("b/b.iso")).unwrap();
+        refused(
+            &[one.clone(), two.clone()],
+            root.path(),
+            "without following a link",
+        );
+        // A link that stays inside the shard, to the very same bytes, is
+        // refused too: the artifact must be the file the manifest names.
+        std::fs::write(two.join("same.iso"), b"iso b").unwrap();
+        std::fs::remove_file(two.join("b/b.iso")).unwrap();
+        std::os::unix::fs::symlink("../same.iso", two.join("b/b.iso")).unwrap();
+        refused(
+            &[one.clone(), two.clone()],
+            root.path(),
+            "without following a link",
+        );
+        // And so is a cell directory that is a link.
+        std::fs::rename(two.join("b"), two.join("b-real")).unwrap();
+        std::fs::remove_file(two.join("b-real/b.iso")).unwrap();
+        std::fs::write(two.join("b-real/b.iso"), b"iso b").unwrap();
+        std::os::unix::fs::symlink("b-real", two.join("b")).unwrap();
         refused(&[one, two], root.path(), "without following a link");
     }
 
