@@ -506,7 +506,7 @@ fn doctor_lists_every_prerequisite_with_hints_for_the_missing() {
 }
 
 #[test]
-fn boot_refuses_a_bad_regex_a_bad_login_and_a_missing_iso() {
+fn boot_refuses_a_bad_regex_a_bad_login_a_bad_kbuild_accel_and_a_missing_iso() {
     let out = Command::new(env!("CARGO_BIN_EXE_kbuild"))
         .args(["boot", "x.iso", "--expect", "("])
         .output()
@@ -524,6 +524,17 @@ fn boot_refuses_a_bad_regex_a_bad_login_and_a_missing_iso() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("--login takes USER:PASS"),
+        "{}",
+        stderr(&out)
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_kbuild"))
+        .args(["boot", "x.iso"])
+        .env("KBUILD_ACCEL", "hvf")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("KBUILD_ACCEL=\"hvf\" is not an accelerator"),
         "{}",
         stderr(&out)
     );

@@ -4,6 +4,11 @@
 //! A command is typed between two markers whose typed form differs from
 //! their printed form (`KBUILD''-BEGIN` prints `KBUILD-BEGIN`), so the
 //! terminal's echo of the command line is never taken for its output.
+//!
+//! Under KVM a console that prints nothing at all for [`SILENT_GRACE`]
+//! ends the wait: firmware and boot loaders write to the serial port
+//! within seconds, so the guest is executing nothing, which nested KVM
+//! can do even after its probe passed.
 
 use std::fs::File;
 use std::io::Write;
@@ -12,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use regex::Regex;
 
+use super::accel::{Acceleration, Accelerator};
 use super::qemu::Machine;
 use super::{BootError, BootRequest, LOGIN_PROMPT, TAIL_LINES};
 use crate::sandbox::Cancel;
@@ -20,6 +26,8 @@ use crate::sandbox::Cancel;
 const AFTER_PASSWORD: &str = r"(?m)[#$] *$|Login incorrect";
 /// How long one login attempt waits for each prompt.
 const ATTEMPT: Duration = Duration::from_secs(45);
+/// How long a console under KVM may print nothing at all.
+const SILENT_GRACE: Duration = Duration::from_secs(60);
 
 pub(super) struct Console<'a> {
     machine: Machine,
@@ -30,6 +38,10 @@ pub(super) struct Console<'a> {
     log: Option<File>,
     show: bool,
     cancel: &'a Cancel,
+    started: Instant,
+    /// How long the console may stay silent from `started`: under KVM
+    /// until it first prints, never under TCG (which may be that slow).
+    silent_grace: Option<Duration>,
 }
 
 impl<'a> Console<'a> {
@@ -45,6 +57,7 @@ impl<'a> Console<'a> {
             })?),
             None => None,
         };
+        let kvm = machine.acceleration.accelerator == Accelerator::Kvm;
         Ok(Console {
             machine,
             text: String::new(),
@@ -52,11 +65,13 @@ impl<'a> Console<'a> {
             log,
             show: request.show_console,
             cancel,
+            started: Instant::now(),
+            silent_grace: kvm.then_some(SILENT_GRACE),
         })
     }
 
-    pub fn accelerator(&self) -> &'static str {
-        self.machine.accelerator
+    pub fn acceleration(&self) -> &Acceleration {
+        &self.machine.acceleration
     }
 
     fn tail(&self) -> Vec<String> {
@@ -75,6 +90,7 @@ impl<'a> Console<'a> {
             .min(Duration::from_millis(200));
         match self.machine.output.recv_timeout(wait) {
             Ok(bytes) => {
+                self.silent_grace = None;
                 if let Some(log) = &mut self.log {
                     let _ = log.write_all(&bytes);
                 }
@@ -107,6 +123,14 @@ impl<'a> Console<'a> {
             }
             if self.cancel.is_cancelled() {
                 return Err(BootError::Cancelled);
+            }
+            if self
+                .silent_grace
+                .is_some_and(|grace| self.started.elapsed() >= grace)
+            {
+                return Err(BootError::SilentUnderKvm {
+                    waited: self.started.elapsed(),
+                });
             }
             if Instant::now() >= deadline {
                 return Err(BootError::Timeout {
@@ -205,5 +229,61 @@ impl<'a> Console<'a> {
             .parse()
             .unwrap_or(-1);
         Ok((output, status))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::boot::{Firmware, Media};
+    use std::process::{Command, Stdio};
+
+    /// A console on `sh -c script` as the guest, under `accelerator`, that
+    /// may stay silent for 300 ms.
+    fn console<'a>(script: &str, accelerator: Accelerator, cancel: &'a Cancel) -> Console<'a> {
+        let child = Command::new("sh")
+            .args(["-c", script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let acceleration = Acceleration {
+            accelerator,
+            reason: "test".into(),
+        };
+        let machine = Machine::attach(child, acceleration, None);
+        let request = BootRequest::example(Firmware::Bios, Media::Cdrom);
+        let mut console = Console::new(machine, &request, cancel).unwrap();
+        if console.silent_grace.is_some() {
+            console.silent_grace = Some(Duration::from_millis(300));
+        }
+        console
+    }
+
+    fn wait(console: &mut Console) -> BootError {
+        let prompt = Regex::new(LOGIN_PROMPT).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        console
+            .wait_for(&prompt, "a login prompt", deadline)
+            .unwrap_err()
+    }
+
+    #[test]
+    fn a_silent_console_under_kvm_fails_early_with_a_hint() {
+        let cancel = Cancel::default();
+        let err = wait(&mut console("exec sleep 30", Accelerator::Kvm, &cancel));
+        assert!(matches!(err, BootError::SilentUnderKvm { .. }), "{err}");
+        assert!(err.to_string().contains("silent"), "{err}");
+        assert!(err.hint().unwrap().contains("--accel tcg"), "{err}");
+    }
+
+    #[test]
+    fn a_console_that_spoke_or_tcg_waits_to_the_deadline() {
+        let cancel = Cancel::default();
+        let spoke = "echo SeaBIOS; exec sleep 30";
+        let err = wait(&mut console(spoke, Accelerator::Kvm, &cancel));
+        assert!(matches!(err, BootError::Timeout { .. }), "{err}");
+        let err = wait(&mut console("exec sleep 30", Accelerator::Tcg, &cancel));
+        assert!(matches!(err, BootError::Timeout { .. }), "{err}");
     }
 }

@@ -2,7 +2,9 @@
 //! expectations on what the console shows.
 //!
 //! ```text
-//! qemu (KVM when /dev/kvm opens, else TCG -cpu max), no network
+//! accelerator: --accel auto (default): KVM if a probe guest executes, else
+//!              TCG -cpu max; --accel kvm | tcg: as asked, no probe
+//! qemu, no network
 //!   firmware: SeaBIOS | OVMF (a private copy of its variable store)
 //!   medium:   CD-ROM (AHCI) | USB stick (xHCI mass storage), read-only
 //!   serial:   stdio  -> console text -> [--serial-log], [stderr]
@@ -11,12 +13,20 @@
 //! [--run CMD]   type CMD between two markers, take its output and status
 //! ```
 //!
+//! The KVM probe ([`probe_kvm`]) boots 64 KiB of firmware of our own, with
+//! the boot's machine and CPU, that writes a marker to COM1: only a guest
+//! that executes proves KVM, since under nested virtualisation `/dev/kvm`
+//! opens and a KVM guest starts, yet may execute nothing.
+//!
 //! Invariants:
 //! * QEMU gets an argument vector and a medium it cannot write; it is
 //!   killed when the run ends, however it ends (timeout, Ctrl-C, error).
 //! * The guest has no network device: a boot test sends no traffic.
 //! * A timeout is an error carrying the last console lines.
+//! * Under KVM, a console silent from the start for a grace period is an
+//!   error (the guest executes nothing), not a wait until the timeout.
 
+mod accel;
 mod console;
 mod qemu;
 
@@ -25,7 +35,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-pub use qemu::{kvm_works, ovmf, ovmf_secure, Firmware, Media};
+pub use accel::{
+    probe_guest, probe_kvm, AccelChoice, Accelerator, GuestFailure, KvmVerdict, KVM_DEVICE,
+    PROBE_DEADLINE,
+};
+pub use qemu::{ovmf, ovmf_secure, Firmware, Media};
 
 use crate::sandbox::Cancel;
 use crate::tools::ToolError;
@@ -55,12 +69,36 @@ pub struct BootRequest {
     /// Copy the console to stderr as it comes.
     pub show_console: bool,
     pub memory_mib: u32,
+    pub accel: AccelChoice,
+}
+
+#[cfg(test)]
+impl BootRequest {
+    /// A request for the tests: `/out/a b.iso`, login prompt, 1 s.
+    fn example(firmware: Firmware, media: Media) -> BootRequest {
+        BootRequest {
+            iso: "/out/a b.iso".into(),
+            firmware,
+            vars: None,
+            media,
+            timeout: Duration::from_secs(1),
+            expect: regex::Regex::new(LOGIN_PROMPT).unwrap(),
+            login: None,
+            run: None,
+            expect_output: None,
+            serial_log: None,
+            show_console: false,
+            memory_mib: 2048,
+            accel: AccelChoice::Auto,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct BootReport {
-    /// `kvm` or `tcg`.
-    pub accelerator: &'static str,
+    pub accelerator: Accelerator,
+    /// Why: the probe's verdict, or that it was asked for.
+    pub accelerator_reason: String,
     /// The console text that matched `expect`.
     pub matched: String,
     pub seconds_to_match: f64,
@@ -111,6 +149,14 @@ pub enum BootError {
         regex: String,
         output: String,
     },
+    #[error("KVM was asked for, but {} cannot be opened read-write", device.display())]
+    KvmUnavailable {
+        device: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the console stayed silent for {}s under KVM: the guest seems to execute nothing", waited.as_secs())]
+    SilentUnderKvm { waited: Duration },
     #[error("interrupted")]
     Cancelled,
 }
@@ -124,6 +170,12 @@ impl BootError {
             ),
             BootError::Timeout { .. } => Some(
                 "without KVM a live system takes minutes to boot: raise --timeout, or see the whole console with --serial-log FILE".into(),
+            ),
+            BootError::KvmUnavailable { .. } => Some(
+                "boot under TCG with --accel tcg (or KBUILD_ACCEL=tcg), or let the probe decide with --accel auto".into(),
+            ),
+            BootError::SilentUnderKvm { .. } => Some(
+                "this host's KVM starts guests that may never run (nested virtualisation): boot under TCG with --accel tcg (or KBUILD_ACCEL=tcg)".into(),
             ),
             _ => None,
         }
@@ -155,8 +207,10 @@ pub fn boot(request: &BootRequest, cancel: &Cancel) -> Result<BootReport, BootEr
         }
         None => (None, None),
     };
+    let acceleration = console.acceleration().clone();
     Ok(BootReport {
-        accelerator: console.accelerator(),
+        accelerator: acceleration.accelerator,
+        accelerator_reason: acceleration.reason,
         matched,
         seconds_to_match,
         output,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver};
 
+use super::accel::{self, Acceleration, Accelerator};
 use super::{BootError, BootRequest};
 use crate::tools::{self, Located};
 
@@ -73,7 +74,7 @@ pub struct Machine {
     pub stdin: ChildStdin,
     /// Console bytes as they come; closed when QEMU ends.
     pub output: Receiver<Vec<u8>>,
-    pub accelerator: &'static str,
+    pub acceleration: Acceleration,
     /// This run's copy of the UEFI variable store, removed on drop.
     vars: Option<PathBuf>,
 }
@@ -86,57 +87,6 @@ impl Drop for Machine {
             let _ = std::fs::remove_file(vars);
         }
     }
-}
-
-/// Whether KVM can be used: `/dev/kvm` opens for reading and writing and
-/// a paused guest with the host's CPU starts. Under nested virtualisation
-/// `/dev/kvm` may open yet QEMU abort setting up the vCPU, so the device
-/// alone proves nothing.
-pub fn kvm_works(qemu: &Located) -> bool {
-    let device = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm");
-    if device.is_err() {
-        return false;
-    }
-    let probe = qemu
-        .command([
-            "-machine",
-            "q35",
-            "-accel",
-            "kvm",
-            "-cpu",
-            "host",
-            "-m",
-            "64",
-            "-nodefaults",
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-serial",
-            "none",
-            "-S",
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    let Ok(mut probe) = probe else {
-        return false;
-    };
-    let started = std::time::Instant::now();
-    let alive = loop {
-        match probe.try_wait() {
-            Ok(Some(_)) | Err(_) => break false,
-            Ok(None) if started.elapsed() > std::time::Duration::from_millis(1500) => break true,
-            Ok(None) => std::thread::sleep(std::time::Duration::from_millis(50)),
-        }
-    };
-    let _ = probe.kill();
-    let _ = probe.wait();
-    alive
 }
 
 /// The OVMF code and variable-store template this host has.
@@ -179,7 +129,7 @@ fn private_vars(template: &Path) -> Result<PathBuf, BootError> {
 /// QEMU's arguments for `request`, with the variable store at `vars`.
 pub(super) fn arguments(
     request: &BootRequest,
-    kvm: bool,
+    accelerator: Accelerator,
     ovmf: Option<(&str, &Path)>,
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
@@ -193,10 +143,7 @@ pub(super) fn arguments(
         "-smp",
         "2",
     ]);
-    match kvm {
-        true => push(&["-accel", "kvm", "-cpu", "host"]),
-        false => push(&["-accel", "tcg", "-cpu", "max"]),
-    }
+    push(&accelerator.qemu_arguments());
     push(&[
         "-nodefaults",
         "-vga",
@@ -249,7 +196,7 @@ pub(super) fn arguments(
 impl Machine {
     pub fn start(request: &BootRequest) -> Result<Machine, BootError> {
         let qemu: Located = tools::locate(&tools::QEMU_X86_64)?;
-        let kvm = kvm_works(&qemu);
+        let acceleration = accel::choose(request.accel, &qemu.path, Path::new(accel::KVM_DEVICE))?;
         let firmware = match request.firmware {
             Firmware::Bios => None,
             Firmware::Uefi => Some(ovmf()?),
@@ -263,8 +210,8 @@ impl Machine {
             }
         };
         let ovmf = code.zip(vars.as_deref());
-        let mut child = qemu
-            .command(arguments(request, kvm, ovmf))
+        let child = qemu
+            .command(arguments(request, acceleration.accelerator, ovmf))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -273,6 +220,15 @@ impl Machine {
                 path: qemu.path.clone(),
                 source,
             })?;
+        Ok(Machine::attach(child, acceleration, vars))
+    }
+
+    /// A machine around `child`, whose stdin and stdout are piped.
+    pub(super) fn attach(
+        mut child: Child,
+        acceleration: Acceleration,
+        vars: Option<PathBuf>,
+    ) -> Machine {
         let stdin = child.stdin.take().expect("piped");
         let mut stdout = child.stdout.take().expect("piped");
         let (sender, output) = mpsc::channel();
@@ -284,13 +240,13 @@ impl Machine {
                 }
             }
         });
-        Ok(Machine {
+        Machine {
             child,
             stdin,
             output,
-            accelerator: if kvm { "kvm" } else { "tcg" },
+            acceleration,
             vars,
-        })
+        }
     }
 
     /// How QEMU ended, if it has.
@@ -308,20 +264,7 @@ mod tests {
     use super::*;
 
     fn request(firmware: Firmware, media: Media) -> BootRequest {
-        BootRequest {
-            iso: "/out/a b.iso".into(),
-            firmware,
-            vars: None,
-            media,
-            timeout: std::time::Duration::from_secs(1),
-            expect: regex::Regex::new(super::super::LOGIN_PROMPT).unwrap(),
-            login: None,
-            run: None,
-            expect_output: None,
-            serial_log: None,
-            show_console: false,
-            memory_mib: 2048,
-        }
+        BootRequest::example(firmware, media)
     }
 
     fn text(args: &[OsString]) -> String {
@@ -333,7 +276,11 @@ mod tests {
 
     #[test]
     fn a_read_only_medium_no_network_and_the_serial_port_on_stdio() {
-        let cd = arguments(&request(Firmware::Bios, Media::Cdrom), false, None);
+        let cd = arguments(
+            &request(Firmware::Bios, Media::Cdrom),
+            Accelerator::Tcg,
+            None,
+        );
         let shown = text(&cd);
         assert!(shown.contains("-accel tcg -cpu max"), "{shown}");
         assert!(shown.contains("-nic none"), "{shown}");
@@ -345,7 +292,7 @@ mod tests {
         assert!(!shown.contains("pflash"), "{shown}");
         let usb = text(&arguments(
             &request(Firmware::Uefi, Media::Usb),
-            true,
+            Accelerator::Kvm,
             Some(("/ovmf/CODE.fd", Path::new("/tmp/vars.fd"))),
         ));
         assert!(usb.contains("-accel kvm -cpu host"), "{usb}");
@@ -366,7 +313,7 @@ mod tests {
     fn secure_boot_turns_on_smm_and_the_flash_s_secure_mode() {
         let secure = text(&arguments(
             &request(Firmware::UefiSecure, Media::Cdrom),
-            false,
+            Accelerator::Tcg,
             Some(("/ovmf/CODE.secboot.fd", Path::new("/tmp/vars.fd"))),
         ));
         assert!(secure.contains("-machine q35,smm=on"), "{secure}");

@@ -1,5 +1,6 @@
 //! `kbuild boot`: an ISO in QEMU on a serial console.
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -7,13 +8,17 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use super::{cancel_on_signals, progress, UsageError};
-use crate::boot::{boot, BootRequest, Firmware, Media, LOGIN_PROMPT};
+use crate::boot::{boot, AccelChoice, BootRequest, Firmware, Media, LOGIN_PROMPT};
 
-/// Boot an ISO in QEMU (KVM when /dev/kvm works, else TCG with -cpu max)
-/// with its serial console on this terminal, and exit 0 when the expected
-/// text appears (default: a login prompt), 1 on timeout with the last
-/// console lines. With --login and --run, log in on the console, run a
-/// command and check its output. The guest has no network.
+/// The environment's default for `--accel`.
+const ACCEL_VARIABLE: &str = "KBUILD_ACCEL";
+
+/// Boot an ISO in QEMU (KVM when a probe guest executes under it, else
+/// TCG with -cpu max; see --accel) with its serial console on this
+/// terminal, and exit 0 when the expected text appears (default: a login
+/// prompt), 1 on timeout with the last console lines. With --login and
+/// --run, log in on the console, run a command and check its output. The
+/// guest has no network.
 #[derive(Debug, Args)]
 pub struct BootArgs {
     /// The ISO to boot.
@@ -50,6 +55,17 @@ pub struct BootArgs {
     /// Guest memory in MiB.
     #[arg(long, value_name = "MIB", default_value_t = 2048)]
     memory: u32,
+    /// auto: KVM if a probe guest executes under it, else TCG; kvm, tcg:
+    /// that one, without the probe. Default: $KBUILD_ACCEL, else auto.
+    #[arg(long, value_enum)]
+    accel: Option<AccelArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AccelArg {
+    Auto,
+    Kvm,
+    Tcg,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -63,6 +79,27 @@ enum FirmwareArg {
 enum MediaArg {
     Cdrom,
     Usb,
+}
+
+/// `--accel`, else `KBUILD_ACCEL` (unset or empty: auto).
+fn accel_choice(flag: Option<AccelArg>, env: Option<OsString>) -> Result<AccelChoice, UsageError> {
+    let arg = match (flag, env) {
+        (Some(arg), _) => arg,
+        (None, Some(value)) if !value.is_empty() => value
+            .to_str()
+            .and_then(|text| AccelArg::from_str(text, true).ok())
+            .ok_or_else(|| {
+                UsageError(format!(
+                    "{ACCEL_VARIABLE}={value:?} is not an accelerator: use auto, kvm or tcg"
+                ))
+            })?,
+        (None, _) => AccelArg::Auto,
+    };
+    Ok(match arg {
+        AccelArg::Auto => AccelChoice::Auto,
+        AccelArg::Kvm => AccelChoice::Kvm,
+        AccelArg::Tcg => AccelChoice::Tcg,
+    })
 }
 
 fn regex(flag: &str, text: &str) -> anyhow::Result<regex::Regex> {
@@ -110,18 +147,43 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
         serial_log: args.serial_log.clone(),
         show_console: progress::mode() != progress::Mode::Quiet,
         memory_mib: args.memory,
+        accel: accel_choice(args.accel, std::env::var_os(ACCEL_VARIABLE))?,
     };
     let cancel = cancel_on_signals()?;
     let report = boot(&request, &cancel)
         .with_context(|| format!("booting {} failed", args.iso.display()))?;
     eprintln!(
-        "\nboot      matched {:?} after {:.0}s ({})",
+        "\nboot      matched {:?} after {:.0}s ({}: {})",
         report.matched.trim(),
         report.seconds_to_match,
-        report.accelerator
+        report.accelerator,
+        report.accelerator_reason
     );
     if let Some(output) = &report.output {
         print!("{output}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_wins_over_kbuild_accel_which_must_name_an_accelerator() {
+        let env = |text: &str| Some(OsString::from(text));
+        assert_eq!(accel_choice(None, None).unwrap(), AccelChoice::Auto);
+        assert_eq!(accel_choice(None, env("")).unwrap(), AccelChoice::Auto);
+        assert_eq!(accel_choice(None, env("TCG")).unwrap(), AccelChoice::Tcg);
+        assert_eq!(
+            accel_choice(Some(AccelArg::Kvm), env("tcg")).unwrap(),
+            AccelChoice::Kvm
+        );
+        assert_eq!(
+            accel_choice(Some(AccelArg::Tcg), env("bogus")).unwrap(),
+            AccelChoice::Tcg
+        );
+        let err = accel_choice(None, env("hvf")).unwrap_err();
+        assert!(err.to_string().starts_with("KBUILD_ACCEL=\"hvf\""), "{err}");
+    }
 }

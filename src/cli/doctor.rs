@@ -1,6 +1,8 @@
 //! `kbuild doctor`: what this host has of what kbuild needs, with a hint
 //! for whatever is missing.
 
+use std::path::Path;
+
 use clap::Args;
 use serde::Serialize;
 
@@ -72,6 +74,27 @@ fn tool_item(tool: &'static tools::Tool) -> Item {
     }
 }
 
+/// KVM as `kbuild boot --accel auto` decides it: a probe guest must
+/// execute. Optional, so never missing.
+fn kvm_item() -> Item {
+    use crate::boot::{probe_kvm, KVM_DEVICE, PROBE_DEADLINE};
+    let verdict = tools::locate(&tools::QEMU_X86_64)
+        .map(|qemu| probe_kvm(&qemu.path, Path::new(KVM_DEVICE), PROBE_DEADLINE));
+    Item {
+        name: "kvm".into(),
+        purpose: "fast `kbuild boot` (optional: QEMU falls back to TCG)".into(),
+        ok: true,
+        detail: match verdict {
+            Ok(verdict) if verdict.works() => verdict.to_string(),
+            Ok(verdict) => format!("not used: {verdict}; boots use TCG (slower)"),
+            Err(_) => {
+                "not probed: no qemu-system-x86_64 to run a guest; boots use TCG (slower)".into()
+            }
+        },
+        hint: None,
+    }
+}
+
 /// Root, overlayfs, and KVM (optional: boots fall back to TCG).
 fn host_items() -> Vec<Item> {
     let root = rustix::process::geteuid().is_root();
@@ -79,8 +102,6 @@ fn host_items() -> Vec<Item> {
     let overlay = filesystems
         .lines()
         .any(|l| l.trim_end().ends_with("overlay"));
-    let kvm = crate::tools::locate(&crate::tools::QEMU_X86_64)
-        .is_ok_and(|qemu| crate::boot::kvm_works(&qemu));
     let ovmf = crate::boot::ovmf();
     let ovmf_secure = crate::boot::ovmf_secure();
     vec![
@@ -104,16 +125,7 @@ fn host_items() -> Vec<Item> {
             },
             hint: (!overlay).then(|| "load it with `modprobe overlay`".into()),
         },
-        Item {
-            name: "kvm".into(),
-            purpose: "fast `kbuild boot` (optional: QEMU falls back to TCG)".into(),
-            ok: true,
-            detail: match kvm {
-                true => "/dev/kvm starts a guest".into(),
-                false => "no working KVM: boots use TCG (slower)".into(),
-            },
-            hint: None,
-        },
+        kvm_item(),
         Item {
             name: "ovmf".into(),
             purpose: "UEFI firmware for `kbuild boot --firmware uefi`".into(),
