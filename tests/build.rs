@@ -333,7 +333,20 @@ fn sigint_during_a_long_run_kills_the_sandbox_and_cleans_up() {
         log.iter().any(|l| l.contains("] started")),
         "the RUN never started: {log:#?}"
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // The signal must find the sleepers running in the sandbox, or the
+    // check that none survives proves nothing.
+    let running = |pattern: &str| {
+        let found = Command::new("pgrep")
+            .args(["-f", pattern])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&found.stdout).trim().is_empty()
+    };
+    let seen_by = Instant::now() + Duration::from_secs(30);
+    while !running(&sleeper) && Instant::now() < seen_by {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(running(&sleeper), "the sleepers never ran: {log:#?}");
     rustix::process::kill_process(
         rustix::process::Pid::from_child(&child),
         rustix::process::Signal::INT,
@@ -354,14 +367,7 @@ fn sigint_during_a_long_run_kills_the_sandbox_and_cleans_up() {
         waited < Duration::from_secs(30),
         "kbuild took {waited:?} to stop"
     );
-    let sleepers = Command::new("pgrep")
-        .args(["-f", &sleeper])
-        .output()
-        .unwrap();
-    assert!(
-        String::from_utf8_lossy(&sleepers.stdout).trim().is_empty(),
-        "sandbox processes survived"
-    );
+    assert!(!running(&sleeper), "sandbox processes survived");
     assert_clean(&store);
 }
 

@@ -585,10 +585,15 @@ fn ci_workflows_run_the_release_script_the_release_test_runs() {
     assert_eq!(listed, expected);
     assert_eq!(
         lines(&github["jobs"]["shard"]["steps"], "run"),
-        [format!(
-            "ci/release.sh shard ${{{{ matrix.shard }}}}/{count}"
-        )]
+        [format!("ci/release.sh shard \"$SHARD/{count}\"")]
     );
+    let shard_env = &github["jobs"]["shard"]["steps"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|step| step["env"]["SHARD"].is_string())
+        .expect("a step that passes the shard through SHARD")["env"]["SHARD"];
+    assert_eq!(shard_env.as_str(), Some("${{ matrix.shard }}"));
     assert_eq!(github["jobs"]["merge"]["needs"].as_str(), Some("shard"));
     assert_eq!(
         lines(&github["jobs"]["merge"]["steps"], "run"),

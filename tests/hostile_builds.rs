@@ -330,8 +330,12 @@ fn run_case(c: &Case, store: &Path, n: usize) -> Result<(), String> {
     (c.setup)(&env);
     let _ = fs::remove_dir_all(&env.host);
     let sentinel = Sentinel::take(&env);
+    // zstd layers here (the build suite writes gzip ones), so the secret
+    // scan reads both kinds of blob.
     let mut args: Vec<String> = vec![
         "build".into(),
+        "--compression".into(),
+        "zstd".into(),
         "--store".into(),
         store.display().to_string(),
         env.context.display().to_string(),

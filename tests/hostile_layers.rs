@@ -623,6 +623,8 @@ fn cases() -> Vec<Case> {
                     x.iter().all(|(k, _)| !k.starts_with(b"trusted.overlay.")),
                     "{x:?}"
                 );
+                // The layer's other xattrs did land: the check read some.
+                assert!(x.iter().any(|(k, _)| k == b"user.kept"), "{x:?}");
             },
         ),
     ]

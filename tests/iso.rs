@@ -27,6 +27,8 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use regex::Regex;
+
 use common::builds::{assert_clean, stderr};
 use common::harness::Needs;
 use common::{kbuild, ok, run_ok, standins};
@@ -206,11 +208,18 @@ fn build_fixture() -> Fixture {
     }
 }
 
-/// `kbuild boot` with `extra`; the console goes to `<work>/<label>.log`.
+/// Where `boot(label, ..)` writes the console.
+fn serial_log(label: &str) -> PathBuf {
+    fixture()
+        .work
+        .join("serial-logs")
+        .join(format!("{label}.log"))
+}
+
+/// `kbuild boot` with `extra`; the console goes to `serial_log(label)`.
 fn boot(label: &str, iso: &Path, extra: &[&str]) -> Output {
-    let logs = fixture().work.join("serial-logs");
-    fs::create_dir_all(&logs).unwrap();
-    let log = logs.join(format!("{label}.log"));
+    let log = serial_log(label);
+    fs::create_dir_all(log.parent().unwrap()).unwrap();
     let mut args = vec![
         "boot",
         iso.to_str().unwrap(),
@@ -364,6 +373,18 @@ fn core_iso_is_refused_by_secure_boot_without_its_signers_key() {
     assert_refused("ovmf-secure-own-keys", &f.core_iso, "cdrom", Some(&vars));
 }
 
+/// The sections kbuild adds to a UKI, in the order `objdump -h` lists
+/// them (address order), taken from its listing.
+fn added_sections_in_address_order(headers: &str) -> Vec<String> {
+    const ADDED: [&str; 5] = [".osrel", ".cmdline", ".uname", ".initrd", ".linux"];
+    headers
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(1))
+        .filter(|name| ADDED.contains(name))
+        .map(str::to_string)
+        .collect()
+}
+
 /// OVMF enforcing Secure Boot (with the variable store `vars`, else
 /// Microsoft's keys) refuses the loader of `medium` attached as `media`.
 fn assert_refused(label: &str, medium: &Path, media: &str, vars: Option<&Path>) {
@@ -384,7 +405,13 @@ fn assert_refused(label: &str, medium: &Path, media: &str, vars: Option<&Path>) 
         "{label}: not refused: {}",
         stderr(&out)
     );
-    assert!(!stderr(&out).contains("login:"), "{}", stderr(&out));
+    // `--quiet` keeps the console off stderr: the serial log holds it.
+    let console = fs::read_to_string(serial_log(label)).unwrap();
+    assert!(
+        Regex::new(REFUSED).unwrap().is_match(&console),
+        "{label}: {console}"
+    );
+    assert!(!console.contains("login:"), "{label}: {console}");
 }
 
 /// `efi` as the removable-media loader of a bare FAT disk beside it (no
@@ -511,12 +538,8 @@ fn a_signed_uki_boots_under_secure_boot_with_its_own_keys_only() {
         .output()
         .unwrap();
     let headers = String::from_utf8_lossy(&headers.stdout).into_owned();
-    let order: Vec<&str> = [".osrel", ".cmdline", ".uname", ".initrd", ".linux"]
-        .into_iter()
-        .filter(|name| headers.contains(&format!(" {name} ")))
-        .collect();
     assert_eq!(
-        order,
+        added_sections_in_address_order(&headers),
         [".osrel", ".cmdline", ".uname", ".initrd", ".linux"],
         "{headers}"
     );
@@ -742,7 +765,23 @@ fn iso_has_bios_and_uefi_boot_a_gpt_esp_a_checksum_and_is_cached() {
         String::from_utf8_lossy(&sums.stdout)
     );
 
-    // Unchanged inputs: nothing is made or written again.
+    // Unchanged inputs: nothing is made or written again (the files
+    // themselves say so, not only the report).
+    let untouched = |path: &Path| {
+        use std::os::unix::fs::MetadataExt;
+        let meta = fs::metadata(path).unwrap();
+        let bytes = fs::read(path).unwrap();
+        (
+            meta.ino(),
+            meta.mtime(),
+            meta.mtime_nsec(),
+            meta.ctime(),
+            meta.ctime_nsec(),
+            common::sha256_hex(&bytes),
+        )
+    };
+    let sums_path = f.core_iso.with_extension("iso.sha256");
+    let before = (untouched(&f.core_iso), untouched(&sums_path));
     let (p, s) = (f.project.to_str().unwrap(), f.store.to_str().unwrap());
     let out_dir = f.core_iso.parent().unwrap().to_str().unwrap().to_string();
     let report_path = f.work.join("again.json");
@@ -758,6 +797,11 @@ fn iso_has_bios_and_uefi_boot_a_gpt_esp_a_checksum_and_is_cached() {
         serde_json::from_slice(&fs::read(&report_path).unwrap()).unwrap();
     assert_eq!(again["parts_cached"], true, "{again}");
     assert_eq!(again["assembled"], false, "{again}");
+    assert_eq!(
+        (untouched(&f.core_iso), untouched(&sums_path)),
+        before,
+        "the ISO or its .sha256 was written again"
+    );
 
     // An overlay changes the ISO, not its parts.
     let overlaid_dir = scratch("overlaid");

@@ -438,7 +438,8 @@ fn unknown_images_and_bad_destinations_are_usage_errors() {
         &["import", "/nonexistent.tar", "-t", "x", "--store", s],
         &[],
     );
-    assert_eq!(out.status.code(), Some(1));
+    // A file named on the command line that is not there: bad input.
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.tar"));
 }
 

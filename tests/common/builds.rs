@@ -77,21 +77,33 @@ pub fn write(path: &Path, text: &str) {
 pub fn assert_absent_from_blobs(store: &Path, needle: &str) {
     for entry in fs::read_dir(store.join("blobs/sha256")).unwrap() {
         let path = entry.unwrap().path();
-        let raw = fs::read(&path).unwrap();
-        let mut text = raw.clone();
-        if raw.starts_with(&[0x1f, 0x8b]) {
-            text.clear();
-            use std::io::Read;
-            flate2::read::MultiGzDecoder::new(&raw[..])
-                .read_to_end(&mut text)
-                .unwrap();
-        }
+        let text = decompressed(&fs::read(&path).unwrap());
         assert!(
             !text.windows(needle.len()).any(|w| w == needle.as_bytes()),
             "{} contains the secret",
             path.display()
         );
     }
+}
+
+/// A blob's bytes as tar sees them: gzip and zstd (by their magic bytes)
+/// decompressed, anything else as it is.
+fn decompressed(raw: &[u8]) -> Vec<u8> {
+    use std::io::Read;
+    let mut text = Vec::new();
+    if raw.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::MultiGzDecoder::new(raw)
+            .read_to_end(&mut text)
+            .unwrap();
+    } else if raw.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        zstd::stream::read::Decoder::new(raw)
+            .unwrap()
+            .read_to_end(&mut text)
+            .unwrap();
+    } else {
+        text = raw.to_vec();
+    }
+    text
 }
 
 /// A package stand-in: `files` (path, content, mode), owned by root, as a
