@@ -34,7 +34,7 @@ pub fn write(dest: &Path, bytes: &[u8]) -> io::Result<()> {
 /// is never readable by others, not even before a chmod.
 pub fn write_with_mode(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = dest.parent().unwrap_or(Path::new("."));
+    let dir = parent_dir(dest);
     let tmp = temp_path_in(dir);
     let result = (|| {
         let mut f = fs::OpenOptions::new()
@@ -51,4 +51,25 @@ pub fn write_with_mode(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// The directory `dest` is in: `.` for a bare file name, whose parent is
+/// "" (which cannot be opened to fsync).
+fn parent_dir(dest: &Path) -> &Path {
+    match dest.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_file_name_is_in_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("bare.json")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("out/x.json")), Path::new("out"));
+        assert_eq!(parent_dir(Path::new("/x.json")), Path::new("/"));
+    }
 }
