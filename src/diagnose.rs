@@ -82,6 +82,7 @@ pub fn diagnosis<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a dyn Diagnos
         crate::keys::KeyError,
         crate::uki::BuildUkiError,
         crate::release::inventory::InventoryError,
+        crate::verify::VerifyError,
     )
 }
 
@@ -232,5 +233,20 @@ mod tests {
         let interrupted = crate::executor::BuildError::Interrupted;
         assert!(!is_input(&interrupted));
         assert!(diagnosis(&interrupted).is_some());
+    }
+}
+
+impl Diagnose for crate::verify::VerifyError {
+    fn is_input(&self) -> bool {
+        matches!(self, crate::verify::VerifyError::NoEpoch)
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            crate::verify::VerifyError::NoEpoch => Some(
+                "set it to a fixed time, e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)".into(),
+            ),
+            _ => None,
+        }
     }
 }

@@ -430,6 +430,7 @@ fn stage_vars(
             .collect(),
         target: None,
         platform: Some(Platform::parse("linux/arm64").unwrap()),
+        source_date_epoch: Some(1_700_000_000),
     };
     let plan = plan::plan(&file, &request).unwrap();
     let mut scope = StageScope::new(&plan.build, BTreeMap::new());
@@ -457,6 +458,22 @@ type ScopeCase = (
 );
 
 const SCOPE_CASES: &[ScopeCase] = &[
+    // SOURCE_DATE_EPOCH is an automatic ARG, as in BuildKit: unseen until
+    // the stage declares it, then the build's epoch.
+    (
+        "FROM scratch\n",
+        &[],
+        &["SOURCE_DATE_EPOCH"],
+        &[],
+        &["<unset>"],
+    ),
+    (
+        "FROM scratch\nARG SOURCE_DATE_EPOCH\n",
+        &[],
+        &["SOURCE_DATE_EPOCH"],
+        &[],
+        &["1700000000"],
+    ),
     // A global ARG is visible to FROM but not inside the stage.
     (
         "ARG V=12\nFROM debian:$V\n",

@@ -65,6 +65,7 @@ fn request(
         build_args: build_args.clone(),
         target: target.clone(),
         platform: Some(Platform::parse(platform).unwrap()),
+        source_date_epoch: None,
     }
 }
 

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::executor::BuildOptions;
 use crate::pipeline::{self, BuildReport, BuildRequest};
-use crate::plan::PlanRequest;
+use crate::plan::{PlanRequest, SOURCE_DATE_EPOCH};
 use crate::platform::Platform;
 use crate::sandbox::{Isolation, Network};
 
@@ -129,14 +129,21 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .map(|s| parse_secret(s))
         .collect::<anyhow::Result<BTreeMap<_, _>>>()?;
     let registry = args.registry.options()?;
+    let mut build_args: BTreeMap<String, String> = args.build_args.into_iter().collect();
+    let mut layer = args.layer.options()?;
+    // As in BuildKit, the build argument dates the build like the variable.
+    if let Some(value) = build_args.remove(SOURCE_DATE_EPOCH) {
+        layer.source_date_epoch = Some(super::parse_epoch(&value)?);
+    }
     let request = BuildRequest {
         spec,
         options: BuildOptions {
             context: args.context.clone(),
             plan: PlanRequest {
-                build_args: args.build_args.into_iter().collect(),
+                build_args,
                 target: args.target.clone(),
                 platform,
+                source_date_epoch: layer.source_date_epoch,
             },
             no_cache: args.no_cache,
             secrets,
@@ -151,7 +158,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
                 NetworkArg::None => Network::None,
             },
             jobs: registry.jobs,
-            layer: args.layer.options()?,
+            layer,
             registry,
             helper: sandbox_helper()?,
         },

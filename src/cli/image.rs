@@ -129,6 +129,26 @@ impl CellArgs {
         open_store(&self.store)
     }
 
+    /// Options to build a spec (not a cell) with these flags: its
+    /// `--build-arg`s, layer, registry and cache settings.
+    pub fn spec_options(
+        &self,
+        context: PathBuf,
+        plan: crate::plan::PlanRequest,
+    ) -> anyhow::Result<crate::executor::BuildOptions> {
+        let mut options = super::build_options(
+            context,
+            self.no_cache,
+            &self.layer,
+            self.registry.options()?,
+        )?;
+        options.plan = crate::plan::PlanRequest {
+            build_args: self.build_args.iter().cloned().collect(),
+            ..plan
+        };
+        Ok(options)
+    }
+
     pub fn report_path(&self) -> Option<&std::path::Path> {
         self.report.as_deref()
     }

@@ -7,6 +7,7 @@ mod build;
 mod cache;
 mod check;
 mod completions;
+mod diff;
 mod doctor;
 mod export;
 mod image;
@@ -21,6 +22,7 @@ mod registry;
 mod release;
 mod sbom;
 mod uki;
+mod verify;
 
 use std::process::ExitCode;
 
@@ -73,6 +75,8 @@ enum Command {
     Images(inspect::ImagesArgs),
     Rmi(cache::RmiArgs),
     Sbom(sbom::SbomArgs),
+    Verify(Box<verify::VerifyArgs>),
+    Diff(diff::DiffArgs),
     Cache(cache::CacheArgs),
     Pull(registry::PullArgs),
     Push(registry::PushArgs),
@@ -107,6 +111,8 @@ pub fn main() -> ExitCode {
         Command::Images(args) => inspect::run_images(args),
         Command::Rmi(args) => cache::run_rmi(args),
         Command::Sbom(args) => sbom::run(args),
+        Command::Verify(args) => verify::run(*args),
+        Command::Diff(args) => diff::run(args),
         Command::Cache(args) => cache::run(args),
         Command::Pull(args) => registry::run_pull(args),
         Command::Push(args) => registry::run_push(args),
@@ -219,9 +225,32 @@ impl LayerArgs {
         };
         Ok(WriteOptions {
             compression,
-            source_date_epoch: crate::store::image::source_date_epoch(),
+            source_date_epoch: source_date_epoch()?,
         })
     }
+}
+
+/// `SOURCE_DATE_EPOCH` from the environment; a value that is not a whole
+/// number of seconds is a usage error, not silently the clock.
+pub fn source_date_epoch() -> Result<Option<i64>, UsageError> {
+    match std::env::var(crate::plan::SOURCE_DATE_EPOCH) {
+        Ok(value) if !value.trim().is_empty() => parse_epoch(&value).map(Some),
+        _ => Ok(None),
+    }
+}
+
+/// A `SOURCE_DATE_EPOCH` value: seconds since 1970-01-01 UTC.
+pub fn parse_epoch(value: &str) -> Result<i64, UsageError> {
+    value
+        .trim()
+        .parse::<i64>()
+        .ok()
+        .filter(|secs| *secs >= 0)
+        .ok_or_else(|| {
+            UsageError(format!(
+                "SOURCE_DATE_EPOCH={value:?} is not a whole number of seconds since 1970-01-01 UTC"
+            ))
+        })
 }
 
 /// The program the sandbox runs as its helper: this binary, which

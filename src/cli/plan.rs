@@ -87,6 +87,7 @@ pub fn run(args: PlanArgs) -> anyhow::Result<()> {
         build_args: BTreeMap::new(),
         target: args.target.clone(),
         platform,
+        source_date_epoch: super::source_date_epoch()?,
     };
     match (&args.file, &args.flavor) {
         (Some(file), None) => {

@@ -135,6 +135,8 @@ pub fn build_image(
     let flavor_options = BuildOptions {
         context: project.root.clone(),
         plan: PlanRequest {
+            // The executor sets it from the build's epoch.
+            source_date_epoch: None,
             build_args: planned.flavor.build_args.clone(),
             target: None,
             platform: Some(platform.clone()),
@@ -351,6 +353,8 @@ impl Composition<'_> {
         let options = BuildOptions {
             context: dir.to_path_buf(),
             plan: PlanRequest {
+                // The executor sets it from the build's epoch.
+                source_date_epoch: None,
                 build_args: BTreeMap::new(),
                 target: None,
                 platform: Some(self.platform.clone()),

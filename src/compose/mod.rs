@@ -230,6 +230,8 @@ pub fn plan_flavor(
         None => Platform::parse(&format!("linux/{}", selection.id.arch))?,
     };
     let plan_request = PlanRequest {
+        // The executor sets it from the build's epoch.
+        source_date_epoch: None,
         build_args: build_args.clone(),
         target,
         platform: Some(platform),

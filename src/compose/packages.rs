@@ -82,6 +82,12 @@ impl Resolver<'_> {
             // another arch is not this one, pull the right one.
             Ok(_) if !self.is_for_platform(name)? => self.pull(key, name, pinned.as_deref())?,
             Ok(descriptor) => (name.to_string(), descriptor.digest().to_string()),
+            Err(crate::store::StoreError::UnknownImage(_))
+                if self.store.adopt(name, &self.platform)?.is_some() =>
+            {
+                let descriptor = self.store.descriptor(name)?;
+                (name.to_string(), descriptor.digest().to_string())
+            }
             Err(crate::store::StoreError::UnknownImage(_)) => {
                 self.pull(key, name, pinned.as_deref())?
             }

@@ -180,9 +180,15 @@ fn script(spec: &LayerSpec) -> String {
 
 /// Identity reset and boot links, for the core layer only.
 const CORE_TAIL: &str = r#"
-# Every machine gets its own identity at first boot.
+# Every machine gets its own identity at first boot (an empty machine-id
+# means "generate one"; sshd's units and Kairos create host keys).
 : > /etc/machine-id
 rm -f /etc/ssh/ssh_host_*
+# Random seeds saved by a build are one seed for every machine, and
+# ldconfig's aux-cache records this build's inodes and times: neither
+# belongs in an image, whatever the flavor.
+rm -f /var/lib/systemd/random-seed /var/lib/random-seed /var/lib/urandom/random-seed \
+    /var/cache/ldconfig/aux-cache
 
 # Stable boot links to the newest kernel and its initrd, where the flavor
 # made none.

@@ -25,7 +25,7 @@ use crate::plan::StageScope;
 use crate::platform::Platform;
 use crate::rootfs::clean;
 use crate::store::cache::LayerRecord;
-use crate::store::image::history_entry;
+use crate::store::image::{history_entry, rfc3339};
 
 /// The image a stage is building, after some of its instructions.
 #[derive(Debug, Clone)]
@@ -37,6 +37,10 @@ pub struct ImageState {
     pub shell: Vec<String>,
     pub key: Digest,
     pub architecture: String,
+    /// The newest time in the history so far (seconds since the epoch):
+    /// what metadata instructions and the image are dated with when there
+    /// is no `SOURCE_DATE_EPOCH`, so they follow the steps, not the clock.
+    pub created: i64,
 }
 
 impl ImageState {
@@ -48,6 +52,7 @@ impl ImageState {
             shell: default_shell(),
             key: keys::scratch(platform),
             architecture: platform.arch.clone(),
+            created: 0,
         }
     }
 
@@ -106,9 +111,10 @@ impl ImageState {
     }
 
     /// Adds the result of a filesystem step.
-    pub fn add_step(&mut self, key: Digest, layer: Option<LayerRecord>, created: &str, text: &str) {
+    pub fn add_step(&mut self, key: Digest, layer: Option<LayerRecord>, created: i64, text: &str) {
         self.history
-            .push(history_entry(created, text, layer.is_none()));
+            .push(history_entry(&rfc3339(created), text, layer.is_none()));
+        self.created = self.created.max(created);
         self.layers.extend(layer);
         self.key = key;
     }
@@ -135,7 +141,7 @@ impl ImageState {
         &mut self,
         scope: &mut StageScope<'_>,
         ins: &'i Instruction,
-        created: &str,
+        epoch: Option<i64>,
     ) -> Result<FsWork<'i>, BuildError> {
         let text = ins.text.as_str();
         let step = match &ins.kind {
@@ -210,7 +216,7 @@ impl ImageState {
             | InstructionKind::Onbuild(_)
             | InstructionKind::Maintainer(_) => json!({ "text": text }),
         };
-        self.add_metadata(&step, created, text);
+        self.add_metadata(&step, epoch.unwrap_or(self.created), text);
         Ok(FsWork::None)
     }
 
@@ -257,8 +263,9 @@ impl ImageState {
         }
     }
 
-    fn add_metadata(&mut self, step: &Value, created: &str, text: &str) {
-        self.history.push(history_entry(created, text, true));
+    fn add_metadata(&mut self, step: &Value, created: i64, text: &str) {
+        self.history
+            .push(history_entry(&rfc3339(created), text, true));
         self.key = chain(&self.key, step);
     }
 }
@@ -304,10 +311,7 @@ notes.txt
         let mut state = ImageState::scratch(&plan.platform);
         let mut fs_keys = Vec::new();
         for ins in &file.stages[0].instructions {
-            let key = match state
-                .apply(&mut scope, ins, "1970-01-01T00:00:00Z")
-                .unwrap()
-            {
+            let key = match state.apply(&mut scope, ins, Some(0)).unwrap() {
                 FsWork::None => continue,
                 FsWork::Workdir(path) => chain(&state.key, &keys::workdir(&path, &state.user())),
                 FsWork::Copy(copy) => {
@@ -338,7 +342,7 @@ notes.txt
                 FsWork::Run(_) => unreachable!("the spec has no RUN"),
             };
             fs_keys.push(key.hex().to_string());
-            state.add_step(key, None, "1970-01-01T00:00:00Z", &ins.text);
+            state.add_step(key, None, 0, &ins.text);
         }
         (state, fs_keys)
     }

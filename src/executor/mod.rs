@@ -43,7 +43,7 @@ use crate::registry::{RegistryError, RegistryOptions};
 use crate::report::Reporter;
 use crate::rootfs::Root;
 use crate::sandbox::{Cancel, Isolation, Network, SandboxError};
-use crate::store::image::{commit_image, created_timestamp, NewImage};
+use crate::store::image::{commit_image, rfc3339, NewImage};
 use crate::store::{Store, StoreError};
 
 /// What to build and how.
@@ -233,7 +233,9 @@ struct Executor<'a> {
     stats: Mutex<Stats>,
     /// One pull at a time: two stages FROM the same image pull it once.
     pulls: Mutex<()>,
-    created: String,
+    /// `SOURCE_DATE_EPOCH`: every new history entry and the image are
+    /// dated with it; without it they follow the steps' own times.
+    epoch: Option<i64>,
 }
 
 /// Builds the plan's target stage of `file` and commits the image
@@ -245,7 +247,11 @@ pub fn build(
     reporter: &dyn Reporter,
     cancel: &Cancel,
 ) -> Result<Built, BuildError> {
-    let plan = crate::plan::plan(file, &options.plan)?;
+    let request = PlanRequest {
+        source_date_epoch: options.layer.source_date_epoch,
+        ..options.plan.clone()
+    };
+    let plan = crate::plan::plan(file, &request)?;
     let context = Root::open(&options.context).map_err(|source| BuildError::ContextDir {
         path: options.context.clone(),
         source,
@@ -269,7 +275,7 @@ pub fn build(
         results: Mutex::new(vec![None; file.stages.len()]),
         stats: Mutex::new(Stats::default()),
         pulls: Mutex::new(()),
-        created: created_timestamp(options.layer.source_date_epoch),
+        epoch: options.layer.source_date_epoch,
     };
     executor.run_stages()?;
     let state = executor
@@ -282,7 +288,7 @@ pub fn build(
             history: state.history.clone(),
             architecture: &state.architecture,
             config: state.config.clone(),
-            created: executor.created.clone(),
+            created: rfc3339(executor.epoch.unwrap_or(state.created)),
         },
     )?;
     let stats = executor.stats.lock().unwrap_or_else(|e| e.into_inner());

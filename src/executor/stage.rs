@@ -14,7 +14,7 @@ use crate::platform::Platform;
 use crate::reference::ImageRef;
 use crate::registry::pull::{PlatformChoice, PullRequest};
 use crate::store::cache::LayerRecord;
-use crate::store::image::{is_index, select_platform, DEFAULT_PATH};
+use crate::store::image::{is_index, parse_rfc3339, select_platform, DEFAULT_PATH};
 use crate::store::StoreError;
 
 /// A stage being run.
@@ -75,7 +75,7 @@ impl<'e, 'a> StageRun<'e, 'a> {
     }
 
     fn instruction(&mut self, id: &str, ins: &Instruction) -> Result<(), BuildError> {
-        match self.state.apply(&mut self.scope, ins, &self.exec.created)? {
+        match self.state.apply(&mut self.scope, ins, self.exec.epoch)? {
             FsWork::None => Ok(()),
             FsWork::Workdir(path) => self.workdir_step(id, ins, &path),
             FsWork::Run(run) => self.run_step(id, ins, run),
@@ -94,6 +94,9 @@ impl Executor<'_> {
         let _one_pull = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
         let descriptor = match self.store.descriptor(name) {
             Ok(d) => d,
+            Err(StoreError::UnknownImage(_)) if self.store.adopt(name, platform)?.is_some() => {
+                self.store.descriptor(name)?
+            }
             Err(StoreError::UnknownImage(_)) => {
                 let reference = ImageRef::parse(name).map_err(|source| BuildError::Reference {
                     name: name.to_string(),
@@ -168,6 +171,11 @@ impl Executor<'_> {
             // runtime config imported or pulled anywhere give the same keys.
             key: keys::image(diff_ids, configuration.config().as_ref()),
             architecture: configuration.architecture().to_string(),
+            created: configuration
+                .created()
+                .as_deref()
+                .and_then(parse_rfc3339)
+                .unwrap_or(0),
         })
     }
 }

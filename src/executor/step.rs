@@ -76,7 +76,10 @@ impl Executor<'_> {
             .next()
             .is_none();
         if empty {
-            return Ok(CacheEntry { layer: None });
+            return Ok(CacheEntry {
+                layer: None,
+                created: Some(now()),
+            });
         }
         let progress = ByteProgress::start(self.reporter, id.to_string(), Activity::Compress, 0);
         let blob = CountingWriter::new(self.store.blob_writer()?, progress);
@@ -91,6 +94,7 @@ impl Executor<'_> {
         self.store.commit_snapshot(upper, &info.diff_id)?;
         Ok(CacheEntry {
             layer: Some(LayerRecord::from(&info)),
+            created: Some(now()),
         })
     }
 
@@ -185,8 +189,10 @@ impl StageRun<'_, '_> {
         if let Some(entry) = cached {
             exec.ensure_snapshots(entry.layer.as_slice())?;
             exec.store.mark_step_used(&key)?;
-            self.state
-                .add_step(key, entry.layer, &exec.created, &ins.text);
+            let created = exec
+                .epoch
+                .unwrap_or(entry.created.unwrap_or(self.state.created));
+            self.state.add_step(key, entry.layer, created, &ins.text);
             exec.stats.lock().unwrap_or_else(|e| e.into_inner()).cached += 1;
             report(StepState::Cached {
                 millis: start.elapsed().as_millis(),
@@ -216,8 +222,8 @@ impl StageRun<'_, '_> {
         let millis = start.elapsed().as_millis();
         match result {
             Ok(entry) => {
-                self.state
-                    .add_step(key, entry.layer, &exec.created, &ins.text);
+                let created = exec.epoch.or(entry.created).unwrap_or(self.state.created);
+                self.state.add_step(key, entry.layer, created, &ins.text);
                 report(StepState::Done { millis });
                 Ok(())
             }
@@ -283,4 +289,11 @@ impl StageRun<'_, '_> {
             None => self.exec.image_state(&name, &self.platform),
         }
     }
+}
+
+/// Seconds since the epoch, now.
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
 }

@@ -143,6 +143,8 @@ pub(super) fn core_images(
     let options = BuildOptions {
         context: context.clone(),
         plan: PlanRequest {
+            // The executor sets it from the build's epoch.
+            source_date_epoch: None,
             build_args: Default::default(),
             target: None,
             platform: Some(platform.clone()),

@@ -50,6 +50,9 @@ pub struct LayerInfo {
     /// Size of the compressed blob.
     pub size: u64,
     pub media_type: &'static str,
+    /// The newest mtime written (after clamping): what an image made of
+    /// this one layer can be dated with when nothing else dates it.
+    pub newest_mtime: i64,
 }
 
 type TarSink<W> = HashingWriter<Compressor<HashingWriter<BufWriter<W>>>>;
@@ -76,6 +79,7 @@ pub fn write_layer<W: Write>(
         options,
         builder,
         links: HashMap::new(),
+        newest_mtime: std::cell::Cell::new(0),
     };
     walker.dir_children(root, Path::new(""))?;
     let tar_stream: TarSink<W> = walker.builder.into_inner().map_err(io_err)?;
@@ -90,6 +94,7 @@ pub fn write_layer<W: Write>(
             diff_id,
             size,
             media_type: options.compression.media_type(),
+            newest_mtime: walker.newest_mtime.get(),
         },
     ))
 }
@@ -101,6 +106,7 @@ struct Walker<'a, W: Write> {
     builder: tar::Builder<TarSink<W>>,
     /// (dev, inode) -> first path, to emit later links as hardlink entries.
     links: HashMap<(u64, u64), PathBuf>,
+    newest_mtime: std::cell::Cell<i64>,
 }
 
 impl<W: Write> Walker<'_, W> {
@@ -137,6 +143,7 @@ impl<W: Write> Walker<'_, W> {
             None => mtime,
         };
         h.set_mtime(mtime as u64);
+        self.newest_mtime.set(self.newest_mtime.get().max(mtime));
         h.set_size(0);
         h
     }

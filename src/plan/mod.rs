@@ -25,6 +25,9 @@ use crate::dockerfile::{Dockerfile, ErrorKind, InstructionKind, Pos, SpecError, 
 use crate::platform::Platform;
 use crate::reference::ImageRef;
 
+/// The build argument that dates a build.
+pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
+
 /// What a plan is asked for.
 #[derive(Debug, Clone, Default)]
 pub struct PlanRequest {
@@ -32,6 +35,10 @@ pub struct PlanRequest {
     pub target: Option<String>,
     /// Target platform; the host's when absent.
     pub platform: Option<Platform>,
+    /// `SOURCE_DATE_EPOCH`, offered as an automatic ARG as BuildKit does:
+    /// a stage sees it (RUN gets it in its environment) only after it
+    /// declares `ARG SOURCE_DATE_EPOCH`.
+    pub source_date_epoch: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -118,6 +125,9 @@ pub fn plan(file: &Dockerfile, request: &PlanRequest) -> Result<Plan, PlanError>
     let mut automatic: BTreeMap<String, String> =
         platform.automatic_args("TARGET").into_iter().collect();
     automatic.extend(Platform::host().automatic_args("BUILD"));
+    if let Some(epoch) = request.source_date_epoch {
+        automatic.insert(SOURCE_DATE_EPOCH.to_string(), epoch.to_string());
+    }
     let build = BuildInputs::new(
         &file.meta_args,
         request.build_args.clone(),

@@ -107,6 +107,8 @@ fn rpm_packages(
         let options = BuildOptions {
             context: context.clone(),
             plan: PlanRequest {
+                // The executor sets it from the build's epoch.
+                source_date_epoch: None,
                 build_args: Default::default(),
                 target: None,
                 platform,

@@ -49,6 +49,12 @@ impl From<&crate::layer::LayerInfo> for LayerRecord {
 pub struct CacheEntry {
     /// `None`: the step changed no file (its history entry is `empty_layer`).
     pub layer: Option<LayerRecord>,
+    /// When the step ran (seconds since the epoch). A hit dates its
+    /// history entry with it, so a fully cached build without
+    /// `SOURCE_DATE_EPOCH` gives the image it gave before. Absent in
+    /// entries written before kbuild recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
 }
 
 impl Store {
@@ -157,8 +163,14 @@ mod tests {
             size: 11,
             media_type: crate::media::LAYER_GZIP.into(),
         };
-        let with_layer = CacheEntry { layer: Some(layer) };
-        let empty = CacheEntry { layer: None };
+        let with_layer = CacheEntry {
+            layer: Some(layer),
+            created: Some(1),
+        };
+        let empty = CacheEntry {
+            layer: None,
+            created: None,
+        };
         let (k1, k2, k3) = (Digest::of(b"1"), Digest::of(b"2"), Digest::of(b"3"));
         store.cache_step(&k1, &with_layer).unwrap();
         store.cache_step(&k2, &empty).unwrap();
@@ -167,6 +179,7 @@ mod tests {
                 digest: Digest::of(b"absent"),
                 ..with_layer.layer.clone().unwrap()
             }),
+            created: None,
         };
         assert!(matches!(
             store.cache_step(&k3, &missing),

@@ -1,5 +1,6 @@
 //! Image config, manifest and index documents (through `oci-spec`), built
-//! reproducibly: `created` comes from `SOURCE_DATE_EPOCH` when it is set,
+//! reproducibly: `created` comes from `SOURCE_DATE_EPOCH` when it is set
+//! (else from what the image is made of, never the clock at commit time),
 //! and every document is serialized with sorted keys.
 
 use oci_spec::image::{
@@ -94,16 +95,6 @@ pub fn empty_index() -> ImageIndex {
         .manifests(Vec::new())
         .build()
         .expect("an empty index is valid")
-}
-
-/// RFC 3339 UTC time of `SOURCE_DATE_EPOCH`, or of now.
-pub fn created_timestamp(source_date_epoch: Option<i64>) -> String {
-    let secs = source_date_epoch.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs() as i64)
-    });
-    rfc3339(secs)
 }
 
 /// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.

@@ -3,7 +3,8 @@
 //!
 //! The tarball goes through the safe extractor into a staging snapshot;
 //! the layer is then written from that tree by the reproducible writer, so
-//! the same tarball and `SOURCE_DATE_EPOCH` always give the same digests.
+//! the same tarball and `SOURCE_DATE_EPOCH` always give the same digests;
+//! without an epoch the image is dated by the tarball's newest file.
 //! The tag is written last: a crash at any point leaves no visible image.
 
 use std::fs::File;
@@ -13,7 +14,7 @@ use std::path::Path;
 use oci_spec::image::{ConfigBuilder, Descriptor};
 
 use super::cache::LayerRecord;
-use super::image::{commit_image, created_timestamp, history_entry, NewImage};
+use super::image::{commit_image, history_entry, rfc3339, NewImage};
 use super::{io_at, remove_tree, Result, Store, StoreError};
 use crate::layer::{self, ExtractLimits, ExtractMode, TreeKind, WriteOptions};
 use crate::report::{phase, Reporter};
@@ -92,7 +93,9 @@ fn import_into(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let created = created_timestamp(options.layer.source_date_epoch);
+    // Without an epoch the tarball dates itself (its newest file), so the
+    // same tarball gives the same image on every import.
+    let created = rfc3339(options.layer.source_date_epoch.unwrap_or(info.newest_mtime));
     let (descriptor, _) = commit_image(
         store,
         &NewImage {

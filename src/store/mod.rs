@@ -133,6 +133,10 @@ pub fn canonical_json<T: Serialize>(value: &T) -> Vec<u8> {
 pub struct Store {
     root: PathBuf,
     lock: File,
+    /// The store a scratch store was made to verify: images this one
+    /// lacks and does not build (bases, packages) are copied from it,
+    /// every blob verified, instead of pulled (see [`Store::adopt`]).
+    origin: Option<PathBuf>,
 }
 
 /// Whether `tag` is what the user's `name` means: the same text, or the
@@ -180,6 +184,7 @@ impl Store {
         let store = Store {
             root: root.to_path_buf(),
             lock,
+            origin: None,
         };
         let layout = root.join("oci-layout");
         if !layout.exists() {
@@ -193,6 +198,39 @@ impl Store {
             }
         }
         Ok(store)
+    }
+
+    /// Opens (creating) a scratch store at `root` that takes the images
+    /// it does not build from `origin`.
+    pub fn open_scratch(root: &Path, origin: &Store) -> Result<Store> {
+        let mut store = Store::open(root)?;
+        store.origin = Some(origin.root.clone());
+        Ok(store)
+    }
+
+    /// For a scratch store: the image `name` of the origin store copied
+    /// in (blobs checked against their digests) and tagged `name`; `None`
+    /// when there is no origin or it lacks the image.
+    pub fn adopt(
+        &self,
+        name: &str,
+        platform: &crate::platform::Platform,
+    ) -> Result<Option<Descriptor>> {
+        let Some(origin_root) = &self.origin else {
+            return Ok(None);
+        };
+        let origin = Store::open(origin_root)?;
+        let descriptor = match origin.descriptor(name) {
+            Ok(d) => d,
+            Err(StoreError::UnknownImage(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let tag = origin
+            .tags()?
+            .into_iter()
+            .find(|(_, d)| d.digest() == descriptor.digest())
+            .map(|(tag, _)| tag);
+        import::import_layout(self, origin_root, tag.as_deref(), platform, name).map(Some)
     }
 
     /// The default location: `$KBUILD_STORE`, else `~/.cache/kbuild`.
