@@ -210,6 +210,21 @@ impl Diagnose for crate::uki::BuildUkiError {
     }
 }
 
+impl Diagnose for crate::verify::VerifyError {
+    fn is_input(&self) -> bool {
+        matches!(self, crate::verify::VerifyError::NoEpoch)
+    }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            crate::verify::VerifyError::NoEpoch => Some(
+                "set it to a fixed time, e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)".into(),
+            ),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,20 +248,5 @@ mod tests {
         let interrupted = crate::executor::BuildError::Interrupted;
         assert!(!is_input(&interrupted));
         assert!(diagnosis(&interrupted).is_some());
-    }
-}
-
-impl Diagnose for crate::verify::VerifyError {
-    fn is_input(&self) -> bool {
-        matches!(self, crate::verify::VerifyError::NoEpoch)
-    }
-
-    fn hint(&self) -> Option<String> {
-        match self {
-            crate::verify::VerifyError::NoEpoch => Some(
-                "set it to a fixed time, e.g. SOURCE_DATE_EPOCH=$(git log -1 --format=%ct)".into(),
-            ),
-            _ => None,
-        }
     }
 }

@@ -684,12 +684,21 @@ fn the_step_cache_travels_between_stores_as_an_ignorable_artifact() {
                 size: layer.size(),
                 media_type: layer.media_type().to_string(),
             }),
+            // The time a step ran travels with it: a hit on another
+            // runner dates its history entry the same.
+            created: Some(1_700_000_123),
         };
         store
             .cache_step(&Digest::of(b"step 1"), &with_layer)
             .unwrap();
         store
-            .cache_step(&Digest::of(b"step 2"), &CacheEntry { layer: None })
+            .cache_step(
+                &Digest::of(b"step 2"),
+                &CacheEntry {
+                    layer: None,
+                    created: None,
+                },
+            )
             .unwrap();
         store.cached_steps().unwrap()
     };

@@ -60,6 +60,11 @@ pub struct ReleaseArgs {
     build_args: Vec<(String, String)>,
     #[arg(long)]
     no_cache: bool,
+    /// Rebuild each cell in an empty store and compare (as `kbuild verify`
+    /// does; needs SOURCE_DATE_EPOCH): a cell that differs fails, and the
+    /// provenance of one that matches says `reproducible: true`.
+    #[arg(long)]
+    verify: bool,
     #[arg(long, value_name = "DIR", default_value = ".")]
     project: PathBuf,
     #[command(flatten)]
@@ -122,6 +127,10 @@ pub fn run(args: ReleaseArgs) -> anyhow::Result<()> {
             .map(parse_reference)
             .transpose()?,
         cache_to: args.cache_to.as_deref().map(parse_reference).transpose()?,
+        verify: match args.verify {
+            true => Some(super::source_date_epoch()?.ok_or(crate::verify::VerifyError::NoEpoch)?),
+            false => None,
+        },
     };
     let store = open_store(&args.store)?;
     let reporter = CliReporter::new();

@@ -392,6 +392,7 @@ mod tests {
                 image_digest: "sha256:00".into(),
                 versions: BTreeMap::new(),
                 artifacts: vec![artifact(&dir, &path).unwrap()],
+                reproducible: None,
             });
         }
         let manifest = Manifest {

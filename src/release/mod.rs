@@ -67,6 +67,10 @@ pub struct ReleaseRequest {
     /// exported after the last.
     pub cache_from: Option<ImageRef>,
     pub cache_to: Option<ImageRef>,
+    /// `--verify`: rebuild each cell in an empty store and compare
+    /// (needs `SOURCE_DATE_EPOCH`); the provenance says `reproducible`
+    /// only for a cell that passed.
+    pub verify: Option<i64>,
 }
 
 /// A file of the release.
@@ -88,6 +92,10 @@ pub struct ManifestCell {
     /// version.
     pub versions: BTreeMap<String, String>,
     pub artifacts: Vec<Artifact>,
+    /// The cell was rebuilt in an empty store with the same image digest
+    /// and ISO bytes (`--verify`); absent when nobody checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reproducible: Option<bool>,
 }
 
 /// What a release was asked to build, so that a merge can tell a whole
@@ -437,6 +445,17 @@ fn build_cell(
         message: "the image was not built".into(),
     })?;
     report.image = Some(built.clone());
+    let reproducible = match request.verify {
+        Some(epoch) => Some(verify_cell(
+            pipeline,
+            project,
+            &iso_request,
+            &iso,
+            epoch,
+            cancel,
+        )?),
+        None => None,
+    };
     let selection = project
         .select(&cell.request)
         .map_err(|e| failure("image")(&e))?;
@@ -476,6 +495,7 @@ fn build_cell(
         serde_json::to_value(&built.plan).unwrap_or_default(),
         &materials(project, request, &selection, &lock, &composed)
             .map_err(|e| failure("provenance")(&e))?,
+        reproducible == Some(true),
     );
     let provenance_path = dir.join(format!("{}.provenance.json", cell.name));
     write_json(&provenance_path, &statement).map_err(|e| failure("provenance")(&e))?;
@@ -494,6 +514,55 @@ fn build_cell(
         image_digest: iso.image_digest.clone(),
         versions: versions(&built, &composed),
         artifacts,
+        reproducible,
+    })
+}
+
+/// `--verify`: the cell built again in an empty store must give the same
+/// image and ISO; a difference fails the cell, naming what differs.
+fn verify_cell(
+    pipeline: &Pipeline,
+    project: &Project,
+    iso_request: &IsoRequest,
+    iso: &crate::iso::IsoReport,
+    epoch: i64,
+    cancel: &Cancel,
+) -> Result<bool, Failure> {
+    let subject = crate::verify::Subject::Cell {
+        project,
+        request: iso_request.clone(),
+    };
+    let first = crate::verify::Outcome {
+        image_digest: iso.image_digest.clone(),
+        iso_sha256: Some(iso.sha256.clone()),
+    };
+    let report = crate::verify::rebuild_and_compare(
+        pipeline.store(),
+        &subject,
+        first,
+        epoch,
+        pipeline.reporter(),
+        cancel,
+    )
+    .map_err(|e| failure("verify")(&e))?;
+    if report.reproducible {
+        return Ok(true);
+    }
+    let what = match &report.diff {
+        Some(diff) => {
+            let paths: Vec<&str> = diff.paths.iter().take(5).map(|p| p.path.as_str()).collect();
+            format!(
+                "{} config values and {} paths differ (first: {}); `kbuild verify` with this cell's flags lists them",
+                diff.config.len(),
+                diff.paths.len(),
+                paths.join(", ")
+            )
+        }
+        None => "the same image gave a different ISO".into(),
+    };
+    Err(Failure {
+        step: "verify",
+        message: format!("not reproducible: {what}"),
     })
 }
 

@@ -5,7 +5,8 @@
 //!
 //! Invariants: it claims no more than kbuild knows (materials fetched by
 //! RUN steps are not listed, so `completeness.materials` is false, and
-//! nothing has rebuilt the bytes, so `reproducible` is false); no
+//! `reproducible` is true only when `release --verify` rebuilt the cell in
+//! an empty store and got the same bytes); no
 //! wall-clock time or host detail goes in, so the same
 //! inputs give the same statement on any runner (sharded releases compare
 //! their SHA256SUMS with an unsharded one).
@@ -41,6 +42,7 @@ pub fn statement(
     builder: &str,
     parameters: Value,
     materials: &[Material],
+    reproducible: bool,
 ) -> Value {
     json!({
         "_type": "https://in-toto.io/Statement/v1",
@@ -55,10 +57,10 @@ pub fn statement(
             "invocation": { "parameters": parameters },
             // Only what kbuild knows: the parameters are the whole plan;
             // packages that RUN steps fetch (apt, dnf, apk) are no
-            // materials here, and no second build has checked the bytes.
+            // materials here; only a verified rebuild makes it reproducible.
             "metadata": {
                 "completeness": { "parameters": true, "environment": false, "materials": false },
-                "reproducible": false,
+                "reproducible": reproducible,
             },
             "materials": materials
                 .iter()
@@ -85,6 +87,7 @@ mod tests {
                 uri: "docker.io/library/debian:bookworm-slim".into(),
                 digest: "sha256:bb".into(),
             }],
+            false,
         );
         assert_eq!(doc["_type"], "https://in-toto.io/Statement/v1");
         assert_eq!(doc["subject"][0]["digest"]["sha256"], "aa");
@@ -93,5 +96,7 @@ mod tests {
         let metadata = &doc["predicate"]["metadata"];
         assert_eq!(metadata["completeness"]["materials"], false);
         assert_eq!(metadata["reproducible"], false);
+        let verified = statement(&[], "kbuild/0.1.0", json!({}), &[], true);
+        assert_eq!(verified["predicate"]["metadata"]["reproducible"], true);
     }
 }

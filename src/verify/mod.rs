@@ -101,10 +101,27 @@ pub fn verify(
 ) -> Result<VerifyReport, VerifyError> {
     let started = Instant::now();
     let epoch = epoch.ok_or(VerifyError::NoEpoch)?;
+    let first = build_once(store, subject, None, reporter, cancel).map_err(VerifyError::First)?;
+    rebuild_and_compare(store, subject, first, epoch, reporter, cancel).map(|mut report| {
+        report.seconds = started.elapsed().as_secs_f64();
+        report
+    })
+}
+
+/// The second half of [`verify`], for a caller that has just built
+/// `subject` in `store` (a release): `first` is what that build gave.
+pub fn rebuild_and_compare(
+    store: &Store,
+    subject: &Subject,
+    first: Outcome,
+    epoch: i64,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<VerifyReport, VerifyError> {
+    let started = Instant::now();
     let scratch = Scratch {
         dir: store.staging_dir()?,
     };
-    let first = build_once(store, subject, None, reporter, cancel).map_err(VerifyError::First)?;
     let second_store = Store::open_scratch(&scratch.dir.join("store"), store)?;
     let out = scratch.dir.join("out");
     std::fs::create_dir_all(&out).map_err(|source| StoreError::Io {
