@@ -14,7 +14,6 @@ use super::{
 use crate::executor::BuildOptions;
 use crate::pipeline::{self, BuildReport, BuildRequest};
 use crate::plan::{PlanRequest, SOURCE_DATE_EPOCH};
-use crate::platform::Platform;
 use crate::sandbox::{Isolation, Network};
 
 /// Build an image from a spec, daemonless: RUN steps in a namespace
@@ -117,12 +116,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
         .file
         .clone()
         .unwrap_or_else(|| args.context.join("Dockerfile"));
-    let platform = args
-        .platform
-        .as_deref()
-        .map(Platform::parse)
-        .transpose()
-        .map_err(|e| UsageError(e.to_string()))?;
+    let platform = super::parse_platform(args.platform.as_deref())?;
     let secrets = args
         .secrets
         .iter()

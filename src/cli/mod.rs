@@ -230,6 +230,13 @@ impl LayerArgs {
     }
 }
 
+/// `--platform`, parsed; absent means the host's.
+pub fn parse_platform(text: Option<&str>) -> Result<Option<crate::platform::Platform>, UsageError> {
+    text.map(crate::platform::Platform::parse)
+        .transpose()
+        .map_err(|e| UsageError(e.to_string()))
+}
+
 /// `SOURCE_DATE_EPOCH` from the environment; a value that is not a whole
 /// number of seconds is a usage error, not silently the clock.
 pub fn source_date_epoch() -> Result<Option<i64>, UsageError> {

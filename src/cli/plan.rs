@@ -10,7 +10,6 @@ use clap::Args;
 use crate::compose;
 use crate::dockerfile;
 use crate::plan::{self, Origin, Plan, PlanRequest};
-use crate::platform::Platform;
 use crate::project::{Arch, K8sDistribution, Project, SelectionRequest, Variant};
 
 use super::OutputFormat as Format;
@@ -77,12 +76,7 @@ pub struct PlanArgs {
 }
 
 pub fn run(args: PlanArgs) -> anyhow::Result<()> {
-    let platform = args
-        .platform
-        .as_deref()
-        .map(Platform::parse)
-        .transpose()
-        .map_err(|e| UsageError(e.to_string()))?;
+    let platform = super::parse_platform(args.platform.as_deref())?;
     let mut request = PlanRequest {
         build_args: BTreeMap::new(),
         target: args.target.clone(),

@@ -7,11 +7,10 @@ use clap::Args;
 
 use super::image::CellArgs;
 use super::progress::{summary, CliReporter};
-use super::{cancel_on_signals, source_date_epoch, FailedError, OutputFormat, UsageError};
+use super::{cancel_on_signals, source_date_epoch, FailedError, OutputFormat};
 use crate::iso::IsoRequest;
 use crate::pipeline::BuildRequest;
 use crate::plan::PlanRequest;
-use crate::platform::Platform;
 use crate::verify::{verify, Subject, VerifyReport};
 
 /// Check that a cell (its image and ISO) or a spec (-f) is reproducible:
@@ -34,6 +33,15 @@ pub struct VerifyArgs {
         conflicts_with_all = ["flavor", "release", "variant", "k8s", "k8s_version", "arch", "base_image", "output", "push"]
     )]
     file: Option<PathBuf>,
+    /// Where the first build's ISO goes [default: kbuild.yaml's
+    /// output_dir]; the rebuild's goes to a scratch directory.
+    #[arg(
+        short = 'o',
+        long = "output-dir",
+        value_name = "DIR",
+        conflicts_with = "file"
+    )]
+    output_dir: Option<PathBuf>,
     /// The build context of -f [default: the spec's directory].
     #[arg(long, value_name = "DIR", requires = "file")]
     context: Option<PathBuf>,
@@ -63,7 +71,10 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<()> {
             let request = IsoRequest {
                 image: cell.request(&project)?,
                 from: None,
-                output_dir: project.root.join(&project.config.output_dir),
+                output_dir: args
+                    .output_dir
+                    .clone()
+                    .unwrap_or_else(|| project.root.join(&project.config.output_dir)),
                 name: None,
                 overlay: None,
                 extra_cmdline: None,
@@ -97,12 +108,7 @@ fn spec_request(args: &VerifyArgs, file: &std::path::Path) -> anyhow::Result<Bui
             .filter(|p| !p.as_os_str().is_empty())
             .map_or_else(|| PathBuf::from("."), PathBuf::from)
     });
-    let platform = args
-        .platform
-        .as_deref()
-        .map(Platform::parse)
-        .transpose()
-        .map_err(|e| UsageError(e.to_string()))?;
+    let platform = super::parse_platform(args.platform.as_deref())?;
     let plan = PlanRequest {
         target: args.target.clone(),
         platform,

@@ -200,10 +200,12 @@ fn remove_below(tree: &mut Tree, dir: &str, keep: impl Fn(&Node) -> bool) {
     }
 }
 
-fn layer_entries<'s>(
-    side: &'s Side,
+/// Calls `visit` with each entry of `layer` and its normalized path.
+fn for_each_entry(
+    side: &Side,
     layer: &LayerRecord,
-) -> Result<tar::Archive<Box<dyn Read + 's>>, DiffError> {
+    mut visit: impl FnMut(&mut tar::Entry<Box<dyn Read + '_>>, String) -> std::io::Result<()>,
+) -> Result<(), DiffError> {
     let io = |source| DiffError::Layer {
         image: side.name.clone(),
         digest: layer.digest.to_string(),
@@ -212,7 +214,13 @@ fn layer_entries<'s>(
     let file = side.store.open_blob(&layer.digest)?;
     let reader =
         crate::layer::decompressing_reader(BufReader::with_capacity(1 << 20, file)).map_err(io)?;
-    Ok(tar::Archive::new(Box::new(reader) as Box<dyn Read>))
+    let mut archive = tar::Archive::new(Box::new(reader) as Box<dyn Read>);
+    for entry in archive.entries().map_err(io)? {
+        let mut entry = entry.map_err(io)?;
+        let path = normalize(&entry.path_bytes());
+        visit(&mut entry, path).map_err(io)?;
+    }
+    Ok(())
 }
 
 fn kind_name(entry_type: tar::EntryType, header: &tar::Header) -> String {
@@ -240,32 +248,25 @@ fn kind_name(entry_type: tar::EntryType, header: &tar::Header) -> String {
 fn read_tree(side: &Side, layers: &[LayerRecord]) -> Result<Tree, DiffError> {
     let mut tree = Tree::new();
     for (index, layer) in layers.iter().enumerate() {
-        let io = |source| DiffError::Layer {
-            image: side.name.clone(),
-            digest: layer.digest.to_string(),
-            source,
-        };
-        let mut archive = layer_entries(side, layer)?;
-        for entry in archive.entries().map_err(io)? {
-            let mut entry = entry.map_err(io)?;
-            let path = normalize(&entry.path_bytes());
+        for_each_entry(side, layer, |entry, path| {
             let (dir, name) = parent_and_name(&path);
             if name == ".wh..wh..opq" {
                 remove_below(&mut tree, dir, |node| node.layer == index);
-                continue;
+                return Ok(());
             }
             if let Some(hidden) = name.strip_prefix(".wh.") {
                 let hidden = join(dir, hidden);
                 tree.remove(&hidden);
                 remove_below(&mut tree, &hidden, |_| false);
-                continue;
+                return Ok(());
             }
-            let node = read_node(&mut entry, index, &tree).map_err(io)?;
+            let node = read_node(entry, index, &tree)?;
             if node.kind != "dir" {
                 remove_below(&mut tree, &path, |_| false);
             }
             tree.insert(path, node);
-        }
+            Ok(())
+        })?;
     }
     Ok(tree)
 }
@@ -475,22 +476,14 @@ fn read_contents(
     }
     let mut contents = BTreeMap::new();
     for (index, paths) in by_layer {
-        let layer = &layers[index];
-        let io = |source| DiffError::Layer {
-            image: side.name.clone(),
-            digest: layer.digest.to_string(),
-            source,
-        };
-        let mut archive = layer_entries(side, layer)?;
-        for entry in archive.entries().map_err(io)? {
-            let mut entry = entry.map_err(io)?;
-            let path = normalize(&entry.path_bytes());
+        for_each_entry(side, &layers[index], |entry, path| {
             if paths.contains(&path) && entry.header().entry_type().is_file() {
                 let mut bytes = Vec::new();
-                entry.read_to_end(&mut bytes).map_err(io)?;
+                entry.read_to_end(&mut bytes)?;
                 contents.insert(path, bytes);
             }
-        }
+            Ok(())
+        })?;
     }
     Ok(contents)
 }

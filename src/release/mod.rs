@@ -499,9 +499,11 @@ fn build_cell(
     );
     let provenance_path = dir.join(format!("{}.provenance.json", cell.name));
     write_json(&provenance_path, &statement).map_err(|e| failure("provenance")(&e))?;
-    let mut artifacts = Vec::new();
+    let mut artifacts = vec![
+        known_artifact(&request.output_dir, &iso.iso, iso.sha256.clone())
+            .map_err(|e| failure("iso")(&e))?,
+    ];
     for path in [
-        iso.iso.clone(),
         PathBuf::from(format!("{}.sha256", iso.iso.display())),
         sbom_path,
         provenance_path,
@@ -568,13 +570,19 @@ fn verify_cell(
 
 /// `path`'s record, named relative to the release directory.
 fn artifact(out: &Path, path: &Path) -> Result<Artifact, ReleaseError> {
-    let size = std::fs::metadata(path)
-        .map_err(ReleaseError::io(path))?
-        .len();
     let sha256 = crate::store::hash_file(path)
         .map_err(ReleaseError::io(path))?
         .hex()
         .to_string();
+    known_artifact(out, path, sha256)
+}
+
+/// [`artifact`] of a file whose sha256 is already known (the ISO, hashed
+/// as it was written or recognised untouched), so it is not read again.
+fn known_artifact(out: &Path, path: &Path, sha256: String) -> Result<Artifact, ReleaseError> {
+    let size = std::fs::metadata(path)
+        .map_err(ReleaseError::io(path))?
+        .len();
     let relative = path.strip_prefix(out).unwrap_or(path);
     Ok(Artifact {
         path: relative.to_string_lossy().into_owned(),
