@@ -49,6 +49,14 @@ packages=(
   osslsigncode
   sbsigntool
   binutils
+  # arm64 on an amd64 host: qemu-aarch64 registered with binfmt_misc
+  # (flag F) runs the image's RUN steps; arch-test lets mmdebstrap make
+  # an arm64 base; qemu-system-aarch64 and AAVMF boot the arm64 ISO
+  qemu-user-static
+  binfmt-support
+  arch-test
+  qemu-system-arm
+  qemu-efi-aarch64
 )
 
 missing=()
@@ -61,6 +69,16 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update -q
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# binfmt_misc is not mounted in every container, and a fresh install may
+# leave the handler disabled: kbuild checks both before an arm64 build.
+if [ "$(uname -m)" != aarch64 ]; then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  [ -e /proc/sys/fs/binfmt_misc/register ] ||
+    "${sudo_cmd[@]}" mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  "${sudo_cmd[@]}" update-binfmts --enable qemu-aarch64
 fi
 
 # pyspdxtools (PyPI spdx-tools) validates the release's SBOMs; Debian 12

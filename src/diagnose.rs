@@ -140,7 +140,11 @@ impl Diagnose for crate::store::StoreError {
 
 impl Diagnose for crate::executor::BuildError {
     fn hint(&self) -> Option<String> {
-        crate::executor::BuildError::hint(self).map(str::to_string)
+        match self {
+            // Boxed, so the chain's look-up by type would not find it.
+            crate::executor::BuildError::ForeignPlatform { source, .. } => source.hint(),
+            other => crate::executor::BuildError::hint(other).map(str::to_string),
+        }
     }
 }
 

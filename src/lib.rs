@@ -3,6 +3,7 @@
 //! The library holds the whole engine; the `kbuild` binary in `main.rs` and
 //! `cli/` only turns command lines into calls of these modules.
 
+pub mod binfmt;
 pub mod boot;
 pub mod check;
 pub mod cli;

@@ -4,8 +4,10 @@
 //! nothing: under nested virtualisation a KVM guest can start and then
 //! execute nothing, and a boot waits forever on a console that never
 //! prints. So the probe boots a guest of its own, with the boot's machine,
-//! accelerator and CPU, whose firmware (64 KiB built here) writes a marker
-//! to COM1 and halts. KVM is used only if the marker arrives in time.
+//! accelerator and CPU, whose firmware (64 KiB built here, for x86_64 and
+//! for aarch64) writes a marker to the serial port and halts. KVM is used
+//! only if the marker arrives in time, and only for a guest of the host's
+//! own architecture (a foreign guest always runs under TCG).
 //!
 //! The firmware reaches QEMU as a memfd (`-bios /dev/fd/N`): nothing is
 //! written on the host.
@@ -23,11 +25,12 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::BootError;
+use crate::project::Arch;
 
 /// The device KVM is used through.
 pub const KVM_DEVICE: &str = "/dev/kvm";
 
-/// What the probe firmware writes to COM1.
+/// What the probe firmware writes to the serial port.
 pub const PROBE_MARKER: &[u8] = b"KBUILD-PROBE-OK\n";
 
 /// How long a probe guest has to print the marker. It needs milliseconds;
@@ -37,15 +40,30 @@ pub const PROBE_DEADLINE: Duration = Duration::from_secs(5);
 /// How long a QEMU that ended still gets to report its status and stderr.
 const AFTERMATH: Duration = Duration::from_secs(1);
 
-/// The firmware's size: QEMU maps a `-bios` image so that it ends at 4 GiB.
+/// The firmware's size: QEMU maps an x86 `-bios` image so that it ends at
+/// 4 GiB; the aarch64 one starts at 0 and is padded to the same size.
 const FIRMWARE_SIZE: usize = 0x1_0000;
 
 /// Where the CPU starts: real mode, CS base 0xFFFF0000, IP 0xFFF0, i.e.
 /// 16 bytes below the end of the image.
 const RESET_VECTOR: usize = 0xFFF0;
 
-/// The probe firmware, built at compile time.
-static FIRMWARE: [u8; FIRMWARE_SIZE] = firmware();
+/// The probe firmwares, built at compile time.
+static X86_FIRMWARE: [u8; FIRMWARE_SIZE] = x86_firmware();
+static AARCH64_FIRMWARE: [u8; FIRMWARE_SIZE] = aarch64_firmware();
+
+/// QEMU's machine for a guest of `arch`: the one boots and probes use.
+pub(super) fn machine_type(arch: Arch) -> &'static str {
+    match arch {
+        Arch::Amd64 => "q35",
+        Arch::Arm64 => "virt",
+    }
+}
+
+/// The host's architecture, if kbuild boots guests of it.
+pub(super) fn host_arch() -> Option<Arch> {
+    Arch::parse(&crate::platform::Platform::host().arch)
+}
 
 /// The accelerator QEMU runs a guest under.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -168,13 +186,33 @@ fn seconds(duration: Duration) -> String {
     text.strip_suffix(".0").map(str::to_string).unwrap_or(text)
 }
 
-/// The accelerator for `choice`: probed with `qemu` and the KVM device
-/// `device` under [`AccelChoice::Auto`], as asked otherwise.
-pub fn choose(choice: AccelChoice, qemu: &Path, device: &Path) -> Result<Acceleration, BootError> {
+/// The accelerator for a guest of `arch` under `choice`: probed with
+/// `qemu` and the KVM device `device` under [`AccelChoice::Auto`], as
+/// asked otherwise; TCG for a guest of another architecture than the
+/// host's, which KVM cannot run.
+pub fn choose(
+    choice: AccelChoice,
+    qemu: &Path,
+    device: &Path,
+    arch: Arch,
+) -> Result<Acceleration, BootError> {
     let asked = |accelerator| Acceleration {
         accelerator,
         reason: "asked for, not probed".into(),
     };
+    let host = host_arch();
+    if host != Some(arch) {
+        let host = crate::platform::Platform::host().arch;
+        return match choice {
+            AccelChoice::Kvm => Err(BootError::KvmForeign { guest: arch, host }),
+            _ => Ok(Acceleration {
+                accelerator: Accelerator::Tcg,
+                reason: format!(
+                    "an {arch} guest on an {host} host: KVM runs only the host's architecture"
+                ),
+            }),
+        };
+    }
     match choice {
         AccelChoice::Tcg => Ok(asked(Accelerator::Tcg)),
         AccelChoice::Kvm => match open_read_write(device) {
@@ -185,7 +223,7 @@ pub fn choose(choice: AccelChoice, qemu: &Path, device: &Path) -> Result<Acceler
             }),
         },
         AccelChoice::Auto => {
-            let verdict = probe_kvm(qemu, device, PROBE_DEADLINE);
+            let verdict = probe_kvm(qemu, device, arch, PROBE_DEADLINE);
             Ok(Acceleration {
                 accelerator: match verdict.works() {
                     true => Accelerator::Kvm,
@@ -201,10 +239,10 @@ fn open_read_write(device: &Path) -> io::Result<File> {
     File::options().read(true).write(true).open(device)
 }
 
-/// Whether KVM executes a guest: `device` must open read-write, then
-/// `qemu` must run the probe firmware under KVM to its marker within
+/// Whether KVM executes a guest of `arch`: `device` must open read-write,
+/// then `qemu` must run the probe firmware under KVM to its marker within
 /// `deadline`.
-pub fn probe_kvm(qemu: &Path, device: &Path, deadline: Duration) -> KvmVerdict {
+pub fn probe_kvm(qemu: &Path, device: &Path, arch: Arch, deadline: Duration) -> KvmVerdict {
     match open_read_write(device) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => KvmVerdict::NoDevice {
             device: device.to_path_buf(),
@@ -213,26 +251,28 @@ pub fn probe_kvm(qemu: &Path, device: &Path, deadline: Duration) -> KvmVerdict {
             device: device.to_path_buf(),
             error: e.to_string(),
         },
-        Ok(_) => match probe_guest(qemu, Accelerator::Kvm, deadline) {
+        Ok(_) => match probe_guest(qemu, Accelerator::Kvm, arch, deadline) {
             Ok(took) => KvmVerdict::Works { took },
             Err(failure) => KvmVerdict::Guest(failure),
         },
     }
 }
 
-/// Runs the probe firmware in `qemu` under `accelerator`; returns how long
-/// the marker took to arrive. QEMU is killed however this ends.
+/// Runs the probe firmware of `arch` in `qemu` under `accelerator`;
+/// returns how long the marker took to arrive. QEMU is killed however
+/// this ends.
 pub fn probe_guest(
     qemu: &Path,
     accelerator: Accelerator,
+    arch: Arch,
     deadline: Duration,
 ) -> Result<Duration, GuestFailure> {
-    let firmware = firmware_memfd().map_err(|e| GuestFailure::CannotRun {
+    let firmware = firmware_memfd(arch).map_err(|e| GuestFailure::CannotRun {
         error: format!("cannot hold the probe firmware in memory: {e}"),
     })?;
     let started = Instant::now();
     let mut guest =
-        Guest::spawn(qemu, accelerator, &firmware).map_err(|e| GuestFailure::CannotRun {
+        Guest::spawn(qemu, accelerator, arch, &firmware).map_err(|e| GuestFailure::CannotRun {
             error: format!("cannot run {}: {e}", qemu.display()),
         })?;
     guest.wait_for_marker(started, deadline)
@@ -241,18 +281,24 @@ pub fn probe_guest(
 /// The firmware in an anonymous memory file. It is close-on-exec, so that
 /// no other child of this process inherits it; only QEMU's copy stays open
 /// (see [`Guest::spawn`]).
-fn firmware_memfd() -> io::Result<OwnedFd> {
+fn firmware_memfd(arch: Arch) -> io::Result<OwnedFd> {
     use rustix::fs::{memfd_create, MemfdFlags};
     let mut file = File::from(memfd_create("kbuild-kvm-probe", MemfdFlags::CLOEXEC)?);
-    file.write_all(&FIRMWARE)?;
+    file.write_all(match arch {
+        Arch::Amd64 => &X86_FIRMWARE,
+        Arch::Arm64 => &AARCH64_FIRMWARE,
+    })?;
     Ok(file.into())
 }
 
 /// QEMU's arguments for the probe: the boot's machine and CPU, 16 MiB,
-/// no devices but COM1 on stdout, the firmware read from `firmware_fd`
-/// (QEMU reopens `/dev/fd/N`, a seekable memfd, like any file).
-fn probe_arguments(accelerator: Accelerator, firmware_fd: RawFd) -> Vec<String> {
-    let mut args: Vec<String> = ["-machine", "q35", "-m", "16"].map(String::from).into();
+/// no devices but the serial port on stdout, the firmware read from
+/// `firmware_fd` (QEMU reopens `/dev/fd/N`, a seekable memfd, like any
+/// file).
+fn probe_arguments(accelerator: Accelerator, arch: Arch, firmware_fd: RawFd) -> Vec<String> {
+    let mut args: Vec<String> = ["-machine", machine_type(arch), "-m", "16"]
+        .map(String::from)
+        .into();
     args.extend(accelerator.qemu_arguments().map(String::from));
     args.extend(
         [
@@ -289,11 +335,16 @@ impl Drop for Guest {
 }
 
 impl Guest {
-    fn spawn(qemu: &Path, accelerator: Accelerator, firmware: &OwnedFd) -> io::Result<Guest> {
+    fn spawn(
+        qemu: &Path,
+        accelerator: Accelerator,
+        arch: Arch,
+        firmware: &OwnedFd,
+    ) -> io::Result<Guest> {
         let fd = firmware.as_raw_fd();
         let mut command = Command::new(qemu);
         command
-            .args(probe_arguments(accelerator, fd))
+            .args(probe_arguments(accelerator, arch, fd))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -410,10 +461,10 @@ fn exit_status(child: &mut Child, within: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// The probe firmware: real-mode code that writes [`PROBE_MARKER`] to
+/// The x86 probe firmware: real-mode code that writes [`PROBE_MARKER`] to
 /// COM1 and halts. Every byte not written below is `hlt` (F4), so a stray
 /// jump stops the CPU instead of running garbage.
-const fn firmware() -> [u8; FIRMWARE_SIZE] {
+const fn x86_firmware() -> [u8; FIRMWARE_SIZE] {
     let mut image = [0xF4; FIRMWARE_SIZE];
     // At the reset vector, E9 0D 00: `jmp near +0x0D`. IP after it is
     // 0xFFF3; 0xFFF3 + 0x0D wraps (16-bit IP) to 0x0000, the image's start.
@@ -430,6 +481,36 @@ const fn firmware() -> [u8; FIRMWARE_SIZE] {
     // F4: `hlt`; EB FD: `jmp -3`, back to the hlt should anything wake
     // the CPU.
     put(&mut image, at, &[0xF4, 0xEB, 0xFD]);
+    image
+}
+
+/// The aarch64 probe firmware for QEMU's `virt` machine, where the CPU
+/// starts at address 0 (the flash `-bios` fills) with the MMU off: it
+/// enables the PL011 UART at 0x0900_0000, writes [`PROBE_MARKER`] to its
+/// data register byte by byte and waits for interrupts forever. The rest
+/// of the image is zero, an undefined instruction that traps.
+const fn aarch64_firmware() -> [u8; FIRMWARE_SIZE] {
+    const CODE: [u32; 10] = [
+        0xD2A1_2000, // 0x00 movz x0, #0x0900, lsl #16   the UART's base
+        0x5280_6023, // 0x04 movz w3, #0x301             UARTEN | TXE | RXE
+        0xB900_3003, // 0x08 str  w3, [x0, #0x30]        UARTCR
+        0x1000_00E1, // 0x0c adr  x1, 0x28               the marker
+        0x3840_1422, // 0x10 ldrb w2, [x1], #1
+        0x3400_0062, // 0x14 cbz  w2, 0x20               its NUL: done
+        0x3900_0002, // 0x18 strb w2, [x0]               UARTDR
+        0x17FF_FFFD, // 0x1c b    0x10
+        0xD503_207F, // 0x20 wfi
+        0x17FF_FFFF, // 0x24 b    0x20
+    ];
+    let mut image = [0; FIRMWARE_SIZE];
+    let mut i = 0;
+    while i < CODE.len() {
+        let word = CODE[i].to_le_bytes();
+        put(&mut image, i * 4, &word);
+        i += 1;
+    }
+    // The marker at 0x28, followed by the image's zeros (its NUL).
+    put(&mut image, CODE.len() * 4, PROBE_MARKER);
     image
 }
 
@@ -450,7 +531,7 @@ mod tests {
 
     #[test]
     fn the_firmware_jumps_from_the_reset_vector_to_code_printing_the_marker() {
-        let image = &FIRMWARE;
+        let image = &X86_FIRMWARE;
         assert_eq!(image.len(), 64 * 1024);
         assert_eq!(image[RESET_VECTOR..RESET_VECTOR + 3], [0xE9, 0x0D, 0x00]);
         // The jump's target, computed as the CPU does: a 16-bit IP.
@@ -481,10 +562,54 @@ mod tests {
 
     const SECOND: Duration = Duration::from_secs(1);
 
+    fn host() -> Arch {
+        host_arch().expect("the tests run on amd64 or arm64")
+    }
+
+    fn foreign() -> Arch {
+        match host() {
+            Arch::Amd64 => Arch::Arm64,
+            Arch::Arm64 => Arch::Amd64,
+        }
+    }
+
+    #[test]
+    fn the_aarch64_firmware_writes_the_marker_to_the_virt_machine_s_uart() {
+        let image = &AARCH64_FIRMWARE;
+        assert_eq!(image.len(), 64 * 1024);
+        // movz x0, #0x0900, lsl #16: imm16 in bits 5..21, hw = 1.
+        let first = u32::from_le_bytes(image[..4].try_into().unwrap());
+        assert_eq!((first >> 5) & 0xFFFF, 0x0900);
+        assert_eq!((first >> 21) & 0b11, 1);
+        // adr x1 points 0x1c past itself, at the marker and its NUL.
+        let adr = u32::from_le_bytes(image[0x0c..0x10].try_into().unwrap());
+        let offset = ((adr >> 5) & 0x7FFFF) << 2 | ((adr >> 29) & 0b11);
+        let marker = 0x0c + offset as usize;
+        assert_eq!(marker, 0x28);
+        assert_eq!(&image[marker..marker + PROBE_MARKER.len()], PROBE_MARKER);
+        assert_eq!(image[marker + PROBE_MARKER.len()], 0);
+    }
+
+    #[test]
+    fn a_foreign_guest_runs_under_tcg_without_a_probe_and_kvm_is_refused() {
+        let (dir, qemu, device) = fakes("touch \"$(dirname \"$0\")/ran\"; echo KBUILD-PROBE-OK");
+        let auto = choose(AccelChoice::Auto, &qemu, &device, foreign()).unwrap();
+        assert_eq!(auto.accelerator, Accelerator::Tcg);
+        assert!(
+            auto.reason
+                .contains("KVM runs only the host's architecture"),
+            "{}",
+            auto.reason
+        );
+        assert!(!dir.path().join("ran").exists());
+        let err = choose(AccelChoice::Kvm, &qemu, &device, foreign()).unwrap_err();
+        assert!(matches!(err, BootError::KvmForeign { .. }), "{err}");
+    }
+
     #[test]
     fn a_guest_that_prints_the_marker_proves_kvm() {
         let (_dir, qemu, device) = fakes("echo KBUILD-PROBE-OK; exec sleep 30");
-        let verdict = probe_kvm(&qemu, &device, SECOND);
+        let verdict = probe_kvm(&qemu, &device, host(), SECOND);
         assert!(verdict.works(), "{verdict}");
         assert!(
             verdict
@@ -503,7 +628,7 @@ test "$(head -c 3 "$last" | od -An -tx1 | tr -d ' ')" = baf803 || exit 4
 test "$(wc -c < "$last")" -eq 65536 || exit 5
 echo KBUILD-PROBE-OK; exec sleep 30"#,
         );
-        let verdict = probe_kvm(&qemu, &device, SECOND);
+        let verdict = probe_kvm(&qemu, &device, host(), SECOND);
         assert!(verdict.works(), "{verdict}");
     }
 
@@ -511,7 +636,7 @@ echo KBUILD-PROBE-OK; exec sleep 30"#,
     fn a_silent_guest_means_tcg_within_the_deadline() {
         let (_dir, qemu, device) = fakes("exec sleep 30");
         let started = Instant::now();
-        let verdict = probe_kvm(&qemu, &device, SECOND);
+        let verdict = probe_kvm(&qemu, &device, host(), SECOND);
         assert!(started.elapsed() < 5 * SECOND, "{:?}", started.elapsed());
         assert_eq!(
             verdict,
@@ -528,7 +653,7 @@ echo KBUILD-PROBE-OK; exec sleep 30"#,
         let (_dir, qemu, device) = fakes(
             "echo 'qemu: warning: host lacks a feature' >&2\necho 'qemu: failed to set MSR 0x10a' >&2\nexit 1",
         );
-        let verdict = probe_kvm(&qemu, &device, 10 * SECOND);
+        let verdict = probe_kvm(&qemu, &device, host(), 10 * SECOND);
         assert_eq!(
             verdict.to_string(),
             "QEMU could not start a KVM guest (exit status: 1): qemu: failed to set MSR 0x10a"
@@ -539,7 +664,7 @@ echo KBUILD-PROBE-OK; exec sleep 30"#,
     fn without_the_device_qemu_is_not_run() {
         let (dir, qemu, _) = fakes("touch \"$(dirname \"$0\")/ran\"; echo KBUILD-PROBE-OK");
         let missing = dir.path().join("no-kvm");
-        let verdict = probe_kvm(&qemu, &missing, SECOND);
+        let verdict = probe_kvm(&qemu, &missing, host(), SECOND);
         assert_eq!(
             verdict,
             KvmVerdict::NoDevice {
@@ -547,11 +672,11 @@ echo KBUILD-PROBE-OK; exec sleep 30"#,
             }
         );
         assert!(!dir.path().join("ran").exists());
-        let err = choose(AccelChoice::Kvm, &qemu, &missing).unwrap_err();
+        let err = choose(AccelChoice::Kvm, &qemu, &missing, host()).unwrap_err();
         assert!(matches!(err, BootError::KvmUnavailable { .. }), "{err}");
         assert!(err.hint().unwrap().contains("--accel tcg"), "{err}");
         // Asked for, TCG needs neither.
-        let tcg = choose(AccelChoice::Tcg, &qemu, &missing).unwrap();
+        let tcg = choose(AccelChoice::Tcg, &qemu, &missing, host()).unwrap();
         assert_eq!(tcg.accelerator, Accelerator::Tcg);
         assert!(!dir.path().join("ran").exists());
     }

@@ -2,11 +2,14 @@
 //! expectations on what the console shows.
 //!
 //! ```text
-//! accelerator: --accel auto (default): KVM if a probe guest executes, else
-//!              TCG -cpu max; --accel kvm | tcg: as asked, no probe
-//! qemu, no network
-//!   firmware: SeaBIOS | OVMF (a private copy of its variable store)
-//!   medium:   CD-ROM (AHCI) | USB stick (xHCI mass storage), read-only
+//! accelerator: --accel auto (default): KVM if a probe guest of the host's
+//!              architecture executes, else TCG -cpu max; --accel kvm | tcg:
+//!              as asked, no probe; a foreign guest: TCG
+//! qemu-system-x86_64 -M q35 | qemu-system-aarch64 -M virt, no network
+//!   firmware: SeaBIOS (amd64) | OVMF or AAVMF, found through QEMU's
+//!             firmware descriptors (a private copy of its variable store)
+//!   medium:   CD-ROM (AHCI on q35, virtio-SCSI on virt) | USB stick (xHCI
+//!             mass storage), read-only
 //!   serial:   stdio  -> console text -> [--serial-log], [stderr]
 //! wait for --expect (default: a login prompt)
 //! [--login U:P] type the user and password, wait for a shell prompt
@@ -28,6 +31,8 @@
 
 mod accel;
 mod console;
+mod firmware;
+mod media_arch;
 mod qemu;
 
 use std::path::PathBuf;
@@ -39,8 +44,11 @@ pub use accel::{
     probe_guest, probe_kvm, AccelChoice, Accelerator, GuestFailure, KvmVerdict, KVM_DEVICE,
     PROBE_DEADLINE,
 };
-pub use qemu::{ovmf, ovmf_secure, Firmware, Media};
+pub use firmware::{find as uefi_firmware, UefiFirmware};
+pub use media_arch::iso_arch;
+pub use qemu::{emulator, Firmware, Media};
 
+use crate::project::Arch;
 use crate::sandbox::Cancel;
 use crate::tools::ToolError;
 
@@ -53,6 +61,8 @@ const TAIL_LINES: usize = 30;
 #[derive(Debug, Clone)]
 pub struct BootRequest {
     pub iso: PathBuf,
+    /// The guest's architecture: QEMU, machine and firmware follow it.
+    pub arch: Arch,
     pub firmware: Firmware,
     /// The UEFI variable store to copy instead of the firmware's default.
     pub vars: Option<PathBuf>,
@@ -78,6 +88,7 @@ impl BootRequest {
     fn example(firmware: Firmware, media: Media) -> BootRequest {
         BootRequest {
             iso: "/out/a b.iso".into(),
+            arch: Arch::Amd64,
             firmware,
             vars: None,
             media,
@@ -149,6 +160,12 @@ pub enum BootError {
         regex: String,
         output: String,
     },
+    #[error("KVM was asked for, but KVM cannot run an {guest} guest on this {host} host")]
+    KvmForeign { guest: Arch, host: String },
+    #[error("cannot tell which architecture {} boots: {reason}", iso.display())]
+    UnknownArch { iso: PathBuf, reason: String },
+    #[error("{arch} boots from UEFI only: --firmware bios is for amd64")]
+    NoBios { arch: Arch },
     #[error("KVM was asked for, but {} cannot be opened read-write", device.display())]
     KvmUnavailable {
         device: PathBuf,
@@ -165,9 +182,17 @@ impl BootError {
     pub fn hint(&self) -> Option<String> {
         match self {
             BootError::Tool(e) => e.hint().map(str::to_string),
+            BootError::NoFirmware { what, .. } if what.starts_with("AAVMF") => Some(
+                "install the distribution's aarch64 UEFI firmware (Debian/Ubuntu: apt-get install qemu-efi-aarch64; Fedora: dnf install edk2-aarch64)".into(),
+            ),
             BootError::NoFirmware { .. } => Some(
                 "install the distribution's OVMF package (Debian/Ubuntu: apt-get install ovmf; Fedora: dnf install edk2-ovmf)".into(),
             ),
+            BootError::KvmForeign { .. } => Some(
+                "boot under TCG with --accel tcg or --accel auto (emulation: minutes, not seconds)".into(),
+            ),
+            BootError::UnknownArch { .. } => Some("name it with --arch amd64 or --arch arm64".into()),
+            BootError::NoBios { .. } => Some("use --firmware uefi (the default for arm64)".into()),
             BootError::Timeout { .. } => Some(
                 "without KVM a live system takes minutes to boot: raise --timeout, or see the whole console with --serial-log FILE".into(),
             ),

@@ -8,7 +8,9 @@ use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver};
 
 use super::accel::{self, Acceleration, Accelerator};
+use super::firmware::UefiFirmware;
 use super::{BootError, BootRequest};
+use crate::project::Arch;
 use crate::tools::{self, Located};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -16,57 +18,25 @@ use crate::tools::{self, Located};
 pub enum Firmware {
     /// SeaBIOS, QEMU's default.
     Bios,
-    /// OVMF (EDK II), Secure Boot off.
+    /// OVMF or AAVMF (EDK II), Secure Boot off.
     Uefi,
-    /// OVMF built with Secure Boot, enforcing it: SMM on, the flash's
-    /// variable store writable only from SMM, Microsoft's keys enrolled
-    /// unless the request names another variable store.
+    /// The same built with Secure Boot, enforcing it (on x86_64 SMM on,
+    /// the flash's variable store writable only from SMM), Microsoft's
+    /// keys enrolled unless the request names another variable store.
     UefiSecure,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Media {
-    /// The ISO as a CD-ROM on the AHCI controller (El Torito boot).
+    /// The ISO as a CD-ROM (El Torito boot): on the AHCI controller of
+    /// q35, on a virtio-SCSI controller on virt (which has no AHCI).
     Cdrom,
     /// The ISO as a USB stick on an xHCI controller (MBR / GPT boot).
     Usb,
 }
 
 use serde::Serialize;
-
-/// Where distributions install OVMF: (code, variable store template).
-const OVMF: &[(&str, &str)] = &[
-    (
-        "/usr/share/OVMF/OVMF_CODE_4M.fd",
-        "/usr/share/OVMF/OVMF_VARS_4M.fd",
-    ),
-    (
-        "/usr/share/OVMF/OVMF_CODE.fd",
-        "/usr/share/OVMF/OVMF_VARS.fd",
-    ),
-    (
-        "/usr/share/edk2/ovmf/OVMF_CODE.fd",
-        "/usr/share/edk2/ovmf/OVMF_VARS.fd",
-    ),
-    (
-        "/usr/share/qemu/ovmf-x86_64-code.bin",
-        "/usr/share/qemu/ovmf-x86_64-vars.bin",
-    ),
-];
-
-/// The same with Secure Boot: (code, variable store with Microsoft's
-/// keys enrolled and Secure Boot on).
-const OVMF_SECURE: &[(&str, &str)] = &[
-    (
-        "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd",
-        "/usr/share/OVMF/OVMF_VARS_4M.ms.fd",
-    ),
-    (
-        "/usr/share/edk2/ovmf/OVMF_CODE.secboot.fd",
-        "/usr/share/edk2/ovmf/OVMF_VARS.secboot.fd",
-    ),
-];
 
 /// A running guest.
 pub struct Machine {
@@ -89,33 +59,6 @@ impl Drop for Machine {
     }
 }
 
-/// The OVMF code and variable-store template this host has.
-pub fn ovmf() -> Result<(&'static str, &'static str), BootError> {
-    first_firmware(OVMF, "OVMF (UEFI)")
-}
-
-/// The Secure Boot OVMF code and its Microsoft-keys variable store.
-pub fn ovmf_secure() -> Result<(&'static str, &'static str), BootError> {
-    first_firmware(OVMF_SECURE, "OVMF with Secure Boot")
-}
-
-fn first_firmware(
-    candidates: &[(&'static str, &'static str)],
-    what: &'static str,
-) -> Result<(&'static str, &'static str), BootError> {
-    candidates
-        .iter()
-        .find(|(code, vars)| Path::new(code).is_file() && Path::new(vars).is_file())
-        .copied()
-        .ok_or_else(|| BootError::NoFirmware {
-            what,
-            looked: candidates
-                .iter()
-                .map(|(code, _)| code.to_string())
-                .collect(),
-        })
-}
-
 /// A private, writable copy of the variable store template.
 fn private_vars(template: &Path) -> Result<PathBuf, BootError> {
     let dest = crate::store::atomic::temp_path_in(&std::env::temp_dir());
@@ -126,28 +69,50 @@ fn private_vars(template: &Path) -> Result<PathBuf, BootError> {
     Ok(dest)
 }
 
-/// QEMU's arguments for `request`, with the variable store at `vars`.
+/// The QEMU system emulator for guests of `arch`.
+pub fn emulator(arch: Arch) -> &'static tools::Tool {
+    match arch {
+        Arch::Amd64 => &tools::QEMU_X86_64,
+        Arch::Arm64 => &tools::QEMU_AARCH64,
+    }
+}
+
+/// UEFI firmware with the path of this run's variable store.
+pub(super) struct Flash<'a> {
+    pub firmware: &'a UefiFirmware,
+    pub vars: &'a Path,
+}
+
+/// QEMU's arguments for `request`, with the firmware's flash.
 pub(super) fn arguments(
     request: &BootRequest,
     accelerator: Accelerator,
-    ovmf: Option<(&str, &Path)>,
+    flash: Option<Flash>,
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
-    let secure = request.firmware == Firmware::UefiSecure;
+    let smm = flash.as_ref().is_some_and(|f| f.firmware.requires_smm);
+    let machine = accel::machine_type(request.arch);
     let mut push = |words: &[&str]| args.extend(words.iter().map(OsString::from));
     push(&[
         "-machine",
-        if secure { "q35,smm=on" } else { "q35" },
+        &if smm {
+            format!("{machine},smm=on")
+        } else {
+            machine.to_string()
+        },
         "-m",
         &request.memory_mib.to_string(),
         "-smp",
         "2",
     ]);
     push(&accelerator.qemu_arguments());
+    push(&["-nodefaults"]);
+    if request.arch == Arch::Amd64 {
+        // A graphical console for tty0; virt has no VGA, and its firmware
+        // and kernel console are the PL011 serial port.
+        push(&["-vga", "std"]);
+    }
     push(&[
-        "-nodefaults",
-        "-vga",
-        "std",
         "-display",
         "none",
         "-serial",
@@ -158,20 +123,20 @@ pub(super) fn arguments(
         "none",
         "-no-reboot",
     ]);
-    if secure {
+    if smm {
         // Only SMM may write the variable store: what makes the enrolled
         // keys, and so Secure Boot, binding on the guest.
         push(&["-global", "driver=cfi.pflash01,property=secure,value=on"]);
     }
-    if let Some((code, vars)) = ovmf {
-        push(&[
-            "-drive",
-            &format!("if=pflash,format=raw,unit=0,readonly=on,file={code}"),
-        ]);
-        let mut drive = OsString::from("if=pflash,format=raw,unit=1,file=");
-        drive.push(vars);
-        args.push("-drive".into());
-        args.push(drive);
+    if let Some(flash) = flash {
+        let format = &flash.firmware.format;
+        let mut code = OsString::from(format!(
+            "if=pflash,format={format},unit=0,readonly=on,file="
+        ));
+        code.push(&flash.firmware.code);
+        let mut vars = OsString::from(format!("if=pflash,format={format},unit=1,file="));
+        vars.push(flash.vars);
+        args.extend(["-drive".into(), code, "-drive".into(), vars]);
     }
     let mut drive = OsString::from("if=none,id=boot,format=raw,readonly=on,file=");
     drive.push(&request.iso);
@@ -181,9 +146,15 @@ pub(super) fn arguments(
     args.push("-drive".into());
     args.push(drive);
     let mut push = |words: &[&str]| args.extend(words.iter().map(OsString::from));
-    match request.media {
-        Media::Cdrom => push(&["-device", "ide-cd,drive=boot,bootindex=0"]),
-        Media::Usb => push(&[
+    match (request.media, request.arch) {
+        (Media::Cdrom, Arch::Amd64) => push(&["-device", "ide-cd,drive=boot,bootindex=0"]),
+        (Media::Cdrom, Arch::Arm64) => push(&[
+            "-device",
+            "virtio-scsi-pci,id=scsi",
+            "-device",
+            "scsi-cd,bus=scsi.0,drive=boot,bootindex=0",
+        ]),
+        (Media::Usb, _) => push(&[
             "-device",
             "qemu-xhci,id=xhci",
             "-device",
@@ -195,23 +166,34 @@ pub(super) fn arguments(
 
 impl Machine {
     pub fn start(request: &BootRequest) -> Result<Machine, BootError> {
-        let qemu: Located = tools::locate(&tools::QEMU_X86_64)?;
-        let acceleration = accel::choose(request.accel, &qemu.path, Path::new(accel::KVM_DEVICE))?;
+        let qemu: Located = tools::locate(emulator(request.arch))?;
         let firmware = match request.firmware {
+            Firmware::Bios if request.arch != Arch::Amd64 => {
+                return Err(BootError::NoBios { arch: request.arch })
+            }
             Firmware::Bios => None,
-            Firmware::Uefi => Some(ovmf()?),
-            Firmware::UefiSecure => Some(ovmf_secure()?),
+            Firmware::Uefi => Some(super::firmware::find(request.arch, false)?),
+            Firmware::UefiSecure => Some(super::firmware::find(request.arch, true)?),
         };
-        let (vars, code) = match firmware {
-            None => (None, None),
-            Some((code, template)) => {
-                let template = request.vars.as_deref().unwrap_or(Path::new(template));
-                (Some(private_vars(template)?), Some(code))
+        let acceleration = accel::choose(
+            request.accel,
+            &qemu.path,
+            Path::new(accel::KVM_DEVICE),
+            request.arch,
+        )?;
+        let vars = match &firmware {
+            None => None,
+            Some(found) => {
+                let template = request.vars.as_deref().unwrap_or(&found.vars);
+                Some(private_vars(template)?)
             }
         };
-        let ovmf = code.zip(vars.as_deref());
+        let flash = firmware
+            .as_ref()
+            .zip(vars.as_deref())
+            .map(|(firmware, vars)| Flash { firmware, vars });
         let child = qemu
-            .command(arguments(request, acceleration.accelerator, ovmf))
+            .command(arguments(request, acceleration.accelerator, flash))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -267,6 +249,16 @@ mod tests {
         BootRequest::example(firmware, media)
     }
 
+    fn uefi(code: &str, requires_smm: bool) -> UefiFirmware {
+        UefiFirmware {
+            code: code.into(),
+            vars: "/fw/VARS.fd".into(),
+            format: "raw".into(),
+            requires_smm,
+            source: "test".into(),
+        }
+    }
+
     fn text(args: &[OsString]) -> String {
         args.iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -290,10 +282,14 @@ mod tests {
             .iter()
             .any(|a| a == "if=none,id=boot,format=raw,readonly=on,file=/out/a b.iso,media=cdrom"));
         assert!(!shown.contains("pflash"), "{shown}");
+        let ovmf = uefi("/ovmf/CODE.fd", false);
         let usb = text(&arguments(
             &request(Firmware::Uefi, Media::Usb),
             Accelerator::Kvm,
-            Some(("/ovmf/CODE.fd", Path::new("/tmp/vars.fd"))),
+            Some(Flash {
+                firmware: &ovmf,
+                vars: Path::new("/tmp/vars.fd"),
+            }),
         ));
         assert!(usb.contains("-accel kvm -cpu host"), "{usb}");
         assert!(usb.contains("usb-storage,bus=xhci.0,drive=boot"), "{usb}");
@@ -311,10 +307,14 @@ mod tests {
 
     #[test]
     fn secure_boot_turns_on_smm_and_the_flash_s_secure_mode() {
+        let ovmf = uefi("/ovmf/CODE.secboot.fd", true);
         let secure = text(&arguments(
             &request(Firmware::UefiSecure, Media::Cdrom),
             Accelerator::Tcg,
-            Some(("/ovmf/CODE.secboot.fd", Path::new("/tmp/vars.fd"))),
+            Some(Flash {
+                firmware: &ovmf,
+                vars: Path::new("/tmp/vars.fd"),
+            }),
         ));
         assert!(secure.contains("-machine q35,smm=on"), "{secure}");
         assert!(
@@ -322,5 +322,33 @@ mod tests {
             "{secure}"
         );
         assert!(secure.contains("file=/ovmf/CODE.secboot.fd"), "{secure}");
+    }
+
+    #[test]
+    fn arm64_boots_the_virt_machine_from_aavmf_with_a_virtio_scsi_cd() {
+        let aavmf = uefi("/usr/share/AAVMF/AAVMF_CODE.fd", false);
+        let mut arm = request(Firmware::Uefi, Media::Cdrom);
+        arm.arch = Arch::Arm64;
+        let args = text(&arguments(
+            &arm,
+            Accelerator::Tcg,
+            Some(Flash {
+                firmware: &aavmf,
+                vars: Path::new("/tmp/vars.fd"),
+            }),
+        ));
+        assert!(args.starts_with("-machine virt -m 2048"), "{args}");
+        assert!(args.contains("-accel tcg -cpu max"), "{args}");
+        assert!(
+            args.contains("unit=0,readonly=on,file=/usr/share/AAVMF/AAVMF_CODE.fd"),
+            "{args}"
+        );
+        assert!(args.contains("virtio-scsi-pci,id=scsi"), "{args}");
+        assert!(
+            args.contains("scsi-cd,bus=scsi.0,drive=boot,bootindex=0"),
+            "{args}"
+        );
+        assert!(!args.contains("-vga") && !args.contains("ide-cd"), "{args}");
+        assert!(!args.contains("smm=on"), "{args}");
     }
 }

@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 
 use super::{cancel_on_signals, progress, UsageError};
 use crate::boot::{boot, AccelChoice, BootRequest, Firmware, Media, LOGIN_PROMPT};
+use crate::project::Arch;
 
 /// The environment's default for `--accel`.
 const ACCEL_VARIABLE: &str = "KBUILD_ACCEL";
@@ -23,10 +24,16 @@ const ACCEL_VARIABLE: &str = "KBUILD_ACCEL";
 pub struct BootArgs {
     /// The ISO to boot.
     iso: PathBuf,
-    /// bios: SeaBIOS; uefi: OVMF; uefi-secure: OVMF enforcing Secure Boot
-    /// with Microsoft's keys (or --vars).
-    #[arg(long, value_enum, default_value_t = FirmwareArg::Bios)]
-    firmware: FirmwareArg,
+    /// The ISO's architecture (default: the machine of its EFI loader):
+    /// amd64 boots qemu-system-x86_64 -M q35, arm64 qemu-system-aarch64
+    /// -M virt (under TCG on another host architecture).
+    #[arg(long, value_enum)]
+    arch: Option<super::ArchArg>,
+    /// bios: SeaBIOS (amd64); uefi: OVMF or AAVMF; uefi-secure: the same
+    /// enforcing Secure Boot with Microsoft's keys (or --vars). Default:
+    /// bios for amd64, uefi for arm64.
+    #[arg(long, value_enum)]
+    firmware: Option<FirmwareArg>,
     /// The UEFI variable store to start from (copied, never written),
     /// e.g. one with your own db enrolled; with --firmware uefi[-secure].
     #[arg(long, value_name = "FILE")]
@@ -117,7 +124,17 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
                 .ok_or_else(|| UsageError("--login takes USER:PASS".into()))
         })
         .transpose()?;
-    if args.vars.is_some() && matches!(args.firmware, FirmwareArg::Bios) {
+    let arch = match args.arch {
+        Some(arch) => arch.into(),
+        // A missing ISO is boot()'s error to report.
+        None if args.iso.is_file() => crate::boot::iso_arch(&args.iso)?,
+        None => Arch::Amd64,
+    };
+    let firmware = args.firmware.unwrap_or(match arch {
+        Arch::Amd64 => FirmwareArg::Bios,
+        Arch::Arm64 => FirmwareArg::Uefi,
+    });
+    if args.vars.is_some() && matches!(firmware, FirmwareArg::Bios) {
         return Err(UsageError(
             "--vars is a UEFI variable store: use it with --firmware uefi or uefi-secure".into(),
         )
@@ -125,8 +142,9 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
     }
     let request = BootRequest {
         iso: args.iso.clone(),
+        arch,
         vars: args.vars.clone(),
-        firmware: match args.firmware {
+        firmware: match firmware {
             FirmwareArg::Bios => Firmware::Bios,
             FirmwareArg::Uefi => Firmware::Uefi,
             FirmwareArg::UefiSecure => Firmware::UefiSecure,

@@ -37,7 +37,8 @@ pub struct CheckArgs {
     /// The project holding flavors/<FLAVOR>.yaml.
     #[arg(long, value_name = "DIR", default_value = ".")]
     project: PathBuf,
-    /// The image's architecture [default: the host's].
+    /// The image's architecture [default: a store image's own, else the
+    /// host's].
     #[arg(long, value_enum)]
     arch: Option<ArchArg>,
     /// Output format.
@@ -69,11 +70,28 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
         })?),
         _ => None,
     };
+    let store = match &args.image {
+        Some(_) => Some(open_store(&args.store)?),
+        None => None,
+    };
+    // A store image says what it is; a directory does not.
+    let image_arch = match (&store, &args.image) {
+        (Some(store), Some(image)) => {
+            let (_, manifest) = store.resolve(image)?;
+            Some(store.image_config(&manifest)?.architecture().to_string())
+        }
+        _ => None,
+    };
     let arch = match args.arch {
         Some(arch) => Arch::from(arch),
-        None => Arch::parse(crate::platform::Platform::host().arch.as_str()).ok_or_else(|| {
-            UsageError("the host's architecture is not amd64 or arm64: pass --arch".into())
-        })?,
+        None => {
+            let named = image_arch.unwrap_or_else(|| crate::platform::Platform::host().arch);
+            Arch::parse(&named).ok_or_else(|| {
+                UsageError(format!(
+                    "the architecture {named} is not amd64 or arm64: pass --arch"
+                ))
+            })?
+        }
     };
     let expect = Expectations {
         flavor,
@@ -89,7 +107,7 @@ pub fn run(args: CheckArgs) -> anyhow::Result<()> {
             (dir.display().to_string(), check::check(&root, &expect))
         }
         (None, Some(image)) => {
-            let store = open_store(&args.store)?;
+            let store = store.as_ref().expect("opened for an image");
             let layers = store.image_layers(image)?;
             let report = store
                 .with_image_root(&layers, |root, _| check::check(root, &expect))

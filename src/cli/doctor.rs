@@ -1,22 +1,32 @@
 //! `kbuild doctor`: what this host has of what kbuild needs, with a hint
 //! for whatever is missing.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Serialize;
 
 use super::FailedError;
 use super::OutputFormat as Format;
+use crate::binfmt;
+use crate::platform::Platform;
+use crate::project::Arch;
 use crate::tools::{self, ToolError};
 
 /// List every host prerequisite, found or missing: root and the kernel
-/// features builds use, and each program kbuild runs (with its version, or
-/// how to install it). Exit 0 when everything is there, 1 otherwise.
+/// features builds use, each program kbuild runs (with its version, or
+/// how to install it), and per architecture of the project's matrix what
+/// building and booting it needs (binfmt_misc and its emulator for a
+/// foreign one, UEFI firmware). Exit 0 when everything is there, 1
+/// otherwise; without a kbuild.yaml every architecture is listed, and
+/// what only a foreign one needs is optional.
 #[derive(Debug, Args)]
 pub struct DoctorArgs {
     #[arg(long, value_enum, default_value_t = Format::Text)]
     format: Format,
+    /// The project directory whose kbuild.yaml names the architectures.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    project: PathBuf,
 }
 
 #[derive(Debug, Serialize)]
@@ -25,6 +35,8 @@ struct Item {
     /// What kbuild uses it for.
     purpose: String,
     ok: bool,
+    /// Whether its absence makes the exit status 1.
+    required: bool,
     /// A path and version, or what is wrong.
     detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -32,13 +44,21 @@ struct Item {
 }
 
 pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
+    let (arches, required) = matrix_arches(&args.project)?;
     let mut items = host_items();
     items.extend(tools::ALL.iter().map(|tool| tool_item(tool)));
+    for arch in arches {
+        items.extend(arch_items(arch, required));
+    }
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&items)?),
         Format::Text => {
             for item in &items {
-                let mark = if item.ok { "ok  " } else { "MISS" };
+                let mark = match (item.ok, item.required) {
+                    (true, _) => "ok  ",
+                    (false, true) => "MISS",
+                    (false, false) => "opt ",
+                };
                 println!("{mark}  {:<20} {}", item.name, item.detail);
                 if let Some(hint) = &item.hint {
                     println!("      {:<20} hint: {hint}", "");
@@ -46,7 +66,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let missing = items.iter().filter(|i| !i.ok).count();
+    let missing = items.iter().filter(|i| !i.ok && i.required).count();
     match missing {
         0 => Ok(()),
         n => Err(FailedError(format!("{n} of {} prerequisites missing", items.len())).into()),
@@ -69,21 +89,96 @@ fn tool_item(tool: &'static tools::Tool) -> Item {
         name: tool.name.to_string(),
         purpose: tool.purpose.to_string(),
         ok,
+        required: true,
         detail,
         hint,
     }
+}
+
+/// The architectures of the project's matrix, and whether they are
+/// required (they are when a kbuild.yaml names them).
+fn matrix_arches(project: &Path) -> anyhow::Result<(Vec<Arch>, bool)> {
+    use anyhow::Context as _;
+    if !project.join("kbuild.yaml").is_file() {
+        return Ok((vec![Arch::Amd64, Arch::Arm64], false));
+    }
+    let loaded = crate::project::Project::load(project)
+        .with_context(|| format!("cannot read the project in {}", project.display()))?;
+    Ok((loaded.config.arches.clone(), true))
+}
+
+/// What building and booting a foreign `arch` needs here: its
+/// binfmt_misc handler, QEMU's system emulator and UEFI firmware for it
+/// (the host's own are listed with the tools and by host_items).
+fn arch_items(arch: Arch, required: bool) -> Vec<Item> {
+    let host = Platform::host();
+    let target = Platform::parse(&format!("linux/{arch}")).expect("a valid platform");
+    let mut items = Vec::new();
+    if !binfmt::native(&target, &host) {
+        let handler = binfmt::check(&target);
+        items.push(Item {
+            name: format!("binfmt-{arch}"),
+            purpose: format!("RUN steps of {arch} images on this {} host", host.arch),
+            ok: handler.is_ok(),
+            required,
+            detail: match &handler {
+                Ok(Some(h)) => format!("{}: {} (flags: {})", h.name, h.interpreter, h.flags),
+                Ok(None) => "native".into(),
+                Err(e) => e.to_string(),
+            },
+            hint: handler.as_ref().err().and_then(|e| e.hint()),
+        });
+        let mut qemu = tool_item(crate::boot::emulator(arch));
+        qemu.required = required;
+        items.push(qemu);
+        items.extend(firmware_items(arch, required));
+    }
+    items
+}
+
+/// The UEFI firmware of `arch`, with and without Secure Boot.
+fn firmware_items(arch: Arch, required: bool) -> Vec<Item> {
+    let name = match arch {
+        Arch::Amd64 => "ovmf",
+        Arch::Arm64 => "aavmf",
+    };
+    [false, true]
+        .into_iter()
+        .map(|secure| {
+            let found = crate::boot::uefi_firmware(arch, secure);
+            Item {
+                name: match secure {
+                    false => name.to_string(),
+                    true => format!("{name}-secure-boot"),
+                },
+                purpose: match secure {
+                    false => format!("UEFI firmware for `kbuild boot` of {arch} ISOs"),
+                    true => format!("`kbuild boot --firmware uefi-secure` of {arch} ISOs (Secure Boot enforced)"),
+                },
+                ok: found.is_ok(),
+                required,
+                detail: match &found {
+                    Ok(f) => format!("{}, {} ({})", f.code.display(), f.vars.display(), f.source),
+                    Err(e) => e.to_string(),
+                },
+                hint: found.as_ref().err().and_then(|e| e.hint()),
+            }
+        })
+        .collect()
 }
 
 /// KVM as `kbuild boot --accel auto` decides it: a probe guest must
 /// execute. Optional, so never missing.
 fn kvm_item() -> Item {
     use crate::boot::{probe_kvm, KVM_DEVICE, PROBE_DEADLINE};
-    let verdict = tools::locate(&tools::QEMU_X86_64)
-        .map(|qemu| probe_kvm(&qemu.path, Path::new(KVM_DEVICE), PROBE_DEADLINE));
+    let host = Arch::parse(&Platform::host().arch).unwrap_or(Arch::Amd64);
+    let verdict = tools::locate(crate::boot::emulator(host))
+        .map(|qemu| probe_kvm(&qemu.path, Path::new(KVM_DEVICE), host, PROBE_DEADLINE));
     Item {
         name: "kvm".into(),
         purpose: "fast `kbuild boot` (optional: QEMU falls back to TCG)".into(),
         ok: true,
+        required: false,
         detail: match verdict {
             Ok(verdict) if verdict.works() => verdict.to_string(),
             Ok(verdict) => format!("not used: {verdict}; boots use TCG (slower)"),
@@ -102,13 +197,12 @@ fn host_items() -> Vec<Item> {
     let overlay = filesystems
         .lines()
         .any(|l| l.trim_end().ends_with("overlay"));
-    let ovmf = crate::boot::ovmf();
-    let ovmf_secure = crate::boot::ovmf_secure();
-    vec![
+    let mut items = vec![
         Item {
             name: "root".into(),
             purpose: "overlayfs mounts and namespaces for RUN, COPY and WORKDIR steps".into(),
             ok: root,
+            required: true,
             detail: match root {
                 true => "running as root".into(),
                 false => "not root: uncached build steps will fail".into(),
@@ -119,6 +213,7 @@ fn host_items() -> Vec<Item> {
             name: "overlayfs".into(),
             purpose: "build step snapshots and image views".into(),
             ok: overlay,
+            required: true,
             detail: match overlay {
                 true => "in /proc/filesystems".into(),
                 false => "not in /proc/filesystems".into(),
@@ -126,25 +221,8 @@ fn host_items() -> Vec<Item> {
             hint: (!overlay).then(|| "load it with `modprobe overlay`".into()),
         },
         kvm_item(),
-        Item {
-            name: "ovmf".into(),
-            purpose: "UEFI firmware for `kbuild boot --firmware uefi`".into(),
-            ok: ovmf.is_ok(),
-            detail: match &ovmf {
-                Ok((code, vars)) => format!("{code}, {vars}"),
-                Err(e) => e.to_string(),
-            },
-            hint: ovmf.as_ref().err().and_then(|e| e.hint()),
-        },
-        Item {
-            name: "ovmf-secure-boot".into(),
-            purpose: "`kbuild boot --firmware uefi-secure` (Secure Boot enforced)".into(),
-            ok: ovmf_secure.is_ok(),
-            detail: match &ovmf_secure {
-                Ok((code, vars)) => format!("{code}, {vars}"),
-                Err(e) => e.to_string(),
-            },
-            hint: ovmf_secure.as_ref().err().and_then(|e| e.hint()),
-        },
-    ]
+    ];
+    let host = Arch::parse(&Platform::host().arch).unwrap_or(Arch::Amd64);
+    items.extend(firmware_items(host, true));
+    items
 }

@@ -17,9 +17,13 @@ pub struct ImportArgs {
     /// Name to tag the image with, e.g. debian:bookworm.
     #[arg(short = 't', long = "tag", value_name = "NAME")]
     tag: String,
-    /// OCI architecture of the image (default: the host's).
-    #[arg(long, value_name = "ARCH")]
+    /// OCI architecture of the image (default: the host's), e.g. arm64
+    /// for an `mmdebstrap --arch=arm64` tarball.
+    #[arg(long, value_name = "ARCH", conflicts_with = "platform")]
     arch: Option<String>,
+    /// The image's platform, as BuildKit names it: linux/amd64, linux/arm64.
+    #[arg(long, value_name = "OS/ARCH")]
+    platform: Option<String>,
     #[command(flatten)]
     layer: LayerArgs,
     #[command(flatten)]
@@ -27,12 +31,16 @@ pub struct ImportArgs {
 }
 
 pub fn run(args: ImportArgs) -> anyhow::Result<()> {
+    let platform = match (&args.platform, &args.arch) {
+        (Some(_), _) => super::parse_platform(args.platform.as_deref())?,
+        (None, Some(arch)) => super::parse_platform(Some(&format!("linux/{arch}")))?,
+        (None, None) => None,
+    }
+    .unwrap_or_else(crate::platform::Platform::host);
     let store = open_store(&args.store)?;
     let options = ImportOptions {
         layer: args.layer.options()?,
-        architecture: args
-            .arch
-            .unwrap_or_else(|| crate::platform::Platform::host().arch),
+        architecture: platform.arch,
     };
     let descriptor = import_tarball(
         &store,

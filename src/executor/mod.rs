@@ -127,6 +127,13 @@ pub enum BuildError {
         location: Location,
         instruction: String,
     },
+    #[error("{location}: RUN needs {platform} programs to run on this host")]
+    ForeignPlatform {
+        location: Location,
+        platform: String,
+        #[source]
+        source: Box<crate::binfmt::BinfmtError>,
+    },
     #[error("interrupted")]
     Interrupted,
     #[error("stages {stages} wait for stages that were never built (a bug in kbuild)")]
@@ -252,6 +259,7 @@ pub fn build(
         ..options.plan.clone()
     };
     let plan = crate::plan::plan(file, &request)?;
+    check_foreign_runs(file, &plan)?;
     let context = Root::open(&options.context).map_err(|source| BuildError::ContextDir {
         path: options.context.clone(),
         source,
@@ -298,6 +306,32 @@ pub fn build(
         steps: stats.steps,
         cached: stats.cached,
     })
+}
+
+/// Fails before any work when a planned stage has RUN steps for a
+/// platform whose programs this host cannot run (see [`crate::binfmt`]).
+fn check_foreign_runs(file: &Dockerfile, plan: &Plan) -> Result<(), BuildError> {
+    for &stage in &plan.order {
+        let platform = plan.headers[stage]
+            .platform
+            .as_ref()
+            .unwrap_or(&plan.platform);
+        let first_run = file.stages[stage]
+            .instructions
+            .iter()
+            .find(|i| matches!(i.kind, crate::dockerfile::InstructionKind::Run(_)));
+        if let Some(run) = first_run {
+            crate::binfmt::check(platform).map_err(|source| BuildError::ForeignPlatform {
+                location: Location {
+                    file: file.source.name().to_string(),
+                    pos: run.pos,
+                },
+                platform: platform.to_string(),
+                source: Box::new(source),
+            })?;
+        }
+    }
+    Ok(())
 }
 
 impl Executor<'_> {

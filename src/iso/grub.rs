@@ -171,6 +171,8 @@ pub(super) fn core_images(
 pub(super) struct MenuContext<'a> {
     /// The flavor's live command line, plus `--cmdline`.
     pub cmdline: &'a str,
+    /// The kernel's serial console device (`ttyS0`, `ttyAMA0`).
+    pub serial_console: &'a str,
     pub iso_label: &'a str,
     pub marker: &'a str,
     /// A title for the menu: the image's name.
@@ -245,6 +247,7 @@ mod tests {
             root,
             &MenuContext {
                 cmdline: "boot=live components quiet",
+                serial_console: "ttyAMA0",
                 iso_label: "KBUILD",
                 marker: "/.disk/kbuild-x",
                 title: "kairos-debian",
@@ -255,7 +258,11 @@ mod tests {
             text.contains("linux /boot/kernel boot=live components quiet"),
             "{text}"
         );
-        assert!(text.contains("console=tty0 console=ttyS0,115200"), "{text}");
+        assert!(
+            text.contains("console=tty0 console=ttyAMA0,115200"),
+            "{text}"
+        );
+        assert!(!text.contains("ttyS0"), "{text}");
         assert!(
             text.contains("search --no-floppy --set=root --file /.disk/kbuild-x"),
             "{text}"

@@ -371,7 +371,11 @@ pub fn build_iso(
             parts::UkiInputs::new(
                 uki,
                 &flavor.boot,
-                crate::uki::cmdline(&flavor.boot, request.extra_cmdline.as_deref()),
+                crate::uki::cmdline(
+                    &flavor.boot,
+                    selection.id.arch,
+                    request.extra_cmdline.as_deref(),
+                ),
             )
         })
         .transpose()?;
@@ -423,6 +427,7 @@ pub fn build_iso(
             &project.root,
             &grub::MenuContext {
                 cmdline: &cmdline,
+                serial_console: selection.id.arch.serial_console(),
                 iso_label: VOLUME_ID,
                 marker: &marker,
                 title: &name,

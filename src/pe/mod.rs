@@ -196,6 +196,11 @@ impl<'a> Pe<'a> {
         .map(SectionHeader::read)
     }
 
+    /// The COFF header's machine type (0x8664 x86_64, 0xAA64 arm64).
+    pub fn machine(&self) -> u16 {
+        u16_at(self.bytes, self.coff).unwrap_or(0)
+    }
+
     /// The first section named `name`: its virtual address and its
     /// VirtualSize bytes from the file (what a section kbuild added holds).
     pub fn section(&self, name: &str) -> Result<Option<Section<'a>>, PeError> {

@@ -129,6 +129,16 @@ impl Arch {
         }
     }
 
+    /// The kernel's name for the serial console of the machines kbuild
+    /// boots this architecture on (a PC's first UART; the PL011 of arm64
+    /// boards and QEMU's virt machine).
+    pub fn serial_console(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "ttyS0",
+            Arch::Arm64 => "ttyAMA0",
+        }
+    }
+
     pub fn parse(text: &str) -> Option<Arch> {
         match text {
             "amd64" | "x86_64" => Some(Arch::Amd64),

@@ -122,6 +122,19 @@ pub const QEMU_X86_64: Tool = Tool {
     },
 };
 
+pub const QEMU_AARCH64: Tool = Tool {
+    name: "qemu-system-aarch64",
+    purpose: "boots arm64 ISOs for `kbuild boot`",
+    version_args: &["--version"],
+    minimum: Some((7, 0)),
+    packages: Packages {
+        debian: "qemu-system-arm",
+        fedora: "qemu-system-aarch64-core",
+        alpine: "qemu-system-aarch64",
+        suse: "qemu-arm",
+    },
+};
+
 pub const RUNC: Tool = Tool {
     name: "runc",
     purpose: "runs RUN steps with `--isolation oci`",
@@ -135,7 +148,6 @@ pub const RUNC: Tool = Tool {
     },
 };
 
-/// Every host program kbuild may run, in the order `kbuild doctor` lists them.
 pub const OPENSSL: Tool = Tool {
     name: "openssl",
     purpose: "makes the keys and certificates of `kbuild keys generate`",
@@ -162,6 +174,8 @@ pub const OSSLSIGNCODE: Tool = Tool {
     },
 };
 
+/// Every host program kbuild may run, in the order `kbuild doctor` lists
+/// them (what only another architecture needs, it lists per architecture).
 pub const ALL: [&Tool; 9] = [
     &RUNC,
     &MKSQUASHFS,

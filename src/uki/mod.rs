@@ -236,10 +236,14 @@ pub struct UkiReport {
     pub epoch: i64,
 }
 
-/// The command line a UKI of `boot`'s flavor boots with: the live one,
-/// both consoles (as the ISO's menu), then `extra`.
-pub fn cmdline(boot: &Boot, extra: Option<&str>) -> String {
-    let mut line = format!("{} console=tty0 console=ttyS0,115200", boot.live.cmdline);
+/// The command line a UKI of `boot`'s flavor boots on `arch` with: the
+/// live one, both consoles (as the ISO's menu), then `extra`.
+pub fn cmdline(boot: &Boot, arch: Arch, extra: Option<&str>) -> String {
+    let mut line = format!(
+        "{} console=tty0 console={},115200",
+        boot.live.cmdline,
+        arch.serial_console()
+    );
     if let Some(extra) = extra.filter(|e| !e.trim().is_empty()) {
         line.push(' ');
         line.push_str(extra.trim());
@@ -263,7 +267,7 @@ pub fn build_uki(
         .ok_or_else(|| BuildUkiError::UnknownArch(config.architecture().to_string()))?;
     let epoch = crate::store::image::epoch(&config);
     let layers = store.manifest_layers(&manifest)?;
-    let line = cmdline(&flavor.boot, request.extra_cmdline.as_deref());
+    let line = cmdline(&flavor.boot, arch, request.extra_cmdline.as_deref());
     if line.chars().any(|c| c.is_control()) {
         return Err(BuildUkiError::BadCmdline(line));
     }

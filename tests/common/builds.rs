@@ -4,27 +4,34 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::{debian_tarball, kbuild, ok};
+use super::{debian_tarball_for, kbuild, ok};
 
 /// A store with the Debian base imported as `debian:bookworm`.
 pub fn store_with_base(work: &Path) -> PathBuf {
-    import_base(work, &[])
+    import_base(work, &[], "amd64")
 }
 
 /// The same, imported with `SOURCE_DATE_EPOCH`, so every store made by it
 /// holds the base under the same digest (and shares step-cache keys).
 pub fn store_with_pinned_base(work: &Path, epoch: &str) -> PathBuf {
-    import_base(work, &[("SOURCE_DATE_EPOCH", epoch)])
+    store_with_pinned_base_for(work, epoch, "amd64")
 }
 
-fn import_base(work: &Path, envs: &[(&str, &str)]) -> PathBuf {
+/// The same with the Debian base of `arch`.
+pub fn store_with_pinned_base_for(work: &Path, epoch: &str, arch: &str) -> PathBuf {
+    import_base(work, &[("SOURCE_DATE_EPOCH", epoch)], arch)
+}
+
+fn import_base(work: &Path, envs: &[(&str, &str)], arch: &str) -> PathBuf {
     let store = work.join("store");
     ok(&kbuild(
         &[
             "import",
-            debian_tarball().to_str().unwrap(),
+            debian_tarball_for(arch).to_str().unwrap(),
             "-t",
             "debian:bookworm",
+            "--platform",
+            &format!("linux/{arch}"),
             "--store",
             store.to_str().unwrap(),
         ],
@@ -110,6 +117,11 @@ fn decompressed(raw: &[u8]) -> Vec<u8> {
 /// one-layer image imported into `store` under `name`. Its digest is the
 /// same in every store, as a real package image pulled by digest is.
 pub fn import_files(store: &Path, files: &[(&str, &[u8], u32)], name: &str) {
+    import_files_for(store, files, name, "amd64");
+}
+
+/// The same, as an image of `arch`.
+pub fn import_files_for(store: &Path, files: &[(&str, &[u8], u32)], name: &str, arch: &str) {
     let dir = tempfile::tempdir().unwrap();
     let tarball = dir.path().join("rootfs.tar");
     let mut builder = tar::Builder::new(fs::File::create(&tarball).unwrap());
@@ -130,6 +142,8 @@ pub fn import_files(store: &Path, files: &[(&str, &[u8], u32)], name: &str) {
             tarball.to_str().unwrap(),
             "-t",
             name,
+            "--platform",
+            &format!("linux/{arch}"),
             "--store",
             store.to_str().unwrap(),
         ],

@@ -38,20 +38,32 @@ pub fn require(tools: &[&str]) {
 
 /// `mmdebstrap --variant=minbase bookworm` as a tarball, built once.
 pub fn debian_tarball() -> PathBuf {
+    debian_tarball_for("amd64")
+}
+
+/// The same for `arch` (an arm64 one on an amd64 host runs its package
+/// scripts through qemu-user's binfmt_misc handler), built once.
+pub fn debian_tarball_for(arch: &str) -> PathBuf {
     let dir = root().join("target/fixtures");
     std::fs::create_dir_all(&dir).unwrap();
     let lock = std::fs::File::create(dir.join(".lock")).unwrap();
     lock.lock().unwrap();
-    let tarball = dir.join("debian-minbase-bookworm.tar");
+    let name = match arch {
+        "amd64" => "debian-minbase-bookworm".to_string(),
+        other => format!("debian-minbase-bookworm-{other}"),
+    };
+    let tarball = dir.join(format!("{name}.tar"));
     if !tarball.exists() {
         require(&["mmdebstrap"]);
-        let partial = dir.join("debian-minbase-bookworm.partial.tar");
+        let partial = dir.join(format!("{name}.partial.tar"));
         let status = Command::new("mmdebstrap")
-            .args(["--variant=minbase", "--quiet", "--mode=root", "bookworm"])
+            .args(["--variant=minbase", "--quiet", "--mode=root"])
+            .arg(format!("--arch={arch}"))
+            .arg("bookworm")
             .arg(&partial)
             .status()
             .expect("run mmdebstrap");
-        assert!(status.success(), "mmdebstrap failed");
+        assert!(status.success(), "mmdebstrap --arch={arch} failed");
         std::fs::rename(&partial, &tarball).unwrap();
     }
     tarball
