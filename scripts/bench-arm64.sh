@@ -70,18 +70,7 @@ echo "kbuild amd64 (cold, native)..." >&2
 kbuild_amd64=$(cold_image amd64)
 
 echo "buildah bud --platform linux/arm64 (cold, emulated)..." >&2
-python3 - "$work/Dockerfile.buildah" <<'EOF'
-import base64, re, sys
-text = open("images/Dockerfile.debian").read()
-def plain(match):
-    body = match.group(2)
-    script = base64.b64encode(body.encode()).decode()
-    return f"RUN echo {script} | base64 -d > /kbuild-step.sh && sh /kbuild-step.sh && rm -f /kbuild-step.sh\n"
-text = re.sub(r"RUN <<(\w+)\n(.*?)\n\1\n", plain, text, flags=re.S)
-if "RUN <<" in text:
-    sys.exit("a heredoc RUN was not converted")
-open(sys.argv[1], "w").write(text)
-EOF
+scripts/plain-heredocs.py "$work/Dockerfile.buildah"
 bstore=(--root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver overlay)
 "$kbuild" export debian:bookworm "oci:$work/base-oci:base" --store "$work/store-arm64" >/dev/null 2>&1
 skopeo copy --quiet "oci:$work/base-oci:base" \

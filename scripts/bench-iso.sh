@@ -126,18 +126,7 @@ median() { printf '%s\n' "$@" | sort -n | sed -n "$(( ($# + 1) / 2 ))p"; }
 wk=$(median "${warm_kbuild[@]}") wf=$(median "${warm_floor[@]}")
 
 # --- 3 (peer half): buildah bud + floor ---------------------------------------
-python3 - "$work/Dockerfile.buildah" <<'EOF'
-import base64, re, sys
-text = open("images/Dockerfile.debian").read()
-def plain(match):
-    body = match.group(2)
-    script = base64.b64encode(body.encode()).decode()
-    return f"RUN echo {script} | base64 -d > /kbuild-step.sh && sh /kbuild-step.sh && rm -f /kbuild-step.sh\n"
-text = re.sub(r"RUN <<(\w+)\n(.*?)\n\1\n", plain, text, flags=re.S)
-if "RUN <<" in text:
-    sys.exit("a heredoc RUN was not converted")
-open(sys.argv[1], "w").write(text)
-EOF
+scripts/plain-heredocs.py "$work/Dockerfile.buildah"
 "$kbuild" export debian:bookworm "oci:$work/base-oci:base" --store "$store" >/dev/null
 buildah rmi -f localhost/kbuild-bench-base:1 localhost/kbuild-bench-debian:1 >/dev/null 2>&1 || true
 skopeo copy --quiet "oci:$work/base-oci:base" containers-storage:localhost/kbuild-bench-base:1

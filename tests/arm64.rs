@@ -70,19 +70,7 @@ struct Fixture {
 static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
 
 fn fixture() -> &'static Fixture {
-    let built = FIXTURE.get_or_init(|| {
-        std::panic::catch_unwind(build_fixture).map_err(|panic| {
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default()
-        })
-    });
-    match built {
-        Ok(fixture) => fixture,
-        Err(message) => panic!("the shared arm64 fixture could not be built: {message}"),
-    }
+    common::shared(&FIXTURE, "arm64 fixture", build_fixture)
 }
 
 fn cell_args<'a>(command: &'a str, project: &'a str, store: &'a str) -> Vec<&'a str> {
@@ -101,14 +89,10 @@ fn cell_args<'a>(command: &'a str, project: &'a str, store: &'a str) -> Vec<&'a 
     ]
 }
 
-fn build_fixture() -> Fixture {
-    let work = tempfile::tempdir().unwrap();
-    let path = work.path().to_path_buf();
-    let store = common::seed::seeded_store_for(&path, "arm64");
-    let http = standins::binaries();
-    let project = standins::project_for(&path, &http, "arm64");
-    let report = path.join("iso.json");
-    let out = path.join("out");
+/// `kbuild iso` of the arm64 core cell into `<dir>/out`: its report.
+fn core_iso(project: &Path, store: &Path, dir: &Path) -> serde_json::Value {
+    let report = dir.join("iso.json");
+    let out = dir.join("out");
     let (p, s) = (project.to_str().unwrap(), store.to_str().unwrap());
     let mut args = cell_args("iso", p, s);
     args.extend([
@@ -120,7 +104,16 @@ fn build_fixture() -> Fixture {
         report.to_str().unwrap(),
     ]);
     ok(&kbuild(&args, &[("SOURCE_DATE_EPOCH", EPOCH)]));
-    let report: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    serde_json::from_slice(&fs::read(&report).unwrap()).unwrap()
+}
+
+fn build_fixture() -> Fixture {
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().to_path_buf();
+    let store = common::seed::seeded_store_for(&path, "arm64");
+    let http = standins::binaries();
+    let project = standins::project_for(&path, &http, "arm64");
+    let report = core_iso(&project, &store, &path);
     Fixture {
         core_image: report["image"].as_str().unwrap().to_string(),
         iso: PathBuf::from(report["iso"].as_str().unwrap()),
@@ -211,19 +204,7 @@ fn arm64_iso_is_uefi_only_and_reproducible_from_the_same_image() {
     // The same image in a store of its own gives the same bytes.
     let again = tempfile::tempdir_in(&f.work).unwrap();
     let store = common::seed::seeded_store_for(again.path(), "arm64");
-    let out = again.path().join("out");
-    let report = again.path().join("iso.json");
-    let mut args = cell_args("iso", f.project.to_str().unwrap(), store.to_str().unwrap());
-    args.extend([
-        "--variant",
-        "core",
-        "-o",
-        out.to_str().unwrap(),
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    ok(&kbuild(&args, &[("SOURCE_DATE_EPOCH", EPOCH)]));
-    let second: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
+    let second = core_iso(&f.project, &store, again.path());
     assert_eq!(second["image"], f.report["image"]);
     assert_eq!(second["sha256"], f.report["sha256"], "{second:#}");
 }

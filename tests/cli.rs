@@ -503,6 +503,42 @@ fn doctor_lists_every_prerequisite_with_hints_for_the_missing() {
         .as_str()
         .unwrap()
         .contains("uefi"));
+    // The project's matrix has arm64: what building and booting it on
+    // this amd64 host needs is listed, and required.
+    for name in [
+        "binfmt-arm64",
+        "qemu-system-aarch64",
+        "aavmf",
+        "aavmf-secure-boot",
+    ] {
+        assert_eq!(by_name(name)["required"], true, "{items}");
+    }
+    assert_eq!(by_name("qemu-system-aarch64")["ok"], false, "{items}");
+    assert!(
+        by_name("binfmt-arm64")["purpose"]
+            .as_str()
+            .unwrap()
+            .contains("RUN steps of arm64 images"),
+        "{items}"
+    );
+
+    // Outside a project every architecture is listed, the foreign one's
+    // needs as optional: they alone do not fail doctor.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kbuild"))
+        .args(["doctor", "--format", "json"])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    let items: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let arm: Vec<&Value> = items
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["name"].as_str().unwrap().contains("arm64") || i["name"] == "aavmf")
+        .collect();
+    assert!(!arm.is_empty(), "{items}");
+    assert!(arm.iter().all(|i| i["required"] == false), "{items}");
 }
 
 #[test]

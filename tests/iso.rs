@@ -116,19 +116,7 @@ struct Fixture {
 static FIXTURE: OnceLock<Result<Fixture, String>> = OnceLock::new();
 
 fn fixture() -> &'static Fixture {
-    let built = FIXTURE.get_or_init(|| {
-        std::panic::catch_unwind(build_fixture).map_err(|panic| {
-            panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_default()
-        })
-    });
-    match built {
-        Ok(fixture) => fixture,
-        Err(message) => panic!("the shared ISO fixture could not be built: {message}"),
-    }
+    common::shared(&FIXTURE, "ISO fixture", build_fixture)
 }
 
 fn iso_args<'a>(fixture_project: &'a str, store: &'a str, out: &'a str) -> Vec<&'a str> {

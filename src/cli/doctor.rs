@@ -152,7 +152,7 @@ fn firmware_items(arch: Arch, required: bool) -> Vec<Item> {
                     true => format!("{name}-secure-boot"),
                 },
                 purpose: match secure {
-                    false => format!("UEFI firmware for `kbuild boot` of {arch} ISOs"),
+                    false => format!("UEFI firmware for `kbuild boot --firmware uefi` of {arch} ISOs"),
                     true => format!("`kbuild boot --firmware uefi-secure` of {arch} ISOs (Secure Boot enforced)"),
                 },
                 ok: found.is_ok(),

@@ -210,6 +210,9 @@ fn render_problems(report: &ReleaseReport) {
                 "\nerror: {} failed at {}: {}",
                 cell.cell, failure.step, failure.message
             );
+            if let Some(hint) = &failure.hint {
+                eprintln!("hint: {hint}");
+            }
         }
     }
 }

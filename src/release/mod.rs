@@ -139,6 +139,10 @@ pub struct Failure {
     /// `image`, `iso`, `sbom` or `provenance`.
     pub step: &'static str,
     pub message: String,
+    /// What fixes it, when kbuild knows (the CLI prints it on a `hint:`
+    /// line, as for a single build).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -377,13 +381,18 @@ pub fn release(
     })
 }
 
+/// Writes `value` as JSON, leaving a file that already says the same
+/// untouched (a re-run of an unchanged release rewrites nothing).
 fn write_json(path: &Path, value: &impl Serialize) -> Result<(), ReleaseError> {
     let mut bytes = serde_json::to_vec_pretty(value).expect("serializable");
     bytes.push(b'\n');
-    atomic::write(path, &bytes).map_err(ReleaseError::io(path))
+    atomic::write_if_changed(path, &bytes)
+        .map(drop)
+        .map_err(ReleaseError::io(path))
 }
 
-/// `SHA256SUMS` of every artifact of `cells`, sorted by path.
+/// `SHA256SUMS` of every artifact of `cells`, sorted by path (untouched
+/// when it already lists them).
 fn write_sums(out: &Path, cells: &[ManifestCell]) -> Result<PathBuf, ReleaseError> {
     let lines: BTreeSet<String> = cells
         .iter()
@@ -391,15 +400,16 @@ fn write_sums(out: &Path, cells: &[ManifestCell]) -> Result<PathBuf, ReleaseErro
         .map(|a| format!("{}  {}\n", a.sha256, a.path))
         .collect();
     let path = out.join("SHA256SUMS");
-    atomic::write(&path, lines.into_iter().collect::<String>().as_bytes())
+    atomic::write_if_changed(&path, lines.into_iter().collect::<String>().as_bytes())
         .map_err(ReleaseError::io(&path))?;
     Ok(path)
 }
 
-fn failure(step: &'static str) -> impl FnOnce(&dyn std::error::Error) -> Failure {
+fn failure(step: &'static str) -> impl FnOnce(&(dyn std::error::Error + 'static)) -> Failure {
     move |error| Failure {
         step,
         message: chain(error),
+        hint: crate::diagnose::hint(error),
     }
 }
 
@@ -443,6 +453,7 @@ fn build_cell(
     let built = iso.built.clone().ok_or_else(|| Failure {
         step: "image",
         message: "the image was not built".into(),
+        hint: None,
     })?;
     report.image = Some(built.clone());
     let reproducible = match request.verify {
@@ -565,6 +576,7 @@ fn verify_cell(
     Err(Failure {
         step: "verify",
         message: format!("not reproducible: {what}"),
+        hint: None,
     })
 }
 

@@ -30,6 +30,19 @@ pub fn write(dest: &Path, bytes: &[u8]) -> io::Result<()> {
     write_with_mode(dest, bytes, 0o666)
 }
 
+/// [`write`] unless `dest` already holds exactly `bytes`; returns whether
+/// it wrote. A re-run that produces the same file leaves it untouched
+/// (inode, mtime), so tools watching the output see no change.
+pub fn write_if_changed(dest: &Path, bytes: &[u8]) -> io::Result<bool> {
+    let same = fs::metadata(dest).is_ok_and(|m| m.is_file() && m.len() == bytes.len() as u64)
+        && fs::read(dest).is_ok_and(|existing| existing == bytes);
+    if same {
+        return Ok(false);
+    }
+    write(dest, bytes)?;
+    Ok(true)
+}
+
 /// [`write`] with the file created as `mode` (less the umask), so a secret
 /// is never readable by others, not even before a chmod.
 pub fn write_with_mode(dest: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {

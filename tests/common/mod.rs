@@ -69,6 +69,29 @@ pub fn debian_tarball_for(arch: &str) -> PathBuf {
     tarball
 }
 
+/// A suite's shared fixture, built by the first test that needs it. A
+/// failure is kept, so the other tests fail at once with it instead of
+/// building it again.
+pub fn shared<T>(
+    cell: &'static std::sync::OnceLock<Result<T, String>>,
+    what: &str,
+    build: fn() -> T,
+) -> &'static T {
+    let built = cell.get_or_init(|| {
+        std::panic::catch_unwind(build).map_err(|panic| {
+            panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default()
+        })
+    });
+    match built {
+        Ok(fixture) => fixture,
+        Err(message) => panic!("the shared {what} could not be built: {message}"),
+    }
+}
+
 pub fn kbuild(args: &[&str], envs: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kbuild"));
     cmd.args(args);
