@@ -283,8 +283,46 @@ fn is_executable(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-/// The first `N.N[.N]` the program prints about its version.
+/// The version `path` reported, remembered for this process by the
+/// file's identity: a release locates the same tools once per cell, and
+/// each `--version` run costs tens of milliseconds; an upgraded binary
+/// is another file (inode, size, mtime) and is asked again.
 fn read_version(tool: &'static Tool, path: &Path) -> Result<String, ToolError> {
+    use std::collections::BTreeMap;
+    use std::os::unix::fs::MetadataExt;
+    use std::sync::Mutex;
+    type Identity = (PathBuf, u64, u64, u64, i64, i64);
+    static SEEN: Mutex<BTreeMap<Identity, String>> = Mutex::new(BTreeMap::new());
+    let identity = std::fs::metadata(path).ok().map(|m| {
+        (
+            path.to_path_buf(),
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime(),
+            m.mtime_nsec(),
+        )
+    });
+    let seen = |id: &Identity| {
+        SEEN.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    };
+    if let Some(version) = identity.as_ref().and_then(seen) {
+        return Ok(version);
+    }
+    let version = ask_version(tool, path)?;
+    if let Some(id) = identity {
+        SEEN.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, version.clone());
+    }
+    Ok(version)
+}
+
+/// The first `N.N[.N]` the program prints about its version.
+fn ask_version(tool: &'static Tool, path: &Path) -> Result<String, ToolError> {
     let output = Command::new(path)
         .args(tool.version_args)
         .stdin(Stdio::null())
