@@ -31,43 +31,51 @@ const MAX_ENTRIES: u64 = 128;
 /// The loaders tried, with the architecture each names.
 const LOADERS: [(&str, Arch); 2] = [("BOOTX64.EFI", Arch::Amd64), ("BOOTAA64.EFI", Arch::Arm64)];
 
-/// The architecture `iso` boots: its EFI loader's PE machine.
-pub fn iso_arch(iso: &Path) -> Result<Arch, BootError> {
-    let unknown = |reason: String| BootError::UnknownArch {
-        iso: iso.to_path_buf(),
-        reason,
+/// The architecture `iso` boots, by its EFI loader's PE machine: on the
+/// ESP its GPT lists, else on the medium itself as a FAT image (a bare
+/// ESP, as `kbuild uki` media are). `None` when the medium has no such
+/// loader (a BIOS-only ISO) or mtools is missing: the caller decides.
+pub fn iso_arch(iso: &Path) -> Result<Option<Arch>, BootError> {
+    let esp = esp_offset(iso).map_err(|source| BootError::Io {
+        path: iso.to_path_buf(),
+        source,
+    })?;
+    let Ok(mcopy) = tools::locate(&tools::MCOPY) else {
+        return Ok(None);
     };
-    let offset = esp_offset(iso)
-        .map_err(|source| BootError::Io {
-            path: iso.to_path_buf(),
-            source,
-        })?
-        .ok_or_else(|| unknown("it has no GPT listing an EFI system partition".into()))?;
-    let mcopy = tools::locate(&tools::MCOPY)?;
-    let mut image = std::ffi::OsString::from(iso);
-    image.push(format!("@@{offset}"));
-    for (name, _) in LOADERS {
-        let mut command = mcopy.command([
-            "-i".as_ref(),
-            image.as_os_str(),
-            format!("::/EFI/BOOT/{name}").as_ref(),
-            "-".as_ref(),
-        ]);
-        command
-            .env("MTOOLSRC", "/dev/null")
-            .env("MTOOLS_SKIP_CHECK", "1");
-        let Ok(out) = command.output() else { continue };
-        if out.status.success() {
-            return pe_arch(&out.stdout).ok_or_else(|| {
-                unknown(format!(
-                    "EFI/BOOT/{name} is not an amd64 or arm64 EFI binary"
-                ))
-            });
+    for offset in esp.into_iter().chain([0]) {
+        for (name, _) in LOADERS {
+            let Some(bytes) = loader(&mcopy, iso, offset, name) else {
+                continue;
+            };
+            return pe_arch(&bytes)
+                .map(Some)
+                .ok_or_else(|| BootError::UnknownArch {
+                    iso: iso.to_path_buf(),
+                    reason: format!("EFI/BOOT/{name} is not an amd64 or arm64 EFI binary"),
+                });
         }
     }
-    Err(unknown(
-        "its EFI system partition holds neither EFI/BOOT/BOOTX64.EFI nor BOOTAA64.EFI".into(),
-    ))
+    Ok(None)
+}
+
+/// `EFI/BOOT/<name>` of the FAT file system at `offset` in `image`.
+fn loader(mcopy: &tools::Located, image: &Path, offset: u64, name: &str) -> Option<Vec<u8>> {
+    let mut at = std::ffi::OsString::from(image);
+    at.push(format!("@@{offset}"));
+    let mut command = mcopy.command([
+        "-i".as_ref(),
+        at.as_os_str(),
+        format!("::/EFI/BOOT/{name}").as_ref(),
+        "-".as_ref(),
+    ]);
+    command
+        .env("MTOOLSRC", "/dev/null")
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let out = command.output().ok()?;
+    out.status.success().then_some(out.stdout)
 }
 
 /// The architecture of a PE image's machine field.

@@ -24,7 +24,8 @@ const ACCEL_VARIABLE: &str = "KBUILD_ACCEL";
 pub struct BootArgs {
     /// The ISO to boot.
     iso: PathBuf,
-    /// The ISO's architecture (default: the machine of its EFI loader):
+    /// The ISO's architecture (default: the machine of its EFI loader,
+    /// else the host's):
     /// amd64 boots qemu-system-x86_64 -M q35, arm64 qemu-system-aarch64
     /// -M virt (under TCG on another host architecture).
     #[arg(long, value_enum)]
@@ -124,11 +125,13 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
                 .ok_or_else(|| UsageError("--login takes USER:PASS".into()))
         })
         .transpose()?;
+    // A medium without an EFI loader (BIOS only) boots on this host's kind.
+    let host_arch = Arch::parse(&crate::platform::Platform::host().arch).unwrap_or(Arch::Amd64);
     let arch = match args.arch {
         Some(arch) => arch.into(),
         // A missing ISO is boot()'s error to report.
-        None if args.iso.is_file() => crate::boot::iso_arch(&args.iso)?,
-        None => Arch::Amd64,
+        None if args.iso.is_file() => crate::boot::iso_arch(&args.iso)?.unwrap_or(host_arch),
+        None => host_arch,
     };
     let firmware = args.firmware.unwrap_or(match arch {
         Arch::Amd64 => FirmwareArg::Bios,
