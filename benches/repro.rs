@@ -213,6 +213,27 @@ fn main() {
     println!("| run | kbuild (s) | against (s) | ratio | goal |");
     println!("|---|---|---|---|---|");
 
+    if std::env::var_os("PAUSE").is_some() {
+        let release_store = fresh_store(work, "release");
+        let args: Vec<String> = [
+            "release",
+            "--only",
+            "kairos-debian-*",
+            "--project",
+            project,
+            "--store",
+            &release_store,
+            "-o",
+            &out("release-out"),
+            "--base-image",
+            "debian:bookworm",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (cold, _) = kbuild(&strs(&args), None);
+        eprintln!("COLD {cold} ARGS {:?}", args);
+        std::thread::sleep(std::time::Duration::from_secs(7200));
+    }
     // 1. iso: cold, then no-op.
     let iso_store = fresh_store(work, "iso");
     let mut iso_args = vec!["iso".to_string()];

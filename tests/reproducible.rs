@@ -292,6 +292,22 @@ fn without_an_epoch_a_second_run_changes_nothing() {
     }
     assert_eq!(file_state(&iso), before, "the ISO was rewritten");
     assert_eq!(file_state(&sums), sums_before, "its .sha256 was rewritten");
+
+    // The run above read the ISO and stamped it; one byte changed since,
+    // with the size and mtime kept, must still be noticed and repaired.
+    let mtime = fs::metadata(&iso).unwrap().modified().unwrap();
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut file = fs::File::options().write(true).open(&iso).unwrap();
+        file.seek(SeekFrom::Start(40_000)).unwrap();
+        file.write_all(b"X").unwrap();
+        file.set_modified(mtime).unwrap();
+    }
+    assert_ne!(file_state(&iso).5, before.5);
+    let repaired = run("iso", &work.path().join("repaired.json"));
+    assert_eq!(repaired["assembled"], true, "{repaired}");
+    assert_eq!(repaired["sha256"], first["sha256"], "{repaired}");
+    assert_eq!(file_state(&iso).5, before.5, "the tampered ISO stayed");
 }
 
 fn main() -> std::process::ExitCode {

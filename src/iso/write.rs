@@ -8,6 +8,10 @@
 //!   the same way. A failure removes the temp file.
 //! * "Up to date" means: the ISO there hashes to what this store recorded
 //!   for exactly these inputs (parts key, menu, overlay, tool version).
+//!   Its [`Stamp`], recorded when a re-run's read confirmed that hash
+//!   (one taken right after writing would be racy), stands in for the
+//!   read while it still describes the file, so later no-op re-runs do
+//!   not read hundreds of MiB; a racy or stale stamp means a read.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -17,6 +21,7 @@ use super::parts::{self, Parts};
 use super::{xorriso, Firmware, IsoError};
 use crate::digest::Digest;
 use crate::sandbox::Cancel;
+use crate::store::stamp::Stamp;
 use crate::store::{atomic, Store};
 use crate::tools::Located;
 
@@ -89,8 +94,24 @@ impl Assembly<'_> {
         if !iso.is_file() || listed != sums_line(recorded, iso) {
             return Ok(None);
         }
+        let stamp_key = stamp_key(note);
+        let stamp = self.parts.entry.notes.get(&stamp_key);
+        if stamp
+            .and_then(|text| Stamp::parse(text))
+            .is_some_and(|stamp| stamp.still_describes(iso))
+        {
+            return Ok(Some(recorded.clone()));
+        }
         let actual = crate::store::hash_file(iso).map_err(IsoError::io(iso))?;
-        Ok((actual.hex() == recorded).then(|| recorded.clone()))
+        if actual.hex() != recorded {
+            return Ok(None);
+        }
+        let fresh = stamp_note(note, iso);
+        if fresh.as_ref().map(|(_, text)| text) != stamp {
+            self.store
+                .note_derived(self.key, fresh.into_iter().collect())?;
+        }
+        Ok(Some(recorded.clone()))
     }
 
     fn check_space(&self, dir: &Path) -> Result<(), IsoError> {
@@ -187,6 +208,17 @@ impl Assembly<'_> {
         atomic::write(&sums, sums_line(&sha256, iso).as_bytes()).map_err(IsoError::io(&sums))?;
         Ok(sha256)
     }
+}
+
+fn stamp_key(note: &str) -> String {
+    format!("{note} stamp")
+}
+
+/// The note recording `iso`'s stamp now (none when it cannot be read:
+/// the next run then reads the ISO, as without a stamp).
+fn stamp_note(note: &str, iso: &Path) -> Option<(String, String)> {
+    let stamp = Stamp::of(iso).ok()?;
+    Some((stamp_key(note), stamp.to_string()))
 }
 
 fn sums_path(iso: &Path) -> PathBuf {

@@ -32,6 +32,7 @@ pub mod image;
 pub mod import;
 mod retention;
 mod snapshot;
+pub mod stamp;
 mod usage;
 mod view;
 
