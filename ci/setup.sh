@@ -28,6 +28,13 @@ packages=(
   squashfs-tools
   xorriso
   mtools
+  # kbuild disk: ext2 partitions (mke2fs, debugfs), qcow2 and VHD
+  # (qemu-img); the disk tests' judges: sfdisk, sgdisk, fsck.vfat
+  e2fsprogs
+  qemu-utils
+  fdisk
+  gdisk
+  dosfstools
   # kbuild boot and the boot tests: QEMU, OVMF (UEFI); busybox-static goes
   # into the Alpine live-init test's initrd
   qemu-system-x86

@@ -77,6 +77,7 @@ pub fn diagnosis<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a dyn Diagnos
         crate::tools::ToolError,
         crate::compose::ComposeError,
         crate::iso::IsoError,
+        crate::disk::DiskError,
         crate::boot::BootError,
         crate::release::ReleaseError,
         crate::keys::KeyError,
@@ -177,6 +178,16 @@ impl Diagnose for crate::iso::IsoError {
 
     fn hint(&self) -> Option<String> {
         crate::iso::IsoError::hint(self)
+    }
+}
+
+impl Diagnose for crate::disk::DiskError {
+    fn is_input(&self) -> bool {
+        crate::disk::DiskError::is_input(self)
+    }
+
+    fn hint(&self) -> Option<String> {
+        crate::disk::DiskError::hint(self)
     }
 }
 

@@ -3,6 +3,7 @@
 //! The library holds the whole engine; the `kbuild` binary in `main.rs` and
 //! `cli/` only turns command lines into calls of these modules.
 
+pub mod artifact;
 pub mod binfmt;
 pub mod boot;
 pub mod check;
@@ -11,6 +12,7 @@ pub mod compose;
 pub mod diagnose;
 pub mod diff;
 pub mod digest;
+pub mod disk;
 pub mod dockerfile;
 pub mod executor;
 pub mod export;

@@ -46,7 +46,7 @@ pub use accel::{
 };
 pub use firmware::{find as uefi_firmware, UefiFirmware};
 pub use media_arch::iso_arch;
-pub use qemu::{emulator, Firmware, Media};
+pub use qemu::{emulator, image_format, Firmware, Media};
 
 use crate::project::Arch;
 use crate::sandbox::Cancel;

@@ -34,6 +34,25 @@ pub enum Media {
     Cdrom,
     /// The ISO as a USB stick on an xHCI controller (MBR / GPT boot).
     Usb,
+    /// A disk image (raw or qcow2, by its magic) as a virtio disk. The
+    /// guest may write to it; its writes go to a temporary overlay
+    /// (`snapshot=on`), never to the file.
+    Disk,
+}
+
+/// QEMU's name for the format of the image at `path`: qcow2 by its magic,
+/// else raw.
+pub fn image_format(path: &std::path::Path) -> &'static str {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    let qcow2 = std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok()
+        && magic == *b"QFI\xfb";
+    match qcow2 {
+        true => "qcow2",
+        false => "raw",
+    }
 }
 
 use serde::Serialize;
@@ -138,7 +157,13 @@ pub(super) fn arguments(
         vars.push(flash.vars);
         args.extend(["-drive".into(), code, "-drive".into(), vars]);
     }
-    let mut drive = OsString::from("if=none,id=boot,format=raw,readonly=on,file=");
+    let mut drive = match request.media {
+        Media::Disk => OsString::from(format!(
+            "if=none,id=boot,format={},snapshot=on,file=",
+            image_format(&request.iso)
+        )),
+        _ => OsString::from("if=none,id=boot,format=raw,readonly=on,file="),
+    };
     drive.push(&request.iso);
     if request.media == Media::Cdrom {
         drive.push(",media=cdrom");
@@ -154,6 +179,7 @@ pub(super) fn arguments(
             "-device",
             "scsi-cd,bus=scsi.0,drive=boot,bootindex=0",
         ]),
+        (Media::Disk, _) => push(&["-device", "virtio-blk-pci,drive=boot,bootindex=0"]),
         (Media::Usb, _) => push(&[
             "-device",
             "qemu-xhci,id=xhci",

@@ -39,7 +39,9 @@ pub struct BootArgs {
     /// e.g. one with your own db enrolled; with --firmware uefi[-secure].
     #[arg(long, value_name = "FILE")]
     vars: Option<PathBuf>,
-    /// Attach the ISO as a CD-ROM or as a USB stick.
+    /// Attach the ISO as a CD-ROM or as a USB stick, or a disk image
+    /// (`kbuild disk`, raw or qcow2) as a virtio disk (the guest's writes
+    /// go to a temporary overlay, never to the file).
     #[arg(long, value_enum, default_value_t = MediaArg::Cdrom)]
     media: MediaArg,
     /// Seconds to wait for everything expected, boot included.
@@ -87,6 +89,7 @@ enum FirmwareArg {
 enum MediaArg {
     Cdrom,
     Usb,
+    Disk,
 }
 
 /// `--accel`, else `KBUILD_ACCEL` (unset or empty: auto).
@@ -130,7 +133,9 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
     let arch = match args.arch {
         Some(arch) => arch.into(),
         // A missing ISO is boot()'s error to report.
-        None if args.iso.is_file() => crate::boot::iso_arch(&args.iso)?.unwrap_or(host_arch),
+        None if args.iso.is_file() && crate::boot::image_format(&args.iso) == "raw" => {
+            crate::boot::iso_arch(&args.iso)?.unwrap_or(host_arch)
+        }
         None => host_arch,
     };
     let firmware = args.firmware.unwrap_or(match arch {
@@ -155,6 +160,7 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
         media: match args.media {
             MediaArg::Cdrom => Media::Cdrom,
             MediaArg::Usb => Media::Usb,
+            MediaArg::Disk => Media::Disk,
         },
         timeout: Duration::from_secs(args.timeout),
         expect: regex("--expect", &args.expect)?,

@@ -8,6 +8,7 @@ mod cache;
 mod check;
 mod completions;
 mod diff;
+mod disk;
 mod doctor;
 mod export;
 mod image;
@@ -63,6 +64,7 @@ enum Command {
     Check(check::CheckArgs),
     Image(Box<image::ImageArgs>),
     Iso(Box<iso::IsoArgs>),
+    Disk(Box<disk::DiskArgs>),
     Boot(boot::BootArgs),
     Keys(keys::KeysArgs),
     Uki(uki::UkiArgs),
@@ -99,6 +101,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => check::run(args),
         Command::Image(args) => image::run(*args),
         Command::Iso(args) => iso::run(*args),
+        Command::Disk(args) => disk::run(*args),
         Command::Boot(args) => boot::run(args),
         Command::Keys(args) => keys::run(args),
         Command::Uki(args) => uki::run(args),

@@ -23,7 +23,7 @@ pub const LABEL: &str = "EFI_LIVE";
 const MIB: u64 = 1 << 20;
 
 /// The three mtools programs, located.
-pub(super) struct Mtools {
+pub(crate) struct Mtools {
     pub mformat: Located,
     pub mmd: Located,
     pub mcopy: Located,
@@ -33,6 +33,14 @@ pub(super) struct Mtools {
 /// room for the file system's own structures, at least 4 MiB.
 pub(super) fn image_size(payload: u64) -> u64 {
     (payload.div_ceil(MIB) + 2).max(4) * MIB
+}
+
+/// The FAT volume: its label and the smallest size it may have (it grows
+/// to hold its files).
+pub(crate) struct Volume<'a> {
+    pub label: &'a str,
+    pub min_size: u64,
+    pub serial: u32,
 }
 
 fn command(tool: &Located, args: &[&std::ffi::OsStr], epoch: i64) -> Command {
@@ -46,13 +54,12 @@ fn command(tool: &Located, args: &[&std::ffi::OsStr], epoch: i64) -> Command {
 }
 
 /// Writes the ESP image `dest` holding `files` (path on the ESP, e.g.
-/// `EFI/BOOT/BOOTX64.EFI`, and the file to copy there);
-/// `serial` is the FAT volume serial.
-pub(super) fn make(
+/// `EFI/BOOT/BOOTX64.EFI`, and the file to copy there).
+pub(crate) fn make(
     tools: &Mtools,
     files: &[(String, PathBuf)],
     dest: &Path,
-    serial: u32,
+    volume: &Volume,
     epoch: i64,
     cancel: &Cancel,
 ) -> Result<(), IsoError> {
@@ -60,8 +67,8 @@ pub(super) fn make(
     for (_, file) in files {
         payload += std::fs::metadata(file).map_err(IsoError::io(file))?.len();
     }
-    let sectors = (image_size(payload) / 512).to_string();
-    let serial = format!("{serial:08x}");
+    let sectors = (image_size(payload).max(volume.min_size) / 512).to_string();
+    let serial = format!("{:08x}", volume.serial);
     let image = dest.as_os_str();
     let run = |tool: &Located, args: &[&std::ffi::OsStr]| {
         tool.run_command(command(tool, args, epoch), cancel)
@@ -81,7 +88,7 @@ pub(super) fn make(
             "-N".as_ref(),
             serial.as_ref(),
             "-v".as_ref(),
-            LABEL.as_ref(),
+            volume.label.as_ref(),
             "::".as_ref(),
         ],
     )?;

@@ -35,11 +35,11 @@
 //! * A signed UKI ISO carries exactly one EFI executable, the signed UKI:
 //!   what the firmware verifies is everything it runs before the kernel.
 
-mod esp;
-mod grub;
+pub(crate) mod esp;
+pub(crate) mod grub;
 mod overlay;
-mod parts;
-mod signed;
+pub(crate) mod parts;
+pub(crate) mod signed;
 mod squashfs;
 mod write;
 mod xorriso;
@@ -189,7 +189,7 @@ pub enum IsoError {
 }
 
 impl IsoError {
-    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IsoError + '_ {
+    pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> IsoError + '_ {
         move |source| IsoError::Io {
             path: path.to_path_buf(),
             source,
@@ -268,7 +268,7 @@ impl Firmware {
 
     /// The EFI module directory: the flavor names x86_64's; arm64's is its
     /// sibling.
-    fn efi_modules(&self, grub: &Grub) -> String {
+    pub(crate) fn efi_modules(&self, grub: &Grub) -> String {
         match self.arch {
             Arch::Amd64 => grub.efi_modules.clone(),
             Arch::Arm64 => grub.efi_modules.replace("x86_64-efi", "arm64-efi"),
@@ -280,7 +280,7 @@ impl Firmware {
 pub struct IsoTools {
     mksquashfs: Located,
     xorriso: Located,
-    mtools: esp::Mtools,
+    pub(crate) mtools: esp::Mtools,
 }
 
 impl IsoTools {
@@ -313,7 +313,7 @@ impl IsoTools {
 }
 
 /// Copies the file at `path` of the image root to `dest`.
-fn copy_out(root: &Root, path: &str, dest: &Path) -> Result<(), IsoError> {
+pub(crate) fn copy_out(root: &Root, path: &str, dest: &Path) -> Result<(), IsoError> {
     let rel = crate::rootfs::clean(path);
     let not_in_image = |source| IsoError::NotInImage {
         what: Path::new(path)
@@ -334,15 +334,72 @@ fn copy_out(root: &Root, path: &str, dest: &Path) -> Result<(), IsoError> {
     Ok(())
 }
 
-/// Builds (or reuses) the image of `request` and writes its ISO.
-pub fn build_iso(
-    store: &Store,
+/// A cell's image with its ISO parts made (or found): what `kbuild iso`,
+/// `kbuild disk` and `kbuild netboot` start from.
+pub(crate) struct Prepared<'a> {
+    pub pipeline: Pipeline<'a>,
+    /// The build options (for steps such as GRUB's).
+    pub options: crate::executor::BuildOptions,
+    pub tools: IsoTools,
+    pub selection: Selection,
+    pub platform: Platform,
+    /// The artifact's base name (the cell's, or `--name`).
+    pub name: String,
+    pub image_name: String,
+    pub image_digest: Digest,
+    pub layers: Vec<crate::store::cache::LayerRecord>,
+    pub epoch: i64,
+    pub firmware: Firmware,
+    /// The flavor's live command line plus `--cmdline`.
+    pub cmdline: String,
+    pub extra_cmdline: Option<String>,
+    /// Absolute path of the squashfs on the medium.
+    pub squashfs_path: String,
+    pub key: Digest,
+    pub marker: String,
+    pub parts: parts::Parts,
+    pub built: Option<ImageReport>,
+    pub warnings: Vec<String>,
+    uki: bool,
+}
+
+impl Prepared<'_> {
+    /// The kernel, initrd and squashfs the parts hold (GRUB parts only).
+    pub fn part(&self, name: &str) -> PathBuf {
+        self.parts.path(name)
+    }
+
+    /// The flavor's boot settings.
+    pub fn boot<'p>(&self, project: &'p Project) -> &'p crate::project::flavor::Boot {
+        &project.flavors[&self.selection.id.flavor].boot
+    }
+
+    /// What the ESP starts: `grub`, `shim`, `uki` or `signed-uki`.
+    pub fn efi(&self) -> &str {
+        self.parts
+            .entry
+            .notes
+            .get(parts::EFI_NOTE)
+            .map_or("grub", String::as_str)
+    }
+
+    pub fn tool_versions(&self) -> BTreeMap<&'static str, String> {
+        self.tools
+            .versions()
+            .into_iter()
+            .map(|(k, v)| (k, v.to_string()))
+            .collect()
+    }
+}
+
+/// Builds (or reuses) the image of `request` and makes its ISO parts.
+pub(crate) fn prepare<'a>(
+    store: &'a Store,
     project: &Project,
     request: &IsoRequest,
-    reporter: &dyn Reporter,
-    cancel: &Cancel,
-) -> Result<IsoReport, IsoError> {
-    let started = Instant::now();
+    reporter: &'a dyn Reporter,
+    cancel: &'a Cancel,
+) -> Result<Prepared<'a>, IsoError> {
     let tools = IsoTools::locate()?;
     let selection = project.select(&request.image.selection)?;
     let name = match &request.name {
@@ -354,11 +411,6 @@ pub fn build_iso(
     };
     let flavor = &project.flavors[&selection.id.flavor];
     let squashfs_path = iso_path(&flavor.boot.live.squashfs_path);
-    let overlay = request
-        .overlay
-        .as_deref()
-        .map(|dir| overlay::scan(dir, &squashfs_path))
-        .transpose()?;
     let cmdline = match &request.extra_cmdline {
         Some(extra) => format!("{} {extra}", flavor.boot.live.cmdline),
         None => flavor.boot.live.cmdline.clone(),
@@ -419,35 +471,78 @@ pub fn build_iso(
     if cancel.is_cancelled() {
         return Err(IsoError::Cancelled);
     }
+    Ok(Prepared {
+        pipeline,
+        options: request.image.options.clone(),
+        tools,
+        selection,
+        platform,
+        name,
+        image_name,
+        image_digest,
+        layers,
+        epoch,
+        firmware,
+        cmdline,
+        extra_cmdline: request.extra_cmdline.clone(),
+        squashfs_path,
+        key,
+        marker,
+        parts,
+        built,
+        warnings,
+        uki: uki.is_some(),
+    })
+}
 
+/// Builds (or reuses) the image of `request` and writes its ISO.
+pub fn build_iso(
+    store: &Store,
+    project: &Project,
+    request: &IsoRequest,
+    reporter: &dyn Reporter,
+    cancel: &Cancel,
+) -> Result<IsoReport, IsoError> {
+    let started = Instant::now();
+    let overlay = request
+        .overlay
+        .as_deref()
+        .map(|dir| {
+            let flavor = project.select(&request.image.selection)?.id.flavor;
+            let squashfs_path = iso_path(&project.flavors[&flavor].boot.live.squashfs_path);
+            overlay::scan(dir, &squashfs_path)
+        })
+        .transpose()?;
+    let prepared = prepare(store, project, request, reporter, cancel)?;
+    let p = &prepared;
     // A UKI carries its command line; nothing reads a grub.cfg.
-    let menu = match uki {
-        Some(_) => None,
-        None => Some(grub::menu(
+    let menu = match p.uki {
+        true => None,
+        false => Some(grub::menu(
             &project.root,
             &grub::MenuContext {
-                cmdline: &cmdline,
-                serial_console: selection.id.arch.serial_console(),
+                cmdline: &p.cmdline,
+                serial_console: p.selection.id.arch.serial_console(),
                 iso_label: VOLUME_ID,
-                marker: &marker,
-                title: &name,
+                marker: &p.marker,
+                title: &p.name,
             },
         )?),
     };
     let assembly = Assembly {
         store,
-        parts: &parts,
-        key: &key,
-        firmware: &firmware,
-        squashfs_path: &squashfs_path,
+        parts: &p.parts,
+        key: &p.key,
+        firmware: &p.firmware,
+        squashfs_path: &p.squashfs_path,
         menu: menu.as_deref(),
-        info: &format!("{name} {image_digest}\n"),
-        marker: &marker,
+        info: &format!("{} {}\n", p.name, p.image_digest),
+        marker: &p.marker,
         overlay: overlay.as_ref(),
-        xorriso: &tools.xorriso,
-        epoch,
+        xorriso: &p.tools.xorriso,
+        epoch: p.epoch,
     };
-    let iso = request.output_dir.join(format!("{name}.iso"));
+    let iso = request.output_dir.join(format!("{}.iso", p.name));
     let (sha256, assembled) = phase(
         reporter,
         "xorriso",
@@ -458,29 +553,20 @@ pub fn build_iso(
         },
     )?;
     let size = std::fs::metadata(&iso).map_err(IsoError::io(&iso))?.len();
-    let efi = parts
-        .entry
-        .notes
-        .get(parts::EFI_NOTE)
-        .map_or("grub", String::as_str);
     Ok(IsoReport {
         iso,
         sha256,
         size,
-        image: image_name,
-        image_digest: image_digest.to_string(),
-        built,
-        parts_cached: parts.cached,
-        signed_chain: efi == parts::EFI_SHIM,
-        efi: efi.to_string(),
+        image: p.image_name.clone(),
+        image_digest: p.image_digest.to_string(),
+        built: p.built.clone(),
+        parts_cached: p.parts.cached,
+        signed_chain: p.efi() == parts::EFI_SHIM,
+        efi: p.efi().to_string(),
         assembled,
-        epoch,
-        tools: tools
-            .versions()
-            .into_iter()
-            .map(|(k, v)| (k, v.to_string()))
-            .collect(),
-        warnings,
+        epoch: p.epoch,
+        tools: p.tool_versions(),
+        warnings: p.warnings.clone(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

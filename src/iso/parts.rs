@@ -149,7 +149,7 @@ impl Inputs<'_> {
 }
 
 /// The parts, found or made.
-pub(super) struct Parts {
+pub(crate) struct Parts {
     pub dir: PathBuf,
     pub entry: DerivedEntry,
     pub cached: bool,
@@ -323,7 +323,11 @@ fn make(inputs: &Inputs, maker: &Maker, dir: &Path) -> Result<Made, IsoError> {
                 &inputs.tools.mtools,
                 &files,
                 &dir.join(ESP),
-                volume_serial(inputs),
+                &esp::Volume {
+                    label: esp::LABEL,
+                    min_size: 0,
+                    serial: volume_serial(inputs),
+                },
                 inputs.epoch,
                 maker.cancel,
             )

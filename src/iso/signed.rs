@@ -57,7 +57,7 @@ fn esp_path(path: &str) -> Result<String, IsoError> {
 /// files (path on the ESP, staged file), shim first; `None` when the
 /// image lacks the signed shim or GRUB. `chain_config` is what a GRUB
 /// reading its config from the ESP gets.
-pub(super) fn stage(
+pub(crate) fn stage(
     root: &Root,
     secure_boot: &SecureBoot,
     firmware: &Firmware,
@@ -100,7 +100,7 @@ pub(super) fn stage(
 }
 
 /// Removes what [`stage`] left in `dir`.
-pub(super) fn unstage(dir: &Path) -> Result<(), IsoError> {
+pub(crate) fn unstage(dir: &Path) -> Result<(), IsoError> {
     for name in STAGED {
         let path = dir.join(name);
         match std::fs::remove_file(&path) {

@@ -3,25 +3,19 @@
 //! give.
 //!
 //! Invariants:
-//! * xorriso writes to a temp name in the output directory; the ISO is
-//!   hashed, synced and renamed into place, then `<iso>.sha256` is written
-//!   the same way. A failure removes the temp file.
-//! * "Up to date" means: the ISO there hashes to what this store recorded
-//!   for exactly these inputs (parts key, menu, overlay, tool version).
-//!   Its [`Stamp`], recorded when a re-run's read confirmed that hash
-//!   (one taken right after writing would be racy), stands in for the
-//!   read while it still describes the file, so later no-op re-runs do
-//!   not read hundreds of MiB; a racy or stale stamp means a read.
+//! * xorriso writes to a temp name in the output directory, published as
+//!   [`crate::artifact`] says; a failure removes the temp file.
+//! * "Up to date" is [`artifact::up_to_date`] for exactly these inputs
+//!   (parts key, menu, overlay, tool version).
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::overlay::Overlay;
 use super::parts::{self, Parts};
 use super::{xorriso, Firmware, IsoError};
+use crate::artifact;
 use crate::digest::Digest;
 use crate::sandbox::Cancel;
-use crate::store::stamp::Stamp;
 use crate::store::{atomic, Store};
 use crate::tools::Located;
 
@@ -80,38 +74,18 @@ impl Assembly<'_> {
             let _ = std::fs::remove_file(&temp);
         }
         let sha256 = result?;
-        self.store
-            .note_derived(self.key, BTreeMap::from([(note, sha256.clone())]))?;
+        artifact::record(self.store, self.key, &note, &sha256)?;
         Ok((sha256, true))
     }
 
     fn up_to_date(&self, iso: &Path, note: &str) -> Result<Option<String>, IsoError> {
-        let Some(recorded) = self.parts.entry.notes.get(note) else {
-            return Ok(None);
-        };
-        let sums = sums_path(iso);
-        let listed = std::fs::read_to_string(&sums).unwrap_or_default();
-        if !iso.is_file() || listed != sums_line(recorded, iso) {
-            return Ok(None);
-        }
-        let stamp_key = stamp_key(note);
-        let stamp = self.parts.entry.notes.get(&stamp_key);
-        if stamp
-            .and_then(|text| Stamp::parse(text))
-            .is_some_and(|stamp| stamp.still_describes(iso))
-        {
-            return Ok(Some(recorded.clone()));
-        }
-        let actual = crate::store::hash_file(iso).map_err(IsoError::io(iso))?;
-        if actual.hex() != recorded {
-            return Ok(None);
-        }
-        let fresh = stamp_note(note, iso);
-        if fresh.as_ref().map(|(_, text)| text) != stamp {
-            self.store
-                .note_derived(self.key, fresh.into_iter().collect())?;
-        }
-        Ok(Some(recorded.clone()))
+        Ok(artifact::up_to_date(
+            self.store,
+            self.key,
+            &self.parts.entry.notes,
+            note,
+            iso,
+        )?)
     }
 
     fn check_space(&self, dir: &Path) -> Result<(), IsoError> {
@@ -197,39 +171,6 @@ impl Assembly<'_> {
             .env("SOURCE_DATE_EPOCH", self.epoch.to_string())
             .env("TZ", "UTC");
         self.xorriso.run_command(command, cancel)?;
-        let file = std::fs::File::open(temp).map_err(IsoError::io(temp))?;
-        file.sync_all().map_err(IsoError::io(temp))?;
-        let sha256 = crate::store::hash_file(temp)
-            .map_err(IsoError::io(temp))?
-            .hex()
-            .to_string();
-        std::fs::rename(temp, iso).map_err(IsoError::io(iso))?;
-        let sums = sums_path(iso);
-        atomic::write(&sums, sums_line(&sha256, iso).as_bytes()).map_err(IsoError::io(&sums))?;
-        Ok(sha256)
+        artifact::publish(temp, iso).map_err(IsoError::io(iso))
     }
-}
-
-fn stamp_key(note: &str) -> String {
-    format!("{note} stamp")
-}
-
-/// The note recording `iso`'s stamp now (none when it cannot be read:
-/// the next run then reads the ISO, as without a stamp).
-fn stamp_note(note: &str, iso: &Path) -> Option<(String, String)> {
-    let stamp = Stamp::of(iso).ok()?;
-    Some((stamp_key(note), stamp.to_string()))
-}
-
-fn sums_path(iso: &Path) -> PathBuf {
-    let mut name = iso.as_os_str().to_owned();
-    name.push(".sha256");
-    PathBuf::from(name)
-}
-
-/// A `sha256sum -c` line naming the ISO by its file name, so the pair can
-/// be checked wherever it is copied.
-fn sums_line(sha256: &str, iso: &Path) -> String {
-    let name = iso.file_name().unwrap_or_default().to_string_lossy();
-    format!("{sha256}  {name}\n")
 }

@@ -111,6 +111,12 @@ pub struct Live {
     pub squashfs_path: String,
     /// Kernel command line that makes the initrd boot that squashfs.
     pub cmdline: String,
+    /// The same from a disk image's `COS_RECOVERY` partition (ext2),
+    /// which holds the squashfs at the same path.
+    pub disk_cmdline: String,
+    /// The same over the network (`kbuild netboot`): `{squashfs_url}`
+    /// stands for the squashfs's URL.
+    pub netboot_cmdline: String,
 }
 
 /// One package-manager command per component a preflight check may miss.

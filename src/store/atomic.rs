@@ -86,3 +86,39 @@ mod tests {
         assert_eq!(parent_dir(Path::new("/x.json")), Path::new("/"));
     }
 }
+
+/// A temp file of [`temp_path_in`], removed when dropped unless it was
+/// renamed away ([`TempFile::renamed`]).
+pub struct TempFile {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempFile {
+    /// Creates an empty temp file in `dir`.
+    pub fn create_in(dir: &Path) -> io::Result<TempFile> {
+        let path = temp_path_in(dir);
+        std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        Ok(TempFile { path, armed: true })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// It was renamed to its final name: nothing to remove.
+    pub fn renamed(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}

@@ -109,6 +109,45 @@ pub const MCOPY: Tool = Tool {
     packages: MTOOLS,
 };
 
+/// e2fsprogs writes the disk's ext2 partitions into the disk file itself
+/// (`mke2fs -E offset=`, `debugfs -w`); 1.43 has `E2FSPROGS_FAKE_TIME`,
+/// `hash_seed` and offsets.
+const E2FSPROGS: Packages = Packages {
+    debian: "e2fsprogs",
+    fedora: "e2fsprogs",
+    alpine: "e2fsprogs e2fsprogs-extra",
+    suse: "e2fsprogs",
+};
+
+pub const MKE2FS: Tool = Tool {
+    name: "mke2fs",
+    purpose: "makes the ext2 partitions of a disk image (COS_OEM, COS_RECOVERY)",
+    version_args: &["-V"],
+    minimum: Some((1, 43)),
+    packages: E2FSPROGS,
+};
+
+pub const DEBUGFS: Tool = Tool {
+    name: "debugfs",
+    purpose: "writes the files of a disk image's ext2 partitions",
+    version_args: &["-V"],
+    minimum: Some((1, 43)),
+    packages: E2FSPROGS,
+};
+
+pub const QEMU_IMG: Tool = Tool {
+    name: "qemu-img",
+    purpose: "converts raw disk images to qcow2 and VHD",
+    version_args: &["--version"],
+    minimum: Some((5, 0)),
+    packages: Packages {
+        debian: "qemu-utils",
+        fedora: "qemu-img",
+        alpine: "qemu-img",
+        suse: "qemu-tools",
+    },
+};
+
 pub const QEMU_X86_64: Tool = Tool {
     name: "qemu-system-x86_64",
     purpose: "boots ISOs for `kbuild boot`",
@@ -176,13 +215,16 @@ pub const OSSLSIGNCODE: Tool = Tool {
 
 /// Every host program kbuild may run, in the order `kbuild doctor` lists
 /// them (what only another architecture needs, it lists per architecture).
-pub const ALL: [&Tool; 9] = [
+pub const ALL: [&Tool; 12] = [
     &RUNC,
     &MKSQUASHFS,
     &XORRISO,
     &MFORMAT,
     &MMD,
     &MCOPY,
+    &MKE2FS,
+    &DEBUGFS,
+    &QEMU_IMG,
     &QEMU_X86_64,
     &OPENSSL,
     &OSSLSIGNCODE,
@@ -380,7 +422,17 @@ impl Located {
     /// Runs `command` (made by [`Located::command`], with whatever
     /// environment the caller set) to the end, or kills it as soon as
     /// `cancel` is set.
-    pub fn run_command(&self, mut command: Command, cancel: &Cancel) -> Result<Vec<u8>, ToolError> {
+    pub fn run_command(&self, command: Command, cancel: &Cancel) -> Result<Vec<u8>, ToolError> {
+        self.run_captured(command, cancel).map(|(stdout, _)| stdout)
+    }
+
+    /// [`Located::run_command`] returning stderr too, for programs that
+    /// report failed work there and still exit 0 (debugfs).
+    pub fn run_captured(
+        &self,
+        mut command: Command,
+        cancel: &Cancel,
+    ) -> Result<(Vec<u8>, Vec<u8>), ToolError> {
         let args: Vec<OsString> = command.get_args().map(OsStr::to_owned).collect();
         let mut child = command
             .stdin(Stdio::null())
@@ -420,7 +472,7 @@ impl Located {
         let (stdout, read) = output.join().unwrap_or_default();
         let (stderr, _) = errors.join().unwrap_or_default();
         if status.success() && read {
-            return Ok(stdout);
+            return Ok((stdout, stderr));
         }
         Err(ToolError::Failed {
             tool: self.tool,

@@ -225,3 +225,10 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `<path>.sha256`, as kbuild writes beside each artifact.
+pub fn sums_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".sha256");
+    PathBuf::from(name)
+}
