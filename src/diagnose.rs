@@ -78,6 +78,7 @@ pub fn diagnosis<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a dyn Diagnos
         crate::compose::ComposeError,
         crate::iso::IsoError,
         crate::disk::DiskError,
+        crate::netboot::NetbootError,
         crate::boot::BootError,
         crate::release::ReleaseError,
         crate::keys::KeyError,
@@ -188,6 +189,16 @@ impl Diagnose for crate::disk::DiskError {
 
     fn hint(&self) -> Option<String> {
         crate::disk::DiskError::hint(self)
+    }
+}
+
+impl Diagnose for crate::netboot::NetbootError {
+    fn is_input(&self) -> bool {
+        crate::netboot::NetbootError::is_input(self)
+    }
+
+    fn hint(&self) -> Option<String> {
+        crate::netboot::NetbootError::hint(self)
     }
 }
 

@@ -20,6 +20,7 @@ pub mod iso;
 pub mod keys;
 pub mod layer;
 pub mod media;
+pub mod netboot;
 pub mod pe;
 pub mod pipeline;
 pub mod plan;

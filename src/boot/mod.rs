@@ -34,8 +34,10 @@ mod console;
 mod firmware;
 mod media_arch;
 mod qemu;
+mod serve;
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -136,6 +138,8 @@ pub enum BootError {
     },
     #[error("{0} is not an ISO file")]
     NoIso(PathBuf),
+    #[error("{} must hold exactly one iPXE script (*.ipxe, from `kbuild netboot`); found {found:?}", dir.display())]
+    NetbootScript { dir: PathBuf, found: Vec<String> },
     #[error("timed out after {}s waiting for {waiting}; last console lines:\n{}", waited.as_secs(), tail.join("\n"))]
     Timeout {
         waiting: String,
@@ -209,11 +213,18 @@ impl BootError {
 
 /// Boots `request.iso` and checks the console.
 pub fn boot(request: &BootRequest, cancel: &Cancel) -> Result<BootReport, BootError> {
-    if !request.iso.is_file() {
-        return Err(BootError::NoIso(request.iso.clone()));
-    }
     let started = Instant::now();
-    let machine = qemu::Machine::start(request)?;
+    // For a netboot set: the set's directory served on 127.0.0.1 with a
+    // chain script that points the set's script at it.
+    let server = match request.media {
+        Media::Net => Some(netboot_server(&request.iso)?),
+        _ if !request.iso.is_file() => return Err(BootError::NoIso(request.iso.clone())),
+        _ => None,
+    };
+    let boot_url = server
+        .as_ref()
+        .map(|s| format!("http://{GUEST_HOST}:{}/{CHAIN}", s.port));
+    let machine = qemu::Machine::start(request, boot_url.as_deref())?;
     let mut console = console::Console::new(machine, request, cancel)?;
     let deadline = started + request.timeout;
     let matched = console.wait_for(&request.expect, "the expected text", deadline)?;
@@ -242,6 +253,43 @@ pub fn boot(request: &BootRequest, cancel: &Cancel) -> Result<BootReport, BootEr
         exit_status,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// The host as QEMU's user-mode network shows it to the guest.
+const GUEST_HOST: &str = "10.0.2.2";
+/// The chain script the server adds to a netboot set.
+const CHAIN: &str = "kbuild-boot.ipxe";
+
+/// Serves the netboot set in `dir`: its one `*.ipxe` script, chained by a
+/// script that sets the base URL to this server.
+fn netboot_server(dir: &Path) -> Result<serve::Server, BootError> {
+    let io = |source| BootError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let scripts: Vec<String> = std::fs::read_dir(dir)
+        .map_err(io)?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".ipxe") && name != CHAIN)
+        .collect();
+    let [script] = scripts.as_slice() else {
+        return Err(BootError::NetbootScript {
+            dir: dir.to_path_buf(),
+            found: scripts,
+        });
+    };
+    let setting = crate::netboot::BASE_URL_SETTING;
+    let chain = |port: u16| {
+        let text = format!(
+            "#!ipxe\n\
+             # kbuild boot --netboot: the set's files come from this server.\n\
+             set {setting} http://{GUEST_HOST}:{port}/\n\
+             chain ${{{setting}}}{script}\n"
+        );
+        BTreeMap::from([(CHAIN.to_string(), text.into_bytes())])
+    };
+    serve::start(dir, chain).map_err(io)
 }
 
 fn check_output(

@@ -38,6 +38,9 @@ pub enum Media {
     /// guest may write to it; its writes go to a temporary overlay
     /// (`snapshot=on`), never to the file.
     Disk,
+    /// No medium: the virtio NIC's iPXE boots a URL over QEMU's user-mode
+    /// network (`kbuild boot --netboot`).
+    Net,
 }
 
 /// QEMU's name for the format of the image at `path`: qcow2 by its magic,
@@ -107,6 +110,7 @@ pub(super) fn arguments(
     request: &BootRequest,
     accelerator: Accelerator,
     flash: Option<Flash>,
+    boot_url: Option<&str>,
 ) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     let smm = flash.as_ref().is_some_and(|f| f.firmware.requires_smm);
@@ -138,10 +142,17 @@ pub(super) fn arguments(
         "stdio",
         "-monitor",
         "none",
-        "-nic",
-        "none",
         "-no-reboot",
     ]);
+    match boot_url {
+        Some(url) => push(&[
+            "-netdev",
+            &format!("user,id=net0,bootfile={url}"),
+            "-device",
+            "virtio-net-pci,netdev=net0,bootindex=0",
+        ]),
+        None => push(&["-nic", "none"]),
+    }
     if smm {
         // Only SMM may write the variable store: what makes the enrolled
         // keys, and so Secure Boot, binding on the guest.
@@ -156,6 +167,9 @@ pub(super) fn arguments(
         let mut vars = OsString::from(format!("if=pflash,format={format},unit=1,file="));
         vars.push(flash.vars);
         args.extend(["-drive".into(), code, "-drive".into(), vars]);
+    }
+    if request.media == Media::Net {
+        return args;
     }
     let mut drive = match request.media {
         Media::Disk => OsString::from(format!(
@@ -180,6 +194,7 @@ pub(super) fn arguments(
             "scsi-cd,bus=scsi.0,drive=boot,bootindex=0",
         ]),
         (Media::Disk, _) => push(&["-device", "virtio-blk-pci,drive=boot,bootindex=0"]),
+        (Media::Net, _) => {}
         (Media::Usb, _) => push(&[
             "-device",
             "qemu-xhci,id=xhci",
@@ -191,7 +206,7 @@ pub(super) fn arguments(
 }
 
 impl Machine {
-    pub fn start(request: &BootRequest) -> Result<Machine, BootError> {
+    pub fn start(request: &BootRequest, boot_url: Option<&str>) -> Result<Machine, BootError> {
         let qemu: Located = tools::locate(emulator(request.arch))?;
         let firmware = match request.firmware {
             Firmware::Bios if request.arch != Arch::Amd64 => {
@@ -219,7 +234,12 @@ impl Machine {
             .zip(vars.as_deref())
             .map(|(firmware, vars)| Flash { firmware, vars });
         let child = qemu
-            .command(arguments(request, acceleration.accelerator, flash))
+            .command(arguments(
+                request,
+                acceleration.accelerator,
+                flash,
+                boot_url,
+            ))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -298,6 +318,7 @@ mod tests {
             &request(Firmware::Bios, Media::Cdrom),
             Accelerator::Tcg,
             None,
+            None,
         );
         let shown = text(&cd);
         assert!(shown.contains("-accel tcg -cpu max"), "{shown}");
@@ -316,6 +337,7 @@ mod tests {
                 firmware: &ovmf,
                 vars: Path::new("/tmp/vars.fd"),
             }),
+            None,
         ));
         assert!(usb.contains("-accel kvm -cpu host"), "{usb}");
         assert!(usb.contains("usb-storage,bus=xhci.0,drive=boot"), "{usb}");
@@ -341,6 +363,7 @@ mod tests {
                 firmware: &ovmf,
                 vars: Path::new("/tmp/vars.fd"),
             }),
+            None,
         ));
         assert!(secure.contains("-machine q35,smm=on"), "{secure}");
         assert!(
@@ -362,6 +385,7 @@ mod tests {
                 firmware: &aavmf,
                 vars: Path::new("/tmp/vars.fd"),
             }),
+            None,
         ));
         assert!(args.starts_with("-machine virt -m 2048"), "{args}");
         assert!(args.contains("-accel tcg -cpu max"), "{args}");
@@ -376,5 +400,21 @@ mod tests {
         );
         assert!(!args.contains("-vga") && !args.contains("ide-cd"), "{args}");
         assert!(!args.contains("smm=on"), "{args}");
+    }
+
+    #[test]
+    fn a_netboot_boots_the_nic_and_attaches_no_medium() {
+        let args = text(&arguments(
+            &request(Firmware::Bios, Media::Net),
+            Accelerator::Tcg,
+            None,
+            Some("http://10.0.2.2:8080/kbuild-boot.ipxe"),
+        ));
+        assert!(
+            args.contains("-netdev user,id=net0,bootfile=http://10.0.2.2:8080/kbuild-boot.ipxe -device virtio-net-pci,netdev=net0,bootindex=0"),
+            "{args}"
+        );
+        assert!(!args.contains("-nic none"), "{args}");
+        assert!(!args.contains("-drive"), "{args}");
     }
 }

@@ -19,11 +19,18 @@ const ACCEL_VARIABLE: &str = "KBUILD_ACCEL";
 /// terminal, and exit 0 when the expected text appears (default: a login
 /// prompt), 1 on timeout with the last console lines. With --login and
 /// --run, log in on the console, run a command and check its output. The
-/// guest has no network.
+/// guest has no network, except a netboot guest (--netboot).
 #[derive(Debug, Args)]
 pub struct BootArgs {
-    /// The ISO to boot.
-    iso: PathBuf,
+    /// The ISO (or, with --media disk, the disk image) to boot.
+    #[arg(required_unless_present = "netboot", conflicts_with = "netboot")]
+    iso: Option<PathBuf>,
+    /// Boot a `kbuild netboot` set instead: the NIC's iPXE (virtio, QEMU's
+    /// user-mode network) loads a chain script from an HTTP server kbuild
+    /// runs on 127.0.0.1 for DIR, which sets base-url to that server and
+    /// chains the set's script. The guest reaches nothing else.
+    #[arg(long, value_name = "DIR", conflicts_with = "media")]
+    netboot: Option<PathBuf>,
     /// The ISO's architecture (default: the machine of its EFI loader,
     /// else the host's):
     /// amd64 boots qemu-system-x86_64 -M q35, arm64 qemu-system-aarch64
@@ -130,11 +137,24 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
         .transpose()?;
     // A medium without an EFI loader (BIOS only) boots on this host's kind.
     let host_arch = Arch::parse(&crate::platform::Platform::host().arch).unwrap_or(Arch::Amd64);
+    let (medium, media) = match (&args.iso, &args.netboot) {
+        (_, Some(dir)) => (dir.clone(), Media::Net),
+        (Some(iso), None) => (
+            iso.clone(),
+            match args.media {
+                MediaArg::Cdrom => Media::Cdrom,
+                MediaArg::Usb => Media::Usb,
+                MediaArg::Disk => Media::Disk,
+            },
+        ),
+        (None, None) => unreachable!("clap requires one"),
+    };
     let arch = match args.arch {
         Some(arch) => arch.into(),
+        None if media == Media::Net => host_arch,
         // A missing ISO is boot()'s error to report.
-        None if args.iso.is_file() && crate::boot::image_format(&args.iso) == "raw" => {
-            crate::boot::iso_arch(&args.iso)?.unwrap_or(host_arch)
+        None if medium.is_file() && crate::boot::image_format(&medium) == "raw" => {
+            crate::boot::iso_arch(&medium)?.unwrap_or(host_arch)
         }
         None => host_arch,
     };
@@ -149,7 +169,7 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
         .into());
     }
     let request = BootRequest {
-        iso: args.iso.clone(),
+        iso: medium.clone(),
         arch,
         vars: args.vars.clone(),
         firmware: match firmware {
@@ -157,11 +177,7 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
             FirmwareArg::Uefi => Firmware::Uefi,
             FirmwareArg::UefiSecure => Firmware::UefiSecure,
         },
-        media: match args.media {
-            MediaArg::Cdrom => Media::Cdrom,
-            MediaArg::Usb => Media::Usb,
-            MediaArg::Disk => Media::Disk,
-        },
+        media,
         timeout: Duration::from_secs(args.timeout),
         expect: regex("--expect", &args.expect)?,
         login,
@@ -177,8 +193,8 @@ pub fn run(args: BootArgs) -> anyhow::Result<()> {
         accel: accel_choice(args.accel, std::env::var_os(ACCEL_VARIABLE))?,
     };
     let cancel = cancel_on_signals()?;
-    let report = boot(&request, &cancel)
-        .with_context(|| format!("booting {} failed", args.iso.display()))?;
+    let report =
+        boot(&request, &cancel).with_context(|| format!("booting {} failed", medium.display()))?;
     eprintln!(
         "\nboot      matched {:?} after {:.0}s ({}: {})",
         report.matched.trim(),

@@ -17,6 +17,7 @@ mod inspect;
 mod iso;
 mod keys;
 mod lock;
+mod netboot;
 mod plan;
 mod progress;
 mod registry;
@@ -65,6 +66,7 @@ enum Command {
     Image(Box<image::ImageArgs>),
     Iso(Box<iso::IsoArgs>),
     Disk(Box<disk::DiskArgs>),
+    Netboot(Box<netboot::NetbootArgs>),
     Boot(boot::BootArgs),
     Keys(keys::KeysArgs),
     Uki(uki::UkiArgs),
@@ -102,6 +104,7 @@ pub fn main() -> ExitCode {
         Command::Image(args) => image::run(*args),
         Command::Iso(args) => iso::run(*args),
         Command::Disk(args) => disk::run(*args),
+        Command::Netboot(args) => netboot::run(*args),
         Command::Boot(args) => boot::run(args),
         Command::Keys(args) => keys::run(args),
         Command::Uki(args) => uki::run(args),

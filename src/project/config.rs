@@ -31,6 +31,44 @@ pub struct ProjectConfig {
     pub kubernetes: BTreeMap<K8sDistribution, K8sEntry>,
     #[serde(default)]
     pub iso: IsoSettings,
+    #[serde(default)]
+    pub release: ReleaseSettings,
+}
+
+/// `release:` in kbuild.yaml: what `kbuild release` writes per cell.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSettings {
+    /// Each cell's artifacts, in this order [default: iso].
+    #[serde(default = "default_artifacts")]
+    pub artifacts: Vec<ReleaseArtifact>,
+}
+
+impl Default for ReleaseSettings {
+    fn default() -> Self {
+        ReleaseSettings {
+            artifacts: default_artifacts(),
+        }
+    }
+}
+
+fn default_artifacts() -> Vec<ReleaseArtifact> {
+    vec![ReleaseArtifact::Iso]
+}
+
+/// One kind of release artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReleaseArtifact {
+    /// The hybrid ISO (`kbuild iso`).
+    Iso,
+    /// Disks (`kbuild disk --format ...`).
+    Raw,
+    Qcow2,
+    Vhd,
+    Gce,
+    /// The network boot set (`kbuild netboot`).
+    Netboot,
 }
 
 /// `iso:` in kbuild.yaml: how ISOs pack the live root.

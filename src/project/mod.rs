@@ -98,9 +98,19 @@ impl Project {
                 format!("\"{}\" is not one of `flavors`", config.default_flavor),
             ));
         }
+        let mut artifacts = config.release.artifacts.clone();
+        artifacts.sort();
+        artifacts.dedup();
+        if artifacts.len() != config.release.artifacts.len() {
+            return Err(invalid(
+                "release.artifacts",
+                "lists an artifact twice".into(),
+            ));
+        }
         for (key, empty) in [
             ("arches", config.arches.is_empty()),
             ("variants", config.variants.is_empty()),
+            ("release.artifacts", config.release.artifacts.is_empty()),
         ] {
             if empty {
                 return Err(invalid(key, "must list at least one entry".into()));

@@ -39,9 +39,12 @@ pub use merge::merge;
 use crate::compose::image::{ImageReport, ImageRequest};
 use crate::compose::lock::Lock;
 use crate::compose::packages::package_key;
+use crate::disk::{build_disk, DiskFirmware, DiskFormat, DiskRequest};
 use crate::executor::BuildOptions;
 use crate::iso::{build_iso, IsoError, IsoRequest};
+use crate::netboot::{build_netboot, NetbootRequest};
 use crate::pipeline::Pipeline;
+use crate::project::config::ReleaseArtifact;
 use crate::project::Project;
 use crate::reference::ImageRef;
 use crate::report::{CellState, Event, Reporter};
@@ -413,7 +416,16 @@ fn failure(step: &'static str) -> impl FnOnce(&(dyn std::error::Error + 'static)
     }
 }
 
-/// One cell: image and ISO, then SBOM and provenance.
+/// The files one artifact kind gave a cell, with their sha256.
+struct Made {
+    built: Option<ImageReport>,
+    image: String,
+    image_digest: String,
+    files: Vec<(PathBuf, String)>,
+}
+
+/// One cell: its image and every artifact kbuild.yaml asks for (the ISO,
+/// disks, the netboot set), then SBOM and provenance.
 fn build_cell(
     pipeline: &Pipeline,
     project: &Project,
@@ -442,30 +454,117 @@ fn build_cell(
         extra_cmdline: None,
         uki: None,
     };
-    let iso = build_iso(store, project, &iso_request, reporter, cancel).map_err(|e| {
-        let step = match e {
-            IsoError::Compose(_) => "image",
-            _ => "iso",
+    let wanted = &project.config.release.artifacts;
+    let mut made = Vec::new();
+    let mut iso = None;
+    if wanted.contains(&ReleaseArtifact::Iso) {
+        let built = build_iso(store, project, &iso_request, reporter, cancel).map_err(|e| {
+            let step = match e {
+                IsoError::Compose(_) => "image",
+                _ => "iso",
+            };
+            failure(step)(&e)
+        })?;
+        report.iso_size = Some(built.size);
+        made.push(Made {
+            built: built.built.clone(),
+            image: built.image.clone(),
+            image_digest: built.image_digest.clone(),
+            files: vec![(built.iso.clone(), built.sha256.clone())],
+        });
+        iso = Some(built);
+    }
+    let formats: Vec<DiskFormat> = wanted
+        .iter()
+        .filter_map(|a| match a {
+            ReleaseArtifact::Raw => Some(DiskFormat::Raw),
+            ReleaseArtifact::Qcow2 => Some(DiskFormat::Qcow2),
+            ReleaseArtifact::Vhd => Some(DiskFormat::Vhd),
+            ReleaseArtifact::Gce => Some(DiskFormat::Gce),
+            _ => None,
+        })
+        .collect();
+    if !formats.is_empty() {
+        let arch = project
+            .select(&cell.request)
+            .map_err(|e| failure("image")(&e))?
+            .id
+            .arch;
+        let firmware = match arch {
+            crate::project::Arch::Amd64 => DiskFirmware::Both,
+            crate::project::Arch::Arm64 => DiskFirmware::Efi,
         };
-        failure(step)(&e)
-    })?;
-    report.iso_size = Some(iso.size);
-    let built = iso.built.clone().ok_or_else(|| Failure {
+        let disk_request = DiskRequest {
+            iso: iso_request.clone(),
+            formats,
+            firmware,
+            size: None,
+            cloud_config: None,
+        };
+        let disk = build_disk(store, project, &disk_request, reporter, cancel)
+            .map_err(|e| failure("disk")(&e))?;
+        made.push(Made {
+            built: disk.built.clone(),
+            image: disk.image.clone(),
+            image_digest: disk.image_digest.clone(),
+            files: disk
+                .artifacts
+                .iter()
+                .map(|a| (a.path.clone(), a.sha256.clone()))
+                .collect(),
+        });
+    }
+    if wanted.contains(&ReleaseArtifact::Netboot) {
+        let netboot_request = NetbootRequest {
+            iso: iso_request.clone(),
+            base_url: None,
+        };
+        let set = build_netboot(store, project, &netboot_request, reporter, cancel)
+            .map_err(|e| failure("netboot")(&e))?;
+        made.push(Made {
+            built: set.built.clone(),
+            image: set.image.clone(),
+            image_digest: set.image_digest.clone(),
+            files: set
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.sha256.clone()))
+                .collect(),
+        });
+    }
+    let first = made.first().ok_or_else(|| Failure {
         step: "image",
-        message: "the image was not built".into(),
+        message: "kbuild.yaml's release.artifacts is empty".into(),
         hint: None,
     })?;
+    let built = made
+        .iter()
+        .find_map(|m| m.built.clone())
+        .ok_or_else(|| Failure {
+            step: "image",
+            message: "the image was not built".into(),
+            hint: None,
+        })?;
+    let (image, image_digest) = (first.image.clone(), first.image_digest.clone());
     report.image = Some(built.clone());
-    let reproducible = match request.verify {
-        Some(epoch) => Some(verify_cell(
+    let reproducible = match (request.verify, &iso) {
+        (Some(epoch), Some(iso)) => Some(verify_cell(
             pipeline,
             project,
             &iso_request,
-            &iso,
+            iso,
             epoch,
             cancel,
         )?),
-        None => None,
+        (Some(_), None) => {
+            return Err(Failure {
+                step: "verify",
+                message: "--verify compares ISOs, and kbuild.yaml's release.artifacts has no iso"
+                    .into(),
+                hint: Some("add iso to release.artifacts, or release without --verify".into()),
+            })
+        }
+        (None, _) => None,
     };
     let selection = project
         .select(&cell.request)
@@ -481,7 +580,7 @@ fn build_cell(
         .map(|f| format!("{:?}", f.family).to_lowercase())
         .unwrap_or_default();
     let inputs = SbomInputs {
-        image: &iso.image,
+        image: &image,
         composed: &composed,
         distro: Some(&format!(
             "{flavor}-{}",
@@ -491,17 +590,21 @@ fn build_cell(
     };
     let sbom = image_sbom(pipeline, &request.options, &inputs).map_err(|e| failure("sbom")(&e))?;
     write_json(&sbom_path, &sbom).map_err(|e| failure("sbom")(&e))?;
+    let files: Vec<&(PathBuf, String)> = made.iter().flat_map(|m| &m.files).collect();
+    let mut subjects = vec![provenance::Subject {
+        name: image.clone(),
+        digest: image_digest.clone(),
+    }];
+    subjects.extend(files.iter().map(|(path, sha256)| {
+        provenance::Subject {
+            name: path
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+            digest: format!("sha256:{sha256}"),
+        }
+    }));
     let statement = provenance::statement(
-        &[
-            provenance::Subject {
-                name: iso.image.clone(),
-                digest: iso.image_digest.clone(),
-            },
-            provenance::Subject {
-                name: format!("{}.iso", cell.name),
-                digest: format!("sha256:{}", iso.sha256),
-            },
-        ],
+        &subjects,
         &format!("kbuild/{}", env!("CARGO_PKG_VERSION")),
         serde_json::to_value(&built.plan).unwrap_or_default(),
         &materials(project, request, &selection, &lock, &composed)
@@ -510,21 +613,24 @@ fn build_cell(
     );
     let provenance_path = dir.join(format!("{}.provenance.json", cell.name));
     write_json(&provenance_path, &statement).map_err(|e| failure("provenance")(&e))?;
-    let mut artifacts = vec![
-        known_artifact(&request.output_dir, &iso.iso, iso.sha256.clone())
-            .map_err(|e| failure("iso")(&e))?,
-    ];
-    for path in [
-        PathBuf::from(format!("{}.sha256", iso.iso.display())),
-        sbom_path,
-        provenance_path,
-    ] {
-        artifacts.push(artifact(&request.output_dir, &path).map_err(|e| failure("iso")(&e))?);
+    let mut artifacts = Vec::new();
+    for (path, sha256) in &files {
+        artifacts.push(
+            known_artifact(&request.output_dir, path, sha256.clone())
+                .map_err(|e| failure("artifact")(&e))?,
+        );
+        artifacts.push(
+            artifact(&request.output_dir, &crate::artifact::sums_path(path))
+                .map_err(|e| failure("artifact")(&e))?,
+        );
+    }
+    for path in [sbom_path, provenance_path] {
+        artifacts.push(artifact(&request.output_dir, &path).map_err(|e| failure("artifact")(&e))?);
     }
     Ok(ManifestCell {
         cell: cell.name.clone(),
-        image: iso.image.clone(),
-        image_digest: iso.image_digest.clone(),
+        image,
+        image_digest,
         versions: versions(&built, &composed),
         artifacts,
         reproducible,

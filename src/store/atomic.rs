@@ -75,18 +75,6 @@ fn parent_dir(dest: &Path) -> &Path {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bare_file_name_is_in_the_current_directory() {
-        assert_eq!(parent_dir(Path::new("bare.json")), Path::new("."));
-        assert_eq!(parent_dir(Path::new("out/x.json")), Path::new("out"));
-        assert_eq!(parent_dir(Path::new("/x.json")), Path::new("/"));
-    }
-}
-
 /// A temp file of [`temp_path_in`], removed when dropped unless it was
 /// renamed away ([`TempFile::renamed`]).
 pub struct TempFile {
@@ -120,5 +108,17 @@ impl Drop for TempFile {
         if self.armed {
             let _ = std::fs::remove_file(&self.path);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bare_file_name_is_in_the_current_directory() {
+        assert_eq!(parent_dir(Path::new("bare.json")), Path::new("."));
+        assert_eq!(parent_dir(Path::new("out/x.json")), Path::new("out"));
+        assert_eq!(parent_dir(Path::new("/x.json")), Path::new("/"));
     }
 }

@@ -1,0 +1,108 @@
+//! `kbuild netboot`: a cell's image as a network boot set.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::image::{show_failed_check, CellArgs};
+use super::progress::summary;
+use super::progress::CliReporter;
+use super::{cancel_on_signals, write_report};
+use crate::iso::{IsoError, IsoRequest};
+use crate::netboot::{build_netboot, NetbootError, NetbootReport, NetbootRequest};
+
+/// Build (or reuse) a cell's image, exactly as `kbuild image` does, and
+/// write it as a network boot set: <name>.kernel, <name>.initrd,
+/// <name>.squashfs (the ISO's parts) and <name>.ipxe, an iPXE script that
+/// boots them with the flavor's netboot command line; the initrd fetches
+/// the squashfs over HTTP from --base-url (or from the iPXE setting
+/// base-url of whoever chains the script). Each file gets a .sha256; the
+/// same image and SOURCE_DATE_EPOCH give the same bytes. Try it with
+/// `kbuild boot --netboot DIR`.
+#[derive(Debug, Args)]
+#[command(disable_version_flag = true)]
+pub struct NetbootArgs {
+    #[command(flatten)]
+    cell: CellArgs,
+    /// Make the set of this image instead of building the cell's: a store
+    /// name, a registry reference or oci:DIR[:TAG].
+    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["output", "push", "base_image"])]
+    from: Option<String>,
+    /// The directory the set is written to [default: kbuild.yaml's output_dir].
+    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
+    output_dir: Option<PathBuf>,
+    /// The files' base name [default: the naming scheme's].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// The http(s) URL the set's directory will be served at [default:
+    /// the kernel and initrd relative to the script, the squashfs from the
+    /// chaining script's base-url setting].
+    #[arg(long = "base-url", value_name = "URL")]
+    base_url: Option<String>,
+    /// Append to the flavor's netboot kernel command line.
+    #[arg(long, value_name = "EXTRA")]
+    cmdline: Option<String>,
+}
+
+pub fn run(args: NetbootArgs) -> anyhow::Result<()> {
+    let cell = &args.cell;
+    let project = cell.project()?;
+    let output_dir = args
+        .output_dir
+        .clone()
+        .unwrap_or_else(|| project.root.join(&project.config.output_dir));
+    let request = NetbootRequest {
+        iso: IsoRequest {
+            image: cell.request(&project)?,
+            from: args.from.clone(),
+            output_dir,
+            name: args.name.clone(),
+            overlay: None,
+            extra_cmdline: args.cmdline.clone(),
+            uki: None,
+        },
+        base_url: args.base_url.clone(),
+    };
+    let store = cell.store()?;
+    let reporter = CliReporter::new();
+    let cancel = cancel_on_signals()?;
+    let result = build_netboot(&store, &project, &request, &reporter, &cancel);
+    if let Err(NetbootError::Iso(IsoError::Compose(err))) = &result {
+        show_failed_check(err);
+    }
+    let report = result?;
+    render(&report);
+    if let Some(path) = cell.report_path() {
+        write_report(path, &report)?;
+    }
+    println!("{}", report.script.display());
+    Ok(())
+}
+
+fn render(report: &NetbootReport) {
+    if let Some(built) = &report.built {
+        super::image::render(built);
+    }
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    for file in &report.files {
+        let state = match file.written {
+            true => "written",
+            false => "already up to date",
+        };
+        summary!(
+            "netboot   {} ({:.1} MiB, {state})",
+            file.path.display(),
+            file.size as f64 / (1 << 20) as f64
+        );
+    }
+    summary!(
+        "          base-url {}; {:.1}s",
+        report
+            .base_url
+            .as_deref()
+            .unwrap_or("set by whoever chains the script"),
+        report.seconds
+    );
+}
