@@ -517,6 +517,98 @@ fn netboot_set_boots_through_ipxe_and_fetches_its_squashfs() {
     );
 }
 
+/// A release whose kbuild.yaml asks for every artifact kind: each is in
+/// the manifest, SHA256SUMS and the provenance subjects.
+fn a_release_writes_every_artifact_kind_it_is_asked_for() {
+    let f = fixture();
+    // A project copy of its own: the other tests read the fixture's.
+    let project = f.work.join("release-project");
+    fs::create_dir_all(&project).unwrap();
+    run_ok(
+        "cp",
+        &[
+            "-a",
+            &format!("{}/.", f.project.display()),
+            project.to_str().unwrap(),
+        ],
+    );
+    let config = project.join("kbuild.yaml");
+    let mut text = fs::read_to_string(&config).unwrap();
+    text.push_str("\nrelease:\n  artifacts: [iso, raw, qcow2, vhd, gce, netboot]\n");
+    fs::write(&config, text).unwrap();
+    let out = f.work.join("release");
+    let released = kbuild(
+        &[
+            "release",
+            "--project",
+            project.to_str().unwrap(),
+            "--store",
+            f.store.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--only",
+            "kairos-debian-*-core-*",
+            "--base-image",
+            "debian:bookworm",
+        ],
+        &[("SOURCE_DATE_EPOCH", EPOCH)],
+    );
+    ok(&released);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(out.join("manifest.json")).unwrap()).unwrap();
+    let cell = &manifest["cells"][0];
+    let name = cell["cell"].as_str().unwrap();
+    let paths: Vec<&str> = cell["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["path"].as_str().unwrap())
+        .collect();
+    let suffixes = [
+        ".iso",
+        ".raw",
+        ".qcow2",
+        ".vhd",
+        ".gce.tar.gz",
+        ".kernel",
+        ".initrd",
+        ".squashfs",
+        ".ipxe",
+    ];
+    for suffix in suffixes {
+        for file in [format!("{name}{suffix}"), format!("{name}{suffix}.sha256")] {
+            let path = format!("{name}/{file}");
+            assert!(paths.contains(&path.as_str()), "{path} not in {paths:?}");
+        }
+    }
+    let sums = Command::new("sha256sum")
+        .args(["-c", "SHA256SUMS"])
+        .current_dir(&out)
+        .output()
+        .unwrap();
+    assert!(sums.status.success(), "{}", stderr(&sums));
+    let listed = fs::read_to_string(out.join("SHA256SUMS")).unwrap();
+    let provenance: serde_json::Value = serde_json::from_slice(
+        &fs::read(out.join(name).join(format!("{name}.provenance.json"))).unwrap(),
+    )
+    .unwrap();
+    let subjects: Vec<&str> = provenance["subject"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(subjects.len(), 1 + suffixes.len(), "{subjects:?}");
+    for suffix in suffixes {
+        let file = format!("{name}{suffix}");
+        assert!(
+            subjects.contains(&file.as_str()),
+            "{file} not in {subjects:?}"
+        );
+        assert!(listed.contains(&format!("  {name}/{file}\n")), "{listed}");
+    }
+}
+
 fn entries(dir: &Path) -> Vec<String> {
     fs::read_dir(dir)
         .map(|d| {
@@ -601,6 +693,11 @@ fn main() -> std::process::ExitCode {
             "netboot_set_boots_through_ipxe_and_fetches_its_squashfs",
             Needs::root_and(TOOLS),
             netboot_set_boots_through_ipxe_and_fetches_its_squashfs as fn(),
+        ),
+        (
+            "a_release_writes_every_artifact_kind_it_is_asked_for",
+            Needs::root_and(JUDGE_TOOLS),
+            a_release_writes_every_artifact_kind_it_is_asked_for as fn(),
         ),
         (
             "bad_input_is_clear_and_leaves_nothing",
