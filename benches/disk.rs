@@ -6,7 +6,8 @@
 //! floor a person would script: mksquashfs of the same tree (unpacked by
 //! umoci) with the same options, mke2fs -d of a directory holding that
 //! squashfs with the kernel and initrd (the copy of the bytes into the
-//! disk), then sha256sum of the result. Median of 3. Goal: at most 1.3x.
+//! disk), then sha256sum of the result. Median of 3. The issue sets no
+//! goal; the ratio is reported.
 //!
 //! Run: `scripts/bench-disk.sh` (root; the Debian fixture and mirror).
 
@@ -104,6 +105,8 @@ fn main() {
         }
         let mut args = vec!["disk", "-o", o, "--from", &core];
         args.extend(cell);
+        // Nothing dirty in the page cache at the start of a timed run.
+        run("sync", &[]);
         disk.push(kbuild(&args));
     }
     let disk = median(disk);
@@ -133,6 +136,7 @@ fn main() {
         let raw = work.join("floor.raw");
         let _ = std::fs::remove_file(&squashfs);
         let _ = std::fs::remove_file(&raw);
+        run("sync", &[]);
         let started = Instant::now();
         run(
             "mksquashfs",
@@ -177,7 +181,7 @@ fn main() {
     println!("| run | kbuild (s) | floor (s) | ratio | goal |");
     println!("|---|---|---|---|---|");
     println!(
-        "| `kbuild disk --format raw --from` the cached core image, parts removed (median of 3) vs mksquashfs + mke2fs -d + sha256sum | {disk:.2} | {floor:.2} | {:.2} | ≤ 1.3 |",
+        "| `kbuild disk --format raw --from` the cached core image, parts removed (median of 3) vs mksquashfs + mke2fs -d + sha256sum | {disk:.2} | {floor:.2} | {:.2} | reported |",
         disk / floor
     );
 }

@@ -1,5 +1,6 @@
-//! Where each partition goes: Kairos' layout (see DESIGN.md, disk facts),
-//! aligned to 1 MiB, with every id derived from the image and the epoch.
+//! Where each partition goes: Kairos' layout (README, "Disk images and
+//! network boot"), aligned to 1 MiB, with every id derived from the image
+//! and the epoch.
 //!
 //! ```text
 //! firmware  partitions (GPT name / file system label)
