@@ -328,7 +328,7 @@ mod tests {
         let text = script("k", "k", "boot=live", None);
         assert!(text.contains("kernel k.kernel "), "{text}");
         assert!(text.contains("initrd k.initrd\n"), "{text}");
-        assert!(!text.contains("set base-url"), "{text}");
+        assert!(!text.contains("|| set base-url"), "{text}");
         assert!(
             text.contains("isset ${base-url} || goto no_base_url"),
             "{text}"

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
 
-use super::image::{show_failed_check, CellArgs};
+use super::image::show_failed_check;
+use super::medium::MediumArgs;
 use super::progress::summary;
 use super::progress::CliReporter;
 use super::{cancel_on_signals, write_report, UsageError};
 use crate::disk::{build_disk, DiskError, DiskFirmware, DiskFormat, DiskReport, DiskRequest};
-use crate::iso::{IsoError, IsoRequest};
+use crate::iso::IsoError;
 
 /// Build (or reuse) a cell's image, exactly as `kbuild image` does, and
 /// write it as a GPT disk in Kairos' layout: COS_GRUB (the EFI system
@@ -24,17 +25,7 @@ use crate::iso::{IsoError, IsoRequest};
 #[command(disable_version_flag = true)]
 pub struct DiskArgs {
     #[command(flatten)]
-    cell: CellArgs,
-    /// Make the disk of this image instead of building the cell's: a store
-    /// name, a registry reference or oci:DIR[:TAG].
-    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["output", "push", "base_image"])]
-    from: Option<String>,
-    /// The directory the disk is written to [default: kbuild.yaml's output_dir].
-    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
-    output_dir: Option<PathBuf>,
-    /// The disk's file name without its extension [default: the naming scheme's].
-    #[arg(long, value_name = "NAME")]
-    name: Option<String>,
+    medium: MediumArgs,
     /// Formats to write, comma-separated or repeated: raw, qcow2, vhd
     /// (Azure, fixed), gce (disk.raw in tar.gz, a whole GiB).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "raw")]
@@ -49,9 +40,6 @@ pub struct DiskArgs {
     /// A cloud-config (YAML) for COS_OEM.
     #[arg(long = "cloud-config", value_name = "FILE")]
     cloud_config: Option<PathBuf>,
-    /// Append to the flavor's kernel command line.
-    #[arg(long, value_name = "EXTRA")]
-    cmdline: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -97,15 +85,11 @@ fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 pub fn run(args: DiskArgs) -> anyhow::Result<()> {
-    let cell = &args.cell;
+    let cell = &args.medium.cell;
     let project = cell.project()?;
-    let output_dir = args
-        .output_dir
-        .clone()
-        .unwrap_or_else(|| project.root.join(&project.config.output_dir));
-    let image = cell.request(&project)?;
+    let iso = args.medium.request(&project)?;
     let arch = project
-        .select(&image.selection)
+        .select(&iso.image.selection)
         .map_err(|e| UsageError(e.to_string()))?
         .id
         .arch;
@@ -129,15 +113,7 @@ pub fn run(args: DiskArgs) -> anyhow::Result<()> {
     formats.sort();
     formats.dedup();
     let request = DiskRequest {
-        iso: IsoRequest {
-            image,
-            from: args.from.clone(),
-            output_dir,
-            name: args.name.clone(),
-            overlay: None,
-            extra_cmdline: args.cmdline.clone(),
-            uki: None,
-        },
+        iso,
         formats,
         firmware,
         size: args.size,

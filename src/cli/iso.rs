@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::image::{show_failed_check, CellArgs};
+use super::image::show_failed_check;
+use super::medium::MediumArgs;
 use super::progress::summary;
 use super::progress::CliReporter;
 use super::{cancel_on_signals, write_report};
@@ -25,25 +26,11 @@ use crate::iso::{build_iso, IsoError, IsoReport, IsoRequest, Signer, UkiBoot};
 #[command(disable_version_flag = true)]
 pub struct IsoArgs {
     #[command(flatten)]
-    cell: CellArgs,
-    /// Make the ISO of this image instead of building the cell's: a store
-    /// name, a registry reference or oci:DIR[:TAG]. The cell flags still
-    /// choose the flavor's boot facts and the ISO's name.
-    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["output", "push", "base_image"])]
-    from: Option<String>,
-    /// The directory the ISO is written to [default: kbuild.yaml's output_dir].
-    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
-    output_dir: Option<PathBuf>,
-    /// The ISO's file name without .iso [default: the naming scheme's].
-    #[arg(long, value_name = "NAME")]
-    name: Option<String>,
+    medium: MediumArgs,
     /// Merge the files of this directory into the ISO's root (e.g. a
     /// cloud-config); they may not replace what kbuild writes.
     #[arg(long = "overlay-iso", value_name = "DIR")]
     overlay_iso: Option<PathBuf>,
-    /// Append to the flavor's live kernel command line.
-    #[arg(long, value_name = "EXTRA")]
-    cmdline: Option<String>,
     /// Boot UEFI only, from a unified kernel image of the image (its own
     /// systemd EFI stub, kernel, initrd, os-release and command line) as
     /// EFI/BOOT/BOOTX64.EFI: no GRUB, no BIOS boot.
@@ -59,19 +46,10 @@ pub struct IsoArgs {
 }
 
 pub fn run(args: IsoArgs) -> anyhow::Result<()> {
-    let cell = &args.cell;
+    let cell = &args.medium.cell;
     let project = cell.project()?;
-    let output_dir = args
-        .output_dir
-        .clone()
-        .unwrap_or_else(|| project.root.join(&project.config.output_dir));
     let request = IsoRequest {
-        image: cell.request(&project)?,
-        from: args.from.clone(),
-        output_dir,
-        name: args.name.clone(),
         overlay: args.overlay_iso.clone(),
-        extra_cmdline: args.cmdline.clone(),
         uki: args.uki.then(|| UkiBoot {
             signer: args
                 .sign_key
@@ -79,6 +57,7 @@ pub fn run(args: IsoArgs) -> anyhow::Result<()> {
                 .zip(args.sign_cert.clone())
                 .map(|(key, cert)| Signer { key, cert }),
         }),
+        ..args.medium.request(&project)?
     };
     let store = cell.store()?;
     let reporter = CliReporter::new();

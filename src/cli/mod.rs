@@ -17,6 +17,7 @@ mod inspect;
 mod iso;
 mod keys;
 mod lock;
+mod medium;
 mod netboot;
 mod plan;
 mod progress;

@@ -1,14 +1,13 @@
 //! `kbuild netboot`: a cell's image as a network boot set.
 
-use std::path::PathBuf;
-
 use clap::Args;
 
-use super::image::{show_failed_check, CellArgs};
+use super::image::show_failed_check;
+use super::medium::MediumArgs;
 use super::progress::summary;
 use super::progress::CliReporter;
 use super::{cancel_on_signals, write_report};
-use crate::iso::{IsoError, IsoRequest};
+use crate::iso::IsoError;
 use crate::netboot::{build_netboot, NetbootError, NetbootReport, NetbootRequest};
 
 /// Build (or reuse) a cell's image, exactly as `kbuild image` does, and
@@ -23,44 +22,19 @@ use crate::netboot::{build_netboot, NetbootError, NetbootReport, NetbootRequest}
 #[command(disable_version_flag = true)]
 pub struct NetbootArgs {
     #[command(flatten)]
-    cell: CellArgs,
-    /// Make the set of this image instead of building the cell's: a store
-    /// name, a registry reference or oci:DIR[:TAG].
-    #[arg(long, value_name = "IMAGE", conflicts_with_all = ["output", "push", "base_image"])]
-    from: Option<String>,
-    /// The directory the set is written to [default: kbuild.yaml's output_dir].
-    #[arg(short = 'o', long = "output-dir", value_name = "DIR")]
-    output_dir: Option<PathBuf>,
-    /// The files' base name [default: the naming scheme's].
-    #[arg(long, value_name = "NAME")]
-    name: Option<String>,
+    medium: MediumArgs,
     /// The http(s) URL the set's directory will be served at [default:
     /// the kernel and initrd relative to the script, the squashfs from the
     /// chaining script's base-url setting].
     #[arg(long = "base-url", value_name = "URL")]
     base_url: Option<String>,
-    /// Append to the flavor's netboot kernel command line.
-    #[arg(long, value_name = "EXTRA")]
-    cmdline: Option<String>,
 }
 
 pub fn run(args: NetbootArgs) -> anyhow::Result<()> {
-    let cell = &args.cell;
+    let cell = &args.medium.cell;
     let project = cell.project()?;
-    let output_dir = args
-        .output_dir
-        .clone()
-        .unwrap_or_else(|| project.root.join(&project.config.output_dir));
     let request = NetbootRequest {
-        iso: IsoRequest {
-            image: cell.request(&project)?,
-            from: args.from.clone(),
-            output_dir,
-            name: args.name.clone(),
-            overlay: None,
-            extra_cmdline: args.cmdline.clone(),
-            uki: None,
-        },
+        iso: args.medium.request(&project)?,
         base_url: args.base_url.clone(),
     };
     let store = cell.store()?;
