@@ -36,3 +36,6 @@ pub mod store;
 pub mod tools;
 pub mod uki;
 pub mod verify;
+
+#[cfg(test)]
+pub(crate) mod test_support;

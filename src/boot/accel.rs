@@ -527,7 +527,6 @@ const fn put(image: &mut [u8; FIRMWARE_SIZE], at: usize, code: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn the_firmware_jumps_from_the_reset_vector_to_code_printing_the_marker() {
@@ -553,8 +552,7 @@ mod tests {
     fn fakes(body: &str) -> (tempfile::TempDir, PathBuf, PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let qemu = dir.path().join("qemu");
-        std::fs::write(&qemu, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+        crate::test_support::write_executable(&qemu, &format!("#!/bin/sh\n{body}\n"));
         let device = dir.path().join("kvm");
         std::fs::write(&device, "").unwrap();
         (dir, qemu, device)

@@ -398,15 +398,13 @@ mod tests {
 
     #[test]
     fn credential_helpers_follow_the_docker_protocol() {
-        use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
         let helper = dir.path().join("docker-credential-fake");
-        std::fs::write(
+        crate::test_support::write_executable(
             &helper,
             "#!/bin/sh\nread host\ncase \"$host\" in\n  quay.io) echo '{\"ServerURL\":\"quay.io\",\"Username\":\"bot\",\"Secret\":\"s3\"}' ;;\n  ghcr.io) echo '{\"ServerURL\":\"ghcr.io\",\"Username\":\"<token>\",\"Secret\":\"rt\"}' ;;\n  broken.io) echo 'boom' >&2; exit 3 ;;\n  *) echo 'credentials not found in native keychain'; exit 1 ;;\nesac\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
+
         assert_eq!(
             query_helper(&helper, "fake", "quay.io").unwrap(),
             Some(Credential::Basic {

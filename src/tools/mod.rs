@@ -499,7 +499,6 @@ fn tail(bytes: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     /// A fake program: prints `version_text` for its version, and for a
     /// real run echoes its arguments one per line, complains on stderr and
@@ -508,9 +507,7 @@ mod tests {
         let script = format!(
             "#!/bin/sh\ncase \"$1\" in -version|--version|--help) echo '{version_text}'; exit 0;; esac\nfor a in \"$@\"; do echo \"$a\"; done\necho 'line one' >&2\necho 'it went wrong' >&2\nexit {code}\n"
         );
-        let path = dir.join(name);
-        std::fs::write(&path, script).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        crate::test_support::write_executable(&dir.join(name), &script);
     }
 
     #[test]
@@ -555,13 +552,10 @@ mod tests {
     #[test]
     fn a_cancelled_run_kills_the_program_at_once() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("mksquashfs");
-        std::fs::write(
-            &path,
+        crate::test_support::write_executable(
+            &dir.path().join("mksquashfs"),
             "#!/bin/sh\ncase \"$1\" in -version) echo 'mksquashfs version 4.5.1'; exit 0;; esac\nexec sleep 30\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        );
         let tool = locate_in(&MKSQUASHFS, dir.path().as_os_str()).unwrap();
         let cancel = std::sync::Arc::new(Cancel::default());
         let setter = std::sync::Arc::clone(&cancel);
