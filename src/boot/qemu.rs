@@ -43,6 +43,19 @@ pub enum Media {
     Net,
 }
 
+/// `path` for a QEMU option value: each `,` doubled.
+fn escape_commas(path: &std::path::Path) -> OsString {
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    let mut bytes = Vec::new();
+    for &b in path.as_os_str().as_bytes() {
+        bytes.push(b);
+        if b == b',' {
+            bytes.push(b',');
+        }
+    }
+    OsString::from_vec(bytes)
+}
+
 /// QEMU's name for the format of the image at `path`: qcow2 by its magic,
 /// else raw.
 pub fn image_format(path: &std::path::Path) -> &'static str {
@@ -178,7 +191,8 @@ pub(super) fn arguments(
         )),
         _ => OsString::from("if=none,id=boot,format=raw,readonly=on,file="),
     };
-    drive.push(&request.iso);
+    // QEMU's option parser splits at `,`; a doubled one is a literal comma.
+    drive.push(escape_commas(&request.iso));
     if request.media == Media::Cdrom {
         drive.push(",media=cdrom");
     }

@@ -5,17 +5,27 @@
 //! Invariants:
 //! * It listens on 127.0.0.1 only, on a port the kernel picks.
 //! * It serves GET and HEAD of the plain file names directly in its
-//!   directory (regular files, not links) and of the files it was given
-//!   in memory; any other name (a `/`, `..`, `%`, a link) is a 404.
+//!   directory (regular files, opened without following a link) and of
+//!   the files it was given in memory; any other name (a `/`, `..`, `%`, a
+//!   link) is a 404.
+//! * A request is read up to [`MAX_REQUEST`] bytes; a peer idle for 30 s
+//!   either way is dropped; at most [`MAX_CONNECTIONS`] are served at once.
 //! * It stops when dropped.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// The most bytes of a request (line and headers) read.
+const MAX_REQUEST: u64 = 16 << 10;
+/// Connections served at once; more wait in the listen queue.
+const MAX_CONNECTIONS: usize = 32;
+const IDLE: Duration = Duration::from_secs(30);
 
 /// A running server.
 pub struct Server {
@@ -47,13 +57,20 @@ pub fn start(
     let flag = stop.clone();
     let dir = dir.to_path_buf();
     let files = Arc::new(files);
+    let open = Arc::new(AtomicUsize::new(0));
     let thread = std::thread::spawn(move || {
         while !flag.load(Ordering::SeqCst) {
+            if open.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
             match listener.accept() {
                 Ok((stream, _)) => {
-                    let (dir, files) = (dir.clone(), files.clone());
+                    let (dir, files, open) = (dir.clone(), files.clone(), open.clone());
+                    open.fetch_add(1, Ordering::SeqCst);
                     std::thread::spawn(move || {
                         let _ = serve(stream, &dir, &files);
+                        open.fetch_sub(1, Ordering::SeqCst);
                     });
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
@@ -67,21 +84,25 @@ pub fn start(
     })
 }
 
-/// The file `name` of `dir`, if it is a plain name of a regular file.
-fn file_in(dir: &Path, name: &str) -> Option<PathBuf> {
-    let plain = !name.is_empty()
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+'));
-    let path = dir.join(name);
-    (plain && std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file())).then_some(path)
+/// The file `name` of `dir`, opened, if it is a plain name of a regular
+/// file (a link is not followed: its open fails).
+fn file_in(dir: &Path, name: &str) -> Option<std::fs::File> {
+    if !crate::netboot::is_url_safe_name(name) {
+        return None;
+    }
+    let file = std::fs::File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(dir.join(name))
+        .ok()?;
+    file.metadata().ok()?.is_file().then_some(file)
 }
 
 fn serve(stream: TcpStream, dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> std::io::Result<()> {
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut reader = BufReader::new(stream.try_clone()?);
+    stream.set_read_timeout(Some(IDLE))?;
+    stream.set_write_timeout(Some(IDLE))?;
+    let mut reader = BufReader::new(stream.try_clone()?.take(MAX_REQUEST));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
     // The headers, up to the blank line; none of them matter here.
@@ -95,45 +116,37 @@ fn serve(stream: TcpStream, dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> st
     let (method, target) = (words.next().unwrap_or(""), words.next().unwrap_or(""));
     let mut out = stream;
     if method != "GET" && method != "HEAD" {
-        return respond(&mut out, "405 Method Not Allowed", 0, None);
+        return respond(&mut out, "405 Method Not Allowed", 0);
     }
     let name = target.strip_prefix('/').unwrap_or("");
     if let Some(bytes) = files.get(name) {
-        respond(&mut out, "200 OK", bytes.len() as u64, None)?;
+        respond(&mut out, "200 OK", bytes.len() as u64)?;
         if method == "GET" {
             out.write_all(bytes)?;
         }
         return Ok(());
     }
-    let Some(path) = file_in(dir, name) else {
-        return respond(&mut out, "404 Not Found", 0, None);
+    let Some(mut file) = file_in(dir, name) else {
+        return respond(&mut out, "404 Not Found", 0);
     };
-    let mut file = std::fs::File::open(&path)?;
     let size = file.metadata()?.len();
-    respond(&mut out, "200 OK", size, None)?;
+    respond(&mut out, "200 OK", size)?;
     if method == "GET" {
         std::io::copy(&mut file, &mut out)?;
     }
     Ok(())
 }
 
-fn respond(
-    out: &mut TcpStream,
-    status: &str,
-    length: u64,
-    kind: Option<&str>,
-) -> std::io::Result<()> {
+fn respond(out: &mut TcpStream, status: &str, length: u64) -> std::io::Result<()> {
     write!(
         out,
-        "HTTP/1.1 {status}\r\nContent-Length: {length}\r\nContent-Type: {}\r\nConnection: close\r\n\r\n",
-        kind.unwrap_or("application/octet-stream")
+        "HTTP/1.1 {status}\r\nContent-Length: {length}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n"
     )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::io::Read;
 
     fn get(port: u16, request: &str) -> String {
         let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();

@@ -25,10 +25,11 @@ pub struct BootArgs {
     /// The ISO (or, with --media disk, the disk image) to boot.
     #[arg(required_unless_present = "netboot", conflicts_with = "netboot")]
     iso: Option<PathBuf>,
-    /// Boot a `kbuild netboot` set instead: the NIC's iPXE (virtio, QEMU's
-    /// user-mode network) loads a chain script from an HTTP server kbuild
-    /// runs on 127.0.0.1 for DIR, which sets base-url to that server and
-    /// chains the set's script. The guest reaches nothing else.
+    /// Boot a `kbuild netboot` set instead (amd64): the NIC's iPXE (virtio,
+    /// QEMU's user-mode network) loads a chain script from an HTTP server
+    /// kbuild runs on 127.0.0.1 for DIR, which sets base-url to that server
+    /// and chains the set's script. The guest can reach what the host
+    /// reaches; run it under `unshare -n` to keep it to this machine.
     #[arg(long, value_name = "DIR", conflicts_with = "media")]
     netboot: Option<PathBuf>,
     /// The ISO's architecture (default: the machine of its EFI loader,

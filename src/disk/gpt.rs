@@ -60,6 +60,8 @@ pub enum GptError {
     Overlap(String, String),
     #[error("partition name {0:?} is longer than 36 UTF-16 units")]
     LongName(String),
+    #[error("a disk of {0} sectors has no room for two partition tables")]
+    TooSmall(u64),
 }
 
 /// A disk's partition table.
@@ -77,6 +79,9 @@ impl Table {
         sectors: u64,
         partitions: Vec<Partition>,
     ) -> Result<Table, GptError> {
+        if sectors < 2 * (2 + ENTRY_SECTORS) + 1 {
+            return Err(GptError::TooSmall(sectors));
+        }
         let (usable_first, usable_last) = usable(sectors);
         for (index, p) in partitions.iter().enumerate() {
             if p.name.encode_utf16().count() > 36 {
@@ -251,6 +256,10 @@ mod tests {
             Table::new(guid, 8192, vec![part("a", 10, 100)]),
             Err(GptError::OutOfRange { .. })
         ));
+        assert_eq!(
+            Table::new(guid, 60, vec![]).unwrap_err(),
+            GptError::TooSmall(60)
+        );
     }
 
     #[test]

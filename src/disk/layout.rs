@@ -173,7 +173,9 @@ pub fn plan(
         Some(asked) if asked < needed => {
             return Err(DiskError::TooSmall { asked, needed });
         }
-        Some(asked) => asked.div_ceil(MIB) * MIB,
+        Some(asked) => asked
+            .checked_next_multiple_of(MIB)
+            .ok_or(DiskError::TooLarge(asked))?,
         None => needed,
     };
     let table = Table::new(

@@ -60,6 +60,8 @@ const FORMAT: u32 = 1;
 /// Where the cloud-config goes on `COS_OEM` (Kairos reads `/oem/*.yaml`).
 pub const CLOUD_CONFIG: &str = "90_custom.yaml";
 const GIB: u64 = 1 << 30;
+/// The largest `--size` taken: 64 TiB.
+const MAX_SIZE: u64 = 64 << 40;
 
 /// What a disk is written as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -156,6 +158,10 @@ pub enum DiskError {
     BadPath(String),
     #[error("--size {} MiB is smaller than the {} MiB the partitions need", asked >> 20, needed >> 20)]
     TooSmall { asked: u64, needed: u64 },
+    #[error("--size {} GiB is more than the 64 TiB kbuild writes", .0 >> 30)]
+    TooLarge(u64),
+    #[error("the output directory {} holds a `?`, which e2fsprogs reads as the start of its options", .0.display())]
+    QuestionMark(PathBuf),
     #[error("{0} firmware cannot boot an {1} disk (UEFI only)")]
     NoBios(&'static str, Arch),
     #[error("the {part} ({} KiB) does not fit its {} KiB partition", size >> 10, room >> 10)]
@@ -193,6 +199,8 @@ impl DiskError {
         match self {
             DiskError::Iso(e) => e.is_input(),
             DiskError::TooSmall { .. }
+            | DiskError::TooLarge(_)
+            | DiskError::QuestionMark(_)
             | DiskError::NoBios(..)
             | DiskError::CloudConfig { .. }
             | DiskError::IsoOnly => true,
@@ -237,10 +245,15 @@ impl DiskTools {
         })
     }
 
-    fn versions(&self) -> BTreeMap<&'static str, &str> {
+    /// The versions of the tools that write `format`.
+    fn versions(&self, format: DiskFormat) -> BTreeMap<&'static str, &str> {
+        let converter = match format {
+            DiskFormat::Qcow2 | DiskFormat::Vhd => self.qemu_img.as_ref(),
+            DiskFormat::Raw | DiskFormat::Gce => None,
+        };
         [&self.ext2.mke2fs, &self.ext2.debugfs]
             .into_iter()
-            .chain(&self.qemu_img)
+            .chain(converter)
             .map(|t| (t.tool.name, t.version.as_str()))
             .collect()
     }
@@ -287,6 +300,14 @@ pub fn build_disk(
     if request.iso.uki.is_some() || request.iso.overlay.is_some() {
         return Err(DiskError::IsoOnly);
     }
+    // libext2fs reads `?` in a device name as the start of its options.
+    let dir = &request.iso.output_dir;
+    if dir.to_string_lossy().contains('?') {
+        return Err(DiskError::QuestionMark(dir.clone()));
+    }
+    if request.size.is_some_and(|size| size > MAX_SIZE) {
+        return Err(DiskError::TooLarge(request.size.unwrap_or(0)));
+    }
     let cloud_config = request
         .cloud_config
         .as_deref()
@@ -322,6 +343,7 @@ pub fn build_disk(
         Some(extra) => format!("{} {extra}", boot.live.disk_cmdline),
         None => boot.live.disk_cmdline.clone(),
     };
+    iso::check_cmdline(&cmdline)?;
     let menu = grub::menu(
         &project.root,
         &grub::MenuContext {
@@ -701,7 +723,7 @@ impl Writer<'_> {
             "size": layout.size,
             "recovery": self.recovery.digest(self.prepared).to_string(),
             "cloud_config": self.cloud_config.map(|c| Digest::of(c).to_string()),
-            "tools": self.tools.versions(),
+            "tools": self.tools.versions(format),
             "epoch": self.prepared.epoch,
         })))
     }

@@ -649,7 +649,7 @@ fn grub_special(c: char) -> bool {
 /// The command line goes into a `linux` line of grub.cfg: a character
 /// GRUB interprets would end that line, start GRUB commands or change
 /// what the kernel is given.
-fn check_cmdline(cmdline: &str) -> Result<(), IsoError> {
+pub(crate) fn check_cmdline(cmdline: &str) -> Result<(), IsoError> {
     match cmdline.chars().find(|c| grub_special(*c)) {
         Some(c) => Err(IsoError::BadCmdline {
             cmdline: cmdline.to_string(),

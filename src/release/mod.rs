@@ -546,6 +546,16 @@ fn build_cell(
             hint: None,
         })?;
     let (image, image_digest) = (first.image.clone(), first.image_digest.clone());
+    if let Some(other) = made.iter().find(|m| m.image_digest != image_digest) {
+        return Err(Failure {
+            step: "image",
+            message: format!(
+                "the cell's artifacts came from two images ({image_digest} and {}): its inputs changed during the release",
+                other.image_digest
+            ),
+            hint: None,
+        });
+    }
     report.image = Some(built.clone());
     let reproducible = match (request.verify, &iso) {
         (Some(epoch), Some(iso)) => Some(verify_cell(
@@ -609,7 +619,9 @@ fn build_cell(
         serde_json::to_value(&built.plan).unwrap_or_default(),
         &materials(project, request, &selection, &lock, &composed)
             .map_err(|e| failure("provenance")(&e))?,
-        reproducible == Some(true),
+        // `--verify` rebuilt the image and the ISO; disks and netboot sets
+        // were not rebuilt, so the claim is made only when the ISO is all.
+        reproducible == Some(true) && wanted.as_slice() == [ReleaseArtifact::Iso],
     );
     let provenance_path = dir.join(format!("{}.provenance.json", cell.name));
     write_json(&provenance_path, &statement).map_err(|e| failure("provenance")(&e))?;

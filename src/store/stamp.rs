@@ -58,10 +58,20 @@ impl Stamp {
         if self.taken_ns - self.ctime_ns < SETTLE.as_nanos() as i128 {
             return false;
         }
-        Stamp::of(path).is_ok_and(|now| {
-            (now.dev, now.ino, now.size, now.mtime_ns, now.ctime_ns)
-                == (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns)
-        })
+        Stamp::of(path).is_ok_and(|now| now.same_file_state(self))
+    }
+
+    /// Whether `self` and `other` describe the same state of one file
+    /// (when they were taken aside).
+    pub fn same_file_state(&self, other: &Stamp) -> bool {
+        (self.dev, self.ino, self.size, self.mtime_ns, self.ctime_ns)
+            == (
+                other.dev,
+                other.ino,
+                other.size,
+                other.mtime_ns,
+                other.ctime_ns,
+            )
     }
 
     /// Parses what [`fmt::Display`] wrote; `None` for anything else.
