@@ -85,7 +85,14 @@ pub fn diagnosis<'a>(cause: &'a (dyn Error + 'static)) -> Option<&'a dyn Diagnos
         crate::uki::BuildUkiError,
         crate::release::inventory::InventoryError,
         crate::verify::VerifyError,
+        crate::rootless::RootlessError,
     )
+}
+
+impl Diagnose for crate::rootless::RootlessError {
+    fn hint(&self) -> Option<String> {
+        crate::rootless::RootlessError::hint(self)
+    }
 }
 
 /// Whether any cause in the chain from `error` blames the input.

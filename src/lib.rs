@@ -31,6 +31,7 @@ pub mod registry;
 pub mod release;
 pub mod report;
 pub mod rootfs;
+pub mod rootless;
 pub mod sandbox;
 pub mod store;
 pub mod tools;

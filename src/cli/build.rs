@@ -143,6 +143,12 @@ pub fn run(args: BuildArgs) -> anyhow::Result<()> {
             secrets,
             isolation: match args.isolation {
                 IsolationArg::Builtin => Isolation::Builtin,
+                IsolationArg::Oci if crate::rootless::in_user_namespace() => {
+                    return Err(UsageError(
+                        "--isolation oci is not available rootless (runc would need its own rootless set-up): use the builtin sandbox, or run as root".into(),
+                    )
+                    .into())
+                }
                 IsolationArg::Oci => Isolation::Oci {
                     runtime: oci_runtime(&args.runtime)?,
                 },

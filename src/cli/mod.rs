@@ -57,6 +57,29 @@ pub struct Cli {
     /// Show no progress (errors and results only; `boot`: no console).
     #[arg(long, short, global = true)]
     quiet: bool,
+    /// Build rootless even where auto mode would not (kbuild is rootless
+    /// on its own when run without root by a user with subordinate ids):
+    /// fail at once, naming the fix, if that cannot work.
+    #[arg(long, global = true)]
+    rootless: bool,
+}
+
+impl Command {
+    /// Whether the command touches the store, so runs in the rootless
+    /// user namespace when kbuild is not root.
+    fn uses_store(&self) -> bool {
+        !matches!(
+            self,
+            Command::Plan(_)
+                | Command::Boot(_)
+                | Command::Keys(_)
+                | Command::Lock(_)
+                | Command::Doctor(_)
+                | Command::Login(_)
+                | Command::Completions(_)
+                | Command::Man(_)
+        )
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +121,11 @@ const EXIT_USAGE: u8 = 2;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     progress::configure(cli.progress, cli.quiet);
+    if cli.command.uses_store() {
+        if let Some(code) = run_rootless(cli.rootless) {
+            return code;
+        }
+    }
     let result = match cli.command {
         Command::Plan(args) => plan::run(args),
         Command::Build(args) => build::run(*args),
@@ -134,6 +162,25 @@ pub fn main() -> ExitCode {
             ExitCode::from(exit_code(&err))
         }
     }
+}
+
+/// Re-runs the command in kbuild's user namespace when that is how it
+/// must run; returns its exit code then, `None` to run it here.
+fn run_rootless(required: bool) -> Option<ExitCode> {
+    use crate::rootless::{Decision, Want};
+    let want = if required { Want::Required } else { Want::Auto };
+    let entered = match crate::rootless::decide(want) {
+        Ok(Decision::Here | Decision::Unprivileged) => return None,
+        Ok(Decision::Enter(mapping)) => crate::rootless::enter(&mapping),
+        Err(e) => Err(e),
+    };
+    Some(match entered {
+        Ok(status) => ExitCode::from(crate::rootless::exit_code(status)),
+        Err(e) => {
+            print_error(&anyhow::Error::new(e));
+            ExitCode::from(EXIT_FAILED)
+        }
+    })
 }
 
 /// Input errors (the user can fix the file or the flags) exit with 2; the

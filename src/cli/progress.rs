@@ -106,6 +106,7 @@ pub(crate) use summary;
 
 pub const GREEN: u8 = 32;
 pub const RED: u8 = 31;
+pub const YELLOW: u8 = 33;
 const DIM: u8 = 2;
 
 pub struct CliReporter {
@@ -169,7 +170,11 @@ impl Reporter for CliReporter {
     fn report(&self, event: Event) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         match self.mode {
-            Mode::Quiet => {}
+            Mode::Quiet => {
+                if let Event::Warning { message } = event {
+                    eprintln!("warning: {message}");
+                }
+            }
             Mode::Json => json(&mut state, event),
             Mode::Plain => plain(&mut state, event),
             Mode::Live => live(&mut state, event),
@@ -282,6 +287,7 @@ fn plain(state: &mut State, event: Event) {
         } => format!("{phase}: {detail} [{}]", seconds(millis)),
         Event::Step { id, text, state } => step_line(&id, &text, state),
         Event::Output { id, line } => format!("[{id}] {}", printable(&line)),
+        Event::Warning { message } => format!("warning: {}", printable(&message)),
         Event::Cell {
             name,
             index,
@@ -485,6 +491,11 @@ fn live(state: &mut State, event: Event) {
                 });
             }
         },
+        Event::Warning { message } => say(format!(
+            "{} {}",
+            paint("warning:", YELLOW),
+            printable(&message)
+        )),
         Event::Output { id, line } => {
             if let Some(running) = state.steps.get(&id) {
                 let line = printable(&line);

@@ -171,7 +171,7 @@ impl BuildError {
     pub fn hint(&self) -> Option<&'static str> {
         match self {
             BuildError::NeedsRoot { .. } => Some(
-                "run kbuild as root (e.g. `sudo -E kbuild build ...`); steps already in the step cache need no privilege",
+                "run kbuild as root (e.g. `sudo -E kbuild build ...`), or rootless: give your user subordinate ids (`sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER`) and install `uidmap`; steps already in the step cache need no privilege",
             ),
             BuildError::Panicked { .. } => {
                 Some("this is a bug in kbuild: please report it with the spec that triggers it")

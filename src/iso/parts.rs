@@ -285,10 +285,14 @@ fn make(inputs: &Inputs, maker: &Maker, dir: &Path) -> Result<Made, IsoError> {
                 }
                 let progress =
                     ByteProgress::start(reporter, SQUASHFS.to_string(), Activity::Squashfs, 0);
+                let stand_ins = store.image_stand_ins(inputs.layers)?;
                 watch_growth(progress, &squashfs, GROWTH_INTERVAL, || {
                     squashfs::make(
                         &inputs.tools.mksquashfs,
-                        merged,
+                        &squashfs::Source {
+                            root: merged,
+                            stand_ins: &stand_ins,
+                        },
                         &squashfs,
                         inputs.squashfs,
                         inputs.epoch,

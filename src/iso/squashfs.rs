@@ -7,13 +7,19 @@
 //!   times, so the epoch kbuild derives makes the whole file reproducible.
 //! * It runs until done or until the cancel flag is set, then is killed:
 //!   Ctrl-C never leaves it running.
+//! * Device stand-ins of a rootless store (see `layer::placeholder`) are
+//!   excluded from the source and added back as pseudo-file devices with
+//!   the stand-in's mode, owner and (clamped) time: the bytes a root
+//!   store's real nodes give.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
 
 use super::IsoError;
 use crate::project::config::{SquashfsCompression, SquashfsSettings};
 use crate::sandbox::Cancel;
+use crate::store::StandIn;
 use crate::tools::Located;
 
 /// The zstd level used when kbuild.yaml names none: the knee of the
@@ -43,22 +49,69 @@ pub(super) fn options(settings: &SquashfsSettings) -> Vec<String> {
     args
 }
 
-/// Packs `root` (a mounted view) into `dest`.
+/// What to pack: a mounted view and the device stand-ins it holds.
+pub(super) struct Source<'a> {
+    pub root: &'a Path,
+    pub stand_ins: &'a [StandIn],
+}
+
+/// Packs `source` into `dest`.
 pub(super) fn make(
     tool: &Located,
-    root: &Path,
+    source: &Source,
     dest: &Path,
     settings: &SquashfsSettings,
     epoch: i64,
     cancel: &Cancel,
 ) -> Result<(), IsoError> {
-    let mut command: Command = tool.command([root.as_os_str(), dest.as_os_str()]);
+    let mut command: Command = tool.command([source.root.as_os_str(), dest.as_os_str()]);
     command
         .args(options(settings))
         .env("SOURCE_DATE_EPOCH", epoch.to_string())
         .env("TZ", "UTC");
-    tool.run_command(command, cancel)?;
+    let pseudo_file = dest.with_extension("pseudo");
+    if !source.stand_ins.is_empty() {
+        let text = pseudo_devices(source.stand_ins, epoch)?;
+        std::fs::write(&pseudo_file, text).map_err(IsoError::io(&pseudo_file))?;
+        command.arg("-pf").arg(&pseudo_file).arg("-e");
+        command.args(source.stand_ins.iter().map(|s| &s.path));
+    }
+    let result = tool.run_command(command, cancel);
+    let _ = std::fs::remove_file(&pseudo_file);
+    result?;
     Ok(())
+}
+
+/// mksquashfs 4.5 pseudo definitions (`path C|B time mode uid gid major
+/// minor`) of the stand-ins, times clamped to `epoch` as mksquashfs clamps
+/// real files.
+fn pseudo_devices(stand_ins: &[StandIn], epoch: i64) -> Result<String, IsoError> {
+    let mut text = String::new();
+    for stand_in in stand_ins {
+        if !stand_in
+            .path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+@:".contains(&b))
+        {
+            return Err(IsoError::io(&stand_in.on_disk)(std::io::Error::other(
+                "a device node whose name a mksquashfs pseudo file cannot carry",
+            )));
+        }
+        let meta = std::fs::symlink_metadata(&stand_in.on_disk)
+            .map_err(IsoError::io(&stand_in.on_disk))?;
+        text.push_str(&format!(
+            "{} {} {} {:o} {} {} {} {}\n",
+            stand_in.path,
+            if stand_in.node.block { 'B' } else { 'C' },
+            meta.mtime().min(epoch).max(0),
+            meta.mode() & 0o7777,
+            meta.uid(),
+            meta.gid(),
+            stand_in.node.major,
+            stand_in.node.minor,
+        ));
+    }
+    Ok(text)
 }
 
 #[cfg(test)]

@@ -35,7 +35,7 @@ use rustix::fs::{
 use rustix::io::Errno;
 use tar::EntryType;
 
-use super::{OPAQUE_MARKER, WHITEOUT_PREFIX};
+use super::{DeviceNode, Placeholders, OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 /// How whiteouts are applied.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +43,8 @@ pub enum ExtractMode {
     /// Apply deletions to what is already in `root` (a flattened rootfs).
     Flatten,
     /// `root` is one overlayfs lower dir: whiteouts become char 0:0 nodes,
-    /// opaque markers the `trusted.overlay.opaque` xattr.
+    /// opaque markers the overlay opaque xattr (`trusted.` as root,
+    /// `user.` rootless).
     OverlayLower,
     /// A plain archive (ADD): whiteout-named entries are ordinary files.
     Archive,
@@ -69,10 +70,12 @@ impl Default for ExtractLimits {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ExtractStats {
     pub entries: u64,
     pub bytes: u64,
+    /// Device nodes left as stand-ins (no `CAP_MKNOD`: rootless).
+    pub placeholders: Placeholders,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -157,6 +160,7 @@ fn extract(
         x.entry(entry, base, &mut pending)?;
     }
     x.apply_dir_times();
+    x.keep_live_placeholders();
     x.stats.bytes = archive.into_inner().read;
     Ok(x.stats)
 }
@@ -411,6 +415,10 @@ impl Extractor {
             return Err(refuse("a non-directory entry for the root itself"));
         };
         let path = join(&parts);
+        // A later entry at the same path replaces an earlier stand-in.
+        self.stats
+            .placeholders
+            .remove(String::from_utf8_lossy(&path).as_ref());
         if let Some(style) = self.whiteout_style() {
             if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
                 return self.whiteout(style, parent, target, &raw_path);
@@ -432,11 +440,7 @@ impl Extractor {
             EntryType::Directory => self.make_dir(&at)?,
             EntryType::Symlink => self.make_symlink(&at)?,
             EntryType::Link => self.make_hardlink(&at)?,
-            EntryType::Char | EntryType::Block | EntryType::Fifo => {
-                if !self.make_node(&at, kind)? {
-                    return Ok(());
-                }
-            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => self.make_node(&at, kind)?,
             other => return Err(refuse(&format!("unsupported entry type {other:?}"))),
         }
         self.created.insert(path);
@@ -558,9 +562,9 @@ impl Extractor {
         Ok(())
     }
 
-    /// A device node or fifo. Returns false when it was left out (device
-    /// nodes need root; a rootless extraction skips them).
-    fn make_node(&self, at: &At, kind: EntryType) -> Result<bool, ExtractError> {
+    /// A device node or fifo. Without `CAP_MKNOD` a device node becomes a
+    /// recorded stand-in (see [`super::placeholder`]).
+    fn make_node(&mut self, at: &At, kind: EntryType) -> Result<(), ExtractError> {
         self.remove_existing(at.parent, at.name, false, at.path)?;
         let (file_type, dev) = match kind {
             EntryType::Fifo => (FileType::Fifo, 0),
@@ -582,7 +586,7 @@ impl Extractor {
             Mode::from_raw_mode(0o600),
             dev as Dev,
         ) {
-            Err(Errno::PERM) if !self.is_root && file_type != FileType::Fifo => return Ok(false),
+            Err(Errno::PERM) if file_type != FileType::Fifo => self.place_stand_in(at, dev)?,
             other => other.map_err(|e| io_err(at.path, e.into()))?,
         }
         self.chown_at(at.parent, at.name, at.header, at.meta, at.path)?;
@@ -594,8 +598,54 @@ impl Extractor {
             AtFlags::empty(),
         )
         .map_err(|e| io_err(at.path, e.into()))?;
-        at.set_times()?;
-        Ok(true)
+        at.set_times()
+    }
+
+    /// Makes the stand-in for the device node `dev` at `at` and records it.
+    fn place_stand_in(&mut self, at: &At, dev: u64) -> Result<(), ExtractError> {
+        let path = std::str::from_utf8(at.path).map_err(|_| {
+            at.refuse("a device node whose path is not UTF-8 cannot be kept rootless")
+        })?;
+        rustix::fs::mknodat(
+            at.parent,
+            os(at.name),
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o600),
+            0 as Dev,
+        )
+        .map_err(|e| io_err(at.path, e.into()))?;
+        let dev = dev as Dev;
+        self.stats.placeholders.insert(
+            path.to_string(),
+            DeviceNode {
+                block: at.header.entry_type() == EntryType::Block,
+                major: rustix::fs::major(dev),
+                minor: rustix::fs::minor(dev),
+            },
+        );
+        Ok(())
+    }
+
+    /// Drops records whose stand-in a later entry removed (a whiteout, an
+    /// opaque marker, a replaced parent): only a char 0:0 node still at the
+    /// path stands for a device.
+    fn keep_live_placeholders(&mut self) {
+        let records = std::mem::take(&mut self.stats.placeholders);
+        for (path, node) in records {
+            let parts: Vec<&[u8]> = path.as_bytes().split(|b| *b == b'/').collect();
+            let Some((name, parent)) = parts.split_last() else {
+                continue;
+            };
+            let live = self.open_in_root(parent).is_ok_and(|dir| {
+                rustix::fs::statat(&dir, os(name), AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
+                    FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice
+                        && st.st_rdev == 0
+                })
+            });
+            if live {
+                self.stats.placeholders.insert(path, node);
+            }
+        }
     }
 
     /// Opens (creating as needed) the parent directory inside the root.
@@ -709,7 +759,7 @@ impl Extractor {
             return match style {
                 Whiteouts::OverlayNodes => rustix::fs::fsetxattr(
                     &parent_fd,
-                    "trusted.overlay.opaque",
+                    crate::sandbox::overlay::opaque_xattr(),
                     b"y",
                     XattrFlags::empty(),
                 )
@@ -806,7 +856,7 @@ impl Extractor {
         rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(|e| io_err(path, e.into()))?;
         for (name, value) in &meta.xattrs {
             // Overlay's private attributes are never taken from a layer.
-            if name.starts_with(b"trusted.overlay.") {
+            if crate::sandbox::overlay::is_overlay_xattr(name) {
                 continue;
             }
             match rustix::fs::fsetxattr(fd, os(name), value, XattrFlags::empty()) {

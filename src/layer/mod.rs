@@ -5,6 +5,7 @@
 mod compress;
 mod extract;
 mod pgzip;
+mod placeholder;
 mod writer;
 
 use std::path::PathBuf;
@@ -13,7 +14,8 @@ pub use compress::{decompressing_reader, Compression, Compressor};
 pub use extract::{
     extract_archive, extract_layer, ExtractError, ExtractLimits, ExtractMode, ExtractStats,
 };
-pub use writer::{read_xattrs, write_layer, LayerInfo, TreeKind, WriteOptions};
+pub use placeholder::{DeviceNode, Placeholders};
+pub use writer::{read_xattrs, write_layer, write_layer_with, LayerInfo, TreeKind, WriteOptions};
 
 /// Prefix of an OCI whiteout entry: `.wh.<name>` deletes `<name>`.
 pub const WHITEOUT_PREFIX: &str = ".wh.";

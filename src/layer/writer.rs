@@ -8,8 +8,11 @@
 //!   compressed stream) are computed while writing; nothing is buffered
 //!   beyond the compressor's window, whatever the layer size.
 //! * In [`TreeKind::OverlayUpper`] mode overlayfs whiteouts (char 0:0) and
-//!   opaque directories (`trusted.overlay.opaque=y`) become OCI `.wh.<name>`
-//!   and `.wh..wh..opq` entries; `trusted.overlay.*` xattrs never leak.
+//!   opaque directories (`trusted.overlay.opaque=y`, or `user.overlay.opaque`
+//!   rootless) become OCI `.wh.<name>` and `.wh..wh..opq` entries; overlay
+//!   xattrs of either namespace never leak.
+//! * A [`Placeholders`] map turns the char 0:0 stand-ins a rootless
+//!   extraction left for device nodes back into those nodes.
 
 use std::collections::HashMap;
 use std::fs::{self, File, Metadata};
@@ -21,7 +24,7 @@ use std::path::{Path, PathBuf};
 use tar::{EntryType, Header};
 
 use super::compress::{Compression, Compressor};
-use super::{LayerError, OPAQUE_MARKER, WHITEOUT_PREFIX};
+use super::{LayerError, Placeholders, OPAQUE_MARKER, WHITEOUT_PREFIX};
 use crate::digest::{Digest, HashingWriter};
 
 /// What kind of directory the layer is made from.
@@ -64,6 +67,18 @@ pub fn write_layer<W: Write>(
     options: &WriteOptions,
     out: W,
 ) -> Result<(W, LayerInfo), LayerError> {
+    write_layer_with(root, kind, options, &Placeholders::new(), out)
+}
+
+/// [`write_layer`] of a tree holding device stand-ins: each char 0:0 node
+/// recorded in `placeholders` is written as the device it stands for.
+pub fn write_layer_with<W: Write>(
+    root: &Path,
+    kind: TreeKind,
+    options: &WriteOptions,
+    placeholders: &Placeholders,
+    out: W,
+) -> Result<(W, LayerInfo), LayerError> {
     let io_err = |source| LayerError::Io {
         path: root.to_path_buf(),
         source,
@@ -77,6 +92,7 @@ pub fn write_layer<W: Write>(
         root,
         kind,
         options,
+        placeholders,
         builder,
         links: HashMap::new(),
         newest_mtime: std::cell::Cell::new(0),
@@ -103,6 +119,7 @@ struct Walker<'a, W: Write> {
     root: &'a Path,
     kind: TreeKind,
     options: &'a WriteOptions,
+    placeholders: &'a Placeholders,
     builder: tar::Builder<TarSink<W>>,
     /// (dev, inode) -> first path, to emit later links as hardlink entries.
     links: HashMap<(u64, u64), PathBuf>,
@@ -159,14 +176,12 @@ impl<W: Write> Walker<'_, W> {
             return Ok(());
         }
         let xattrs = read_xattrs(path).map_err(self.io(rel))?;
-        let opaque = upper
-            && ft.is_dir()
-            && xattrs
-                .iter()
-                .any(|(k, v)| k == b"trusted.overlay.opaque" && v == b"y");
+        let opaque_name = crate::sandbox::overlay::opaque_xattr().as_bytes();
+        let opaque =
+            upper && ft.is_dir() && xattrs.iter().any(|(k, v)| k == opaque_name && v == b"y");
         let xattrs: Vec<_> = xattrs
             .into_iter()
-            .filter(|(k, _)| !k.starts_with(b"trusted.overlay."))
+            .filter(|(k, _)| !crate::sandbox::overlay::is_overlay_xattr(k))
             .collect();
         if !xattrs.is_empty() {
             let records: Vec<(Vec<u8>, Vec<u8>)> = xattrs
@@ -225,20 +240,33 @@ impl<W: Write> Walker<'_, W> {
                 .append_data(&mut h, rel, &mut reader)
                 .map_err(self.io(rel));
         }
-        let kind = if ft.is_char_device() {
-            EntryType::Char
-        } else if ft.is_block_device() {
-            EntryType::Block
-        } else {
-            EntryType::Fifo
+        let dev = rustix::fs::Dev::from(meta.rdev());
+        let (kind, major, minor) = match rel.to_str().and_then(|p| self.placeholders.get(p)) {
+            Some(node) if ft.is_char_device() && dev == 0 => (
+                if node.block {
+                    EntryType::Block
+                } else {
+                    EntryType::Char
+                },
+                node.major,
+                node.minor,
+            ),
+            _ if ft.is_char_device() => (
+                EntryType::Char,
+                rustix::fs::major(dev),
+                rustix::fs::minor(dev),
+            ),
+            _ if ft.is_block_device() => (
+                EntryType::Block,
+                rustix::fs::major(dev),
+                rustix::fs::minor(dev),
+            ),
+            _ => (EntryType::Fifo, 0, 0),
         };
         let mut h = self.header(meta, kind);
         if kind != EntryType::Fifo {
-            let dev = rustix::fs::Dev::from(meta.rdev());
-            h.set_device_major(rustix::fs::major(dev))
-                .map_err(self.io(rel))?;
-            h.set_device_minor(rustix::fs::minor(dev))
-                .map_err(self.io(rel))?;
+            h.set_device_major(major).map_err(self.io(rel))?;
+            h.set_device_minor(minor).map_err(self.io(rel))?;
         }
         self.builder
             .append_data(&mut h, rel, io::empty())

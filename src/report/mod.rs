@@ -40,6 +40,9 @@ pub enum Event {
     },
     /// One line a running build step printed.
     Output { id: String, line: String },
+    /// Something the user should know that does not stop the job (e.g. a
+    /// device node a rootless import keeps only as a stand-in).
+    Warning { message: String },
     /// A release cell (`index` of `total`, from 1) started or ended; the
     /// events between belong to it.
     Cell {

@@ -168,8 +168,9 @@ fn run_builtin_isolation(prepared: Prepared) -> Result<std::process::ExitStatus,
             MountFrom::Tmpfs { size } => tmpfs(&at, *size, 0o1777)?,
         }
     }
+    let proc = ctx("/proc", root.resolve(Path::new("proc")))?;
     drop(root);
-    run_builtin(&spec, &merged, &cwd, &identity)
+    run_builtin(&spec, &merged, &proc, &cwd, &identity)
 }
 
 /// An OCI runtime: the prepared root and mounts as a bundle's
@@ -214,7 +215,7 @@ fn run_oci_isolation(
     // SAFETY: plain syscalls between fork and exec. The runtime is PID 1
     // of the new pid namespace and needs a /proc that shows it.
     unsafe {
-        command.pre_exec(pid1_with_proc);
+        command.pre_exec(|| pid1_with_proc(Path::new("/proc")));
     }
     let pid1 = open_pid1(&spec)?;
     let mut child = ctx(&format!("start {}", runtime.display()), command.spawn())?;
@@ -440,6 +441,22 @@ fn mount_tmpfs(
     )
 }
 
+/// Binds the host's `/dev/<name>` onto a new empty file in the sandbox's
+/// `/dev` (a rootless sandbox cannot make device nodes).
+fn bind_host_device(
+    dev_fd: &std::os::fd::OwnedFd,
+    dev: &Path,
+    name: &str,
+) -> rustix::io::Result<()> {
+    drop(rustix::fs::openat(
+        dev_fd,
+        name,
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o666),
+    )?);
+    rustix::mount::mount_bind(Path::new("/dev").join(name), dev.join(name))
+}
+
 /// `/dev` (a tmpfs with the usual nodes, devpts, shm) and read-only `/sys`.
 fn mount_system(root: &Root, network: Network) -> Result<(), SetupFailure> {
     let dev = ctx("/dev", root.resolve(Path::new("dev")))?;
@@ -462,25 +479,26 @@ fn mount_system(root: &Root, network: Network) -> Result<(), SetupFailure> {
         ("urandom", 1, 9),
         ("tty", 5, 0),
     ] {
-        ctx(
-            &format!("/dev/{name}"),
-            rustix::fs::mknodat(
-                &dev_fd,
-                name,
-                FileType::CharacterDevice,
-                Mode::from_raw_mode(0o666),
-                rustix::fs::makedev(major, minor),
-            )
-            .and_then(|()| {
+        let made = rustix::fs::mknodat(
+            &dev_fd,
+            name,
+            FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(major, minor),
+        );
+        let made = match made {
+            // Rootless: no CAP_MKNOD, so the host's node is bound instead.
+            Err(rustix::io::Errno::PERM) => bind_host_device(&dev_fd, &dev, name),
+            other => other.and_then(|()| {
                 rustix::fs::chmodat(
                     &dev_fd,
                     name,
                     Mode::from_raw_mode(0o666),
                     rustix::fs::AtFlags::empty(),
                 )
-            })
-            .map_err(io::Error::from),
-        )?;
+            }),
+        };
+        ctx(&format!("/dev/{name}"), made.map_err(io::Error::from))?;
     }
     for (link, target) in [
         ("ptmx", "pts/ptmx"),
@@ -542,6 +560,7 @@ fn mount_system(root: &Root, network: Network) -> Result<(), SetupFailure> {
 fn run_builtin(
     spec: &Spec,
     merged: &Path,
+    proc: &Path,
     cwd: &Path,
     identity: &Identity,
 ) -> Result<std::process::ExitStatus, SetupFailure> {
@@ -556,12 +575,13 @@ fn run_builtin(
         command.env(k, v);
     }
     let merged = merged.to_path_buf();
+    let proc = proc.to_path_buf();
     let cwd = Path::new("/").join(cwd);
     let identity = identity.clone();
     // SAFETY: the helper is single-threaded, so the child may allocate;
     // everything here is plain syscalls.
     unsafe {
-        command.pre_exec(move || enter_root(&merged, &cwd, &identity));
+        command.pre_exec(move || enter_root(&merged, &proc, &cwd, &identity));
     }
     let pid1 = open_pid1(spec)?;
     let mut child = command
@@ -591,12 +611,15 @@ fn record_pid1(mut file: fs::File, child: &std::process::Child) -> Result<(), Se
 }
 
 /// In PID 1 of the step's pid namespace: die with the helper, and mount
-/// a `/proc` that shows this namespace (at the current root).
-fn pid1_with_proc() -> io::Result<()> {
+/// a `/proc` that shows this namespace at `proc` (the root's `/proc`,
+/// resolved inside it). Done before `pivot_root` detaches the host's
+/// `/proc`: in a user namespace the kernel mounts a new proc only where
+/// one is fully visible already.
+fn pid1_with_proc(proc: &Path) -> io::Result<()> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     rustix::mount::mount(
         "proc",
-        "/proc",
+        proc,
         "proc",
         MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         None,
@@ -604,13 +627,13 @@ fn pid1_with_proc() -> io::Result<()> {
     Ok(())
 }
 
-fn enter_root(merged: &Path, cwd: &Path, identity: &Identity) -> io::Result<()> {
+fn enter_root(merged: &Path, proc: &Path, cwd: &Path, identity: &Identity) -> io::Result<()> {
     use rustix::fs::{Gid, Uid};
+    pid1_with_proc(proc)?;
     rustix::process::chdir(merged)?;
     rustix::process::pivot_root(".", ".")?;
     rustix::mount::unmount(".", UnmountFlags::DETACH)?;
     rustix::process::chdir("/")?;
-    pid1_with_proc()?;
     super::confine::mask_proc()?;
     super::confine::drop_capabilities()?;
     rustix::process::chdir(cwd)?;

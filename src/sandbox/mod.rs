@@ -186,7 +186,7 @@ impl SandboxError {
             SandboxError::Setup { source, .. }
                 if source.raw_os_error() == Some(rustix::io::Errno::PERM.raw_os_error()) =>
             {
-                Some("the sandbox needs root (overlayfs, namespaces): run kbuild as root")
+                Some("the sandbox needs root or kbuild's rootless mode (overlayfs, namespaces): run kbuild as root, or see `kbuild doctor` for rootless readiness")
             }
             SandboxError::Setup { .. } => Some(
                 "the kernel needs overlayfs and mount, pid, uts and ipc namespaces; `--isolation oci` uses runc instead",

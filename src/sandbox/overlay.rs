@@ -5,6 +5,9 @@
 //! * `redirect_dir=off` and `metacopy=off`: a renamed directory is copied
 //!   up whole and a chmod copies data, so the upper dir is always a plain
 //!   tree plus whiteouts and opaque markers, which is all a layer can say.
+//! * Inside kbuild's rootless user namespace the mount adds `userxattr`:
+//!   opaque markers are `user.overlay.opaque`, whiteouts still char 0:0
+//!   nodes (which an unprivileged process may make).
 //! * Lower dirs are given relative to the snapshots directory (the caller's
 //!   cwd during the mount), so a chain of ~60 snapshots fits the one page
 //!   the kernel accepts for mount options.
@@ -13,6 +16,29 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use rustix::mount::{MountFlags, MountPropagationFlags};
+
+/// Overlay marks (opaque directories) as root in the initial user namespace.
+const TRUSTED_PREFIX: &str = "trusted.overlay.";
+/// The same in a user namespace, where `trusted.*` is out of reach: the
+/// `userxattr` mount option moves overlayfs to `user.overlay.*`.
+const USER_PREFIX: &str = "user.overlay.";
+
+/// The xattr that marks an opaque directory for the overlays this process
+/// mounts.
+pub fn opaque_xattr() -> &'static str {
+    if crate::rootless::in_user_namespace() {
+        "user.overlay.opaque"
+    } else {
+        "trusted.overlay.opaque"
+    }
+}
+
+/// Whether `name` is one of overlayfs's private attributes (in either
+/// namespace): never taken from a layer, never written into one, so a root
+/// and a rootless build see and write the same trees.
+pub fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(TRUSTED_PREFIX.as_bytes()) || name.starts_with(USER_PREFIX.as_bytes())
+}
 
 /// Mount options are limited to one page.
 const MAX_OPTIONS: usize = 4000;
@@ -58,7 +84,13 @@ pub fn mount(overlay: &Overlay, target: &Path) -> io::Result<()> {
             work.display()
         ));
     }
-    options.push_str(",redirect_dir=off,metacopy=off,index=off");
+    if crate::rootless::in_user_namespace() {
+        // `off` still follows redirects, which the kernel refuses with
+        // `userxattr`; kbuild's lower dirs never hold any.
+        options.push_str(",redirect_dir=nofollow,metacopy=off,index=off,userxattr");
+    } else {
+        options.push_str(",redirect_dir=off,metacopy=off,index=off");
+    }
     if options.len() > MAX_OPTIONS {
         return Err(io::Error::other(format!(
             "{} layers are more than one overlay mount can stack",

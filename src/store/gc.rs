@@ -178,8 +178,15 @@ impl Store {
                 .unwrap_or_default()
                 .to_string_lossy()
                 .into_owned();
-            if !Digest::from_hex(&name).is_ok_and(|d| diff_ids.contains(&d)) {
-                remove_tree(&path)?;
+            let hex = name
+                .strip_suffix(super::snapshot::DEVICES_SUFFIX)
+                .unwrap_or(&name);
+            if !Digest::from_hex(hex).is_ok_and(|d| diff_ids.contains(&d)) {
+                if hex.len() == name.len() {
+                    remove_tree(&path)?;
+                } else {
+                    fs::remove_file(&path).map_err(io_at(&path))?;
+                }
                 report.removed_snapshots += 1;
             }
         }

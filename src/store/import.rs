@@ -54,7 +54,7 @@ fn import_into(
     let rootfs = staging.join("rootfs");
     std::fs::create_dir(&rootfs).map_err(io_at(&rootfs))?;
     let file = File::open(tarball).map_err(crate::diagnose::InputFileError::at(tarball))?;
-    phase(
+    let stats = phase(
         reporter,
         "extract",
         || {
@@ -73,22 +73,34 @@ fn import_into(
         },
         |s| format!("{} entries", s.entries),
     )?;
+    for (path, node) in &stats.placeholders {
+        reporter.report(crate::report::Event::Warning {
+            message: format!(
+                "/{path}: {node} kept as a stand-in (no CAP_MKNOD rootless): it is in the layer and the ISO's live root, not in the on-disk snapshot"
+            ),
+        });
+    }
     let blob = store.blob_writer()?;
     let (blob, info) = phase(
         reporter,
         "write layer",
         || {
-            layer::write_layer(&rootfs, TreeKind::Full, &options.layer, blob).map_err(|source| {
-                StoreError::WriteLayer {
-                    path: rootfs.clone(),
-                    source,
-                }
+            layer::write_layer_with(
+                &rootfs,
+                TreeKind::Full,
+                &options.layer,
+                &stats.placeholders,
+                blob,
+            )
+            .map_err(|source| StoreError::WriteLayer {
+                path: rootfs.clone(),
+                source,
             })
         },
         |(_, info)| format!("{} ({} bytes)", info.digest, info.size),
     )?;
     blob.commit(Some(&info.digest))?;
-    store.commit_snapshot(&rootfs, &info.diff_id)?;
+    store.commit_snapshot_with(&rootfs, &info.diff_id, &stats.placeholders)?;
     let source = tarball
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -46,6 +46,7 @@ use serde::Serialize;
 
 pub use gc::{FsckReport, PruneReport};
 pub use retention::{Retention, RetentionReport};
+pub use snapshot::StandIn;
 pub use usage::{StoreUsage, Usage};
 
 use crate::digest::{Digest, DigestError, HashingWriter};

@@ -1,17 +1,36 @@
 //! Snapshots: a layer extracted as an overlay lower dir
 //! (`snapshots/<diff_id hex>`), made from its blob when missing.
 //!
-//! Invariant: a snapshot is committed only once the blob's uncompressed
-//! stream hashed to the layer's diff_id, so a corrupt or forged blob or
-//! cache entry never becomes a lower dir.
+//! Invariants:
+//! * A snapshot is committed only once the blob's uncompressed stream
+//!   hashed to the layer's diff_id, so a corrupt or forged blob or cache
+//!   entry never becomes a lower dir.
+//! * Device nodes a rootless extraction left as stand-ins are listed in
+//!   `snapshots/<hex>.devices.json`, written before the snapshot itself is
+//!   renamed into place (a snapshot never exists without its list).
 
 use std::fs;
 use std::io::{self, BufReader};
 
+use std::path::{Path, PathBuf};
+
 use super::cache::LayerRecord;
-use super::{io_at, Result, Store, StoreError};
-use crate::digest::HashingReader;
-use crate::layer::{self, ExtractLimits, ExtractMode};
+use super::{atomic, io_at, Result, Store, StoreError};
+use crate::digest::{Digest, HashingReader};
+use crate::layer::{self, DeviceNode, ExtractLimits, ExtractMode, Placeholders};
+
+/// Suffix of a snapshot's list of device stand-ins.
+pub const DEVICES_SUFFIX: &str = ".devices.json";
+
+/// A device an image's root holds as a stand-in: where, what, and the
+/// stand-in that carries its mode, owner and time.
+#[derive(Debug, Clone)]
+pub struct StandIn {
+    /// Root-relative path.
+    pub path: String,
+    pub node: DeviceNode,
+    pub on_disk: PathBuf,
+}
 
 impl Store {
     /// Makes sure `layer` has its snapshot.
@@ -35,7 +54,7 @@ impl Store {
         let tar = layer::decompressing_reader(BufReader::with_capacity(1 << 20, blob))
             .map_err(io_at(&blob_path))?;
         let mut hashing = HashingReader::new(tar);
-        layer::extract_layer(
+        let stats = layer::extract_layer(
             &mut hashing,
             &root,
             ExtractMode::OverlayLower,
@@ -55,7 +74,84 @@ impl Store {
                 actual,
             });
         }
-        self.commit_snapshot(&root, &layer.diff_id)?;
+        self.commit_snapshot_with(&root, &layer.diff_id, &stats.placeholders)?;
         super::remove_tree(staging)
     }
+
+    /// [`Store::commit_snapshot`] of a tree with device stand-ins.
+    pub fn commit_snapshot_with(
+        &self,
+        staging: &Path,
+        diff_id: &Digest,
+        placeholders: &Placeholders,
+    ) -> Result<PathBuf> {
+        if !placeholders.is_empty() {
+            let list = self.devices_path(diff_id);
+            let json = serde_json::to_vec_pretty(placeholders).expect("a map serializes");
+            atomic::write(&list, &json).map_err(io_at(&list))?;
+        }
+        self.commit_snapshot(staging, diff_id)
+    }
+
+    fn devices_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root()
+            .join("snapshots")
+            .join(format!("{}{DEVICES_SUFFIX}", diff_id.hex()))
+    }
+
+    fn snapshot_devices(&self, diff_id: &Digest) -> Result<Placeholders> {
+        let list = self.devices_path(diff_id);
+        match fs::read(&list) {
+            Ok(json) => serde_json::from_slice(&json)
+                .map_err(|e| io_at(&list)(io::Error::new(io::ErrorKind::InvalidData, e))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Placeholders::new()),
+            Err(e) => Err(io_at(&list)(e)),
+        }
+    }
+
+    /// The device stand-ins the image made of `layers` (bottom first)
+    /// shows: those no layer above replaced, deleted, or hid behind an
+    /// opaque or non-directory parent. Empty for a store made as root.
+    pub fn image_stand_ins(&self, layers: &[LayerRecord]) -> Result<Vec<StandIn>> {
+        let dirs: Vec<PathBuf> = layers
+            .iter()
+            .map(|l| self.snapshot_path(&l.diff_id))
+            .collect();
+        let mut found = Vec::new();
+        for (index, layer) in layers.iter().enumerate() {
+            for (path, node) in self.snapshot_devices(&layer.diff_id)? {
+                if !dirs[index + 1..].iter().any(|above| hides(above, &path)) {
+                    found.push(StandIn {
+                        on_disk: dirs[index].join(&path),
+                        path,
+                        node,
+                    });
+                }
+            }
+        }
+        found.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(found)
+    }
+}
+
+/// Whether the lower dir `above` hides `path` of the dirs below it: it has
+/// an entry there (a file, a whiteout), or a parent that is not a plain
+/// directory or is opaque.
+fn hides(above: &Path, path: &str) -> bool {
+    if above.join(path).symlink_metadata().is_ok() {
+        return true;
+    }
+    let opaque = crate::sandbox::overlay::opaque_xattr();
+    let mut parent = PathBuf::new();
+    for part in Path::new(path).parent().into_iter().flat_map(Path::iter) {
+        parent.push(part);
+        let at = above.join(&parent);
+        match at.symlink_metadata() {
+            Err(_) => return false,
+            Ok(meta) if !meta.is_dir() => return true,
+            Ok(_) if rustix::fs::lgetxattr(&at, opaque, &mut [0u8; 4]).is_ok() => return true,
+            Ok(_) => {}
+        }
+    }
+    false
 }
