@@ -18,11 +18,12 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::builds::{
-    assert_absent_from_blobs, assert_clean, build, stderr, store_with_base, write,
+    assert_absent_from_blobs, assert_clean, build, stderr, store_with_base, store_with_peer_base,
+    umoci_unpack, unpack, write, write_peer_context,
 };
 use common::evil_tar::Evil;
 use common::registry::Registry;
-use common::{debian_tarball, disk_tree, kbuild, ok, require, Tree};
+use common::{disk_tree, kbuild, ok, require, Tree};
 
 const SECRET: &str = "kbuild-test-secret-9f2c41";
 
@@ -34,40 +35,6 @@ fn setup(dockerfile: &str, tools: &[&str]) -> (tempfile::TempDir, PathBuf, PathB
     let context = work.path().join("context");
     write(&context.join("Dockerfile"), dockerfile);
     (work, store, context)
-}
-
-/// Unpacks `name` from the store with umoci; returns the rootfs path.
-fn unpack(store: &Path, name: &str, work: &Path) -> PathBuf {
-    let oci = work.join(format!("oci-{}", name.replace([':', '/'], "-")));
-    ok(&kbuild(
-        &[
-            "export",
-            name,
-            &format!("oci:{}:img", oci.display()),
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-    ));
-    umoci_unpack(
-        &oci,
-        &work.join(format!("bundle-{}", name.replace([':', '/'], "-"))),
-    )
-}
-
-/// `umoci unpack` of the `img` tag of an OCI layout; returns the rootfs.
-fn umoci_unpack(oci: &Path, bundle: &Path) -> PathBuf {
-    let out = Command::new("umoci")
-        .args(["unpack", "--image", &format!("{}:img", oci.display())])
-        .arg(bundle)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "umoci: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    bundle.join("rootfs")
 }
 
 const DOCKERFILE: &str = r#"# syntax=docker/dockerfile:1
@@ -375,26 +342,6 @@ fn sigint_during_a_long_run_kills_the_sandbox_and_cleans_up() {
 /// has no /etc/hosts; buildah would leave the mount point of its own in the
 /// first RUN's layer (kbuild, like BuildKit, does not), so the spec gives
 /// the image one first.
-const PEER_DOCKERFILE: &str = r#"FROM localhost/kbuild-base:latest AS builder
-COPY hosts /etc/hosts
-RUN mkdir -p /out && echo artifact > /out/file && ln -s file /out/link
-FROM localhost/kbuild-base:latest
-COPY hosts /etc/hosts
-ENV DEBIAN_FRONTEND=noninteractive
-RUN apt-get update -q && apt-get install -y -q --no-install-recommends rsync && rm -rf /var/lib/apt/lists/*
-RUN useradd -m -u 1500 app && mkdir -p /srv/data && chown app:app /srv/data && rm /etc/motd
-WORKDIR /srv
-COPY files/ ./files/
-COPY --chown=app:app --chmod=640 config.ini /srv/data/config.ini
-COPY --from=builder /out /opt/out
-USER app
-RUN echo done > /srv/data/done
-WORKDIR /work
-RUN touch /work/f && echo "$HOME" > /work/home
-USER root
-RUN echo "$HOME" > /root-home
-"#;
-
 /// Paths whose content differs between any two runs of the same steps.
 const NONDETERMINISTIC: &[&str] = &[
     "var/log/",
@@ -422,24 +369,6 @@ fn comparable(tree: Tree) -> Tree {
                 .any(|n| path == n.trim_end_matches('/') || path.starts_with(n))
         })
         .collect()
-}
-
-/// A store holding the Debian base as `localhost/kbuild-base:latest`, the
-/// name both builders' specs use.
-fn store_with_peer_base(work: &Path) -> PathBuf {
-    let store = store_with_base(work);
-    ok(&kbuild(
-        &[
-            "import",
-            debian_tarball().to_str().unwrap(),
-            "-t",
-            "localhost/kbuild-base:latest",
-            "--store",
-            store.to_str().unwrap(),
-        ],
-        &[],
-    ));
-    store
 }
 
 /// Runs buildah with its storage under `work`; its stdout on success.
@@ -543,12 +472,7 @@ fn the_tree_equals_what_buildah_builds_from_the_same_spec() {
     let work = tempfile::tempdir().unwrap();
     let store = store_with_peer_base(work.path());
     let context = work.path().join("context");
-    write(&context.join("Dockerfile"), PEER_DOCKERFILE);
-    write(&context.join("files/a.txt"), "alpha\n");
-    write(&context.join("files/sub/b.txt"), "beta\n");
-    std::os::unix::fs::symlink("a.txt", context.join("files/a-link")).unwrap();
-    write(&context.join("config.ini"), "[app]\nkey=value\n");
-    write(&context.join("hosts"), "127.0.0.1 localhost\n");
+    write_peer_context(&context);
     let out = build(&store, &context, &["-t", "peer:kbuild"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let ours = comparable(disk_tree(&unpack(&store, "peer:kbuild", work.path())));

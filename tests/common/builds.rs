@@ -4,7 +4,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use super::{debian_tarball_for, kbuild, ok};
+use super::{debian_tarball, debian_tarball_for, kbuild, ok};
 
 /// A store with the Debian base imported as `debian:bookworm`.
 pub fn store_with_base(work: &Path) -> PathBuf {
@@ -123,6 +123,8 @@ pub fn import_files(store: &Path, files: &[(&str, &[u8], u32)], name: &str) {
 /// The same, as an image of `arch`.
 pub fn import_files_for(store: &Path, files: &[(&str, &[u8], u32)], name: &str, arch: &str) {
     let dir = tempfile::tempdir().unwrap();
+    // Readable by the rootless suite's user, who may be the importer.
+    fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let tarball = dir.path().join("rootfs.tar");
     let mut builder = tar::Builder::new(fs::File::create(&tarball).unwrap());
     for (path, content, mode) in files {
@@ -150,3 +152,92 @@ pub fn import_files_for(store: &Path, files: &[(&str, &[u8], u32)], name: &str, 
         &[("SOURCE_DATE_EPOCH", "1700000000")],
     ));
 }
+
+/// The build equivalence spec: what the buildah comparison and the
+/// rootless suite build. Its apt step removes what holds clock times
+/// (logs, binary caches, ldconfig's aux-cache), so two builds on one day
+/// give the same image.
+pub const PEER_DOCKERFILE: &str = r#"FROM localhost/kbuild-base:latest AS builder
+COPY hosts /etc/hosts
+RUN mkdir -p /out && echo artifact > /out/file && ln -s file /out/link
+FROM localhost/kbuild-base:latest
+COPY hosts /etc/hosts
+ENV DEBIAN_FRONTEND=noninteractive
+RUN apt-get update -q && apt-get install -y -q --no-install-recommends rsync \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt/* /var/log/dpkg.log \
+       /var/log/alternatives.log /var/cache/ldconfig/aux-cache /var/cache/debconf/*-old /var/lib/dpkg/*-old
+RUN useradd -m -u 1500 app && mkdir -p /srv/data && chown app:app /srv/data && rm /etc/motd
+WORKDIR /srv
+COPY files/ ./files/
+COPY --chown=app:app --chmod=640 config.ini /srv/data/config.ini
+COPY --from=builder /out /opt/out
+USER app
+RUN echo done > /srv/data/done
+WORKDIR /work
+RUN touch /work/f && echo "$HOME" > /work/home
+USER root
+RUN echo "$HOME" > /root-home
+"#;
+
+/// Writes the equivalence spec's context into `context`.
+pub fn write_peer_context(context: &Path) {
+    write(&context.join("Dockerfile"), PEER_DOCKERFILE);
+    write(&context.join("files/a.txt"), "alpha\n");
+    write(&context.join("files/sub/b.txt"), "beta\n");
+    std::os::unix::fs::symlink("a.txt", context.join("files/a-link")).unwrap();
+    write(&context.join("config.ini"), "[app]\nkey=value\n");
+    write(&context.join("hosts"), "127.0.0.1 localhost\n");
+}
+
+/// A store holding the Debian base as `localhost/kbuild-base:latest`, the
+/// name both builders' specs use.
+pub fn store_with_peer_base(work: &Path) -> PathBuf {
+    let store = store_with_base(work);
+    ok(&kbuild(
+        &[
+            "import",
+            debian_tarball().to_str().unwrap(),
+            "-t",
+            "localhost/kbuild-base:latest",
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    store
+}
+
+/// Unpacks `name` from the store with umoci; returns the rootfs path.
+pub fn unpack(store: &Path, name: &str, work: &Path) -> PathBuf {
+    let oci = work.join(format!("oci-{}", name.replace([':', '/'], "-")));
+    ok(&kbuild(
+        &[
+            "export",
+            name,
+            &format!("oci:{}:img", oci.display()),
+            "--store",
+            store.to_str().unwrap(),
+        ],
+        &[],
+    ));
+    umoci_unpack(
+        &oci,
+        &work.join(format!("bundle-{}", name.replace([':', '/'], "-"))),
+    )
+}
+
+/// `umoci unpack` of the `img` tag of an OCI layout; returns the rootfs.
+pub fn umoci_unpack(oci: &Path, bundle: &Path) -> PathBuf {
+    let out = Command::new("umoci")
+        .args(["unpack", "--image", &format!("{}:img", oci.display())])
+        .arg(bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "umoci: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    bundle.join("rootfs")
+}
+

@@ -7,8 +7,10 @@
 pub mod builds;
 pub mod evil_tar;
 pub mod harness;
+pub mod hostile;
 pub mod http;
 pub mod registry;
+pub mod rootless;
 pub mod seed;
 pub mod standins;
 
@@ -92,9 +94,16 @@ pub fn shared<T>(
     }
 }
 
+/// Runs kbuild (as the user of `rootless::User::run`, inside one).
 pub fn kbuild(args: &[&str], envs: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kbuild"));
-    cmd.args(args);
+    let mut cmd = match rootless::acting() {
+        Some(user) => user.command(args),
+        None => {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_kbuild"));
+            cmd.args(args);
+            cmd
+        }
+    };
     for (k, v) in envs {
         cmd.env(k, v);
     }

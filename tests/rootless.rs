@@ -1,0 +1,261 @@
+//! Rootless builds. CI runs as root, so the suite makes ordinary users
+//! (`tests/common/rootless.rs`): one with subordinate ids, whose kbuild
+//! re-executes itself in a user namespace mapped by newuidmap/newgidmap,
+//! and one without, who must get an error naming the fix.
+//!
+//! What rootless must match is root's own result: the build equivalence
+//! spec gives root's digest and tree; `kbuild image` and `kbuild iso` of
+//! the real Debian core cell, from a cold store of the user's, give the
+//! image and the ISO bytes of the run's root-built seed; the hostile
+//! corpus holds with its sentinels.
+//!
+//! The composed packages are the honest stand-ins of
+//! `tests/common/standins.rs` served on 127.0.0.1; the Debian packages come
+//! from the machine's apt mirror.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use common::builds::{
+    stderr, store_with_base, store_with_peer_base, store_with_pinned_base_for, unpack,
+    write, write_peer_context,
+};
+use common::harness::Needs;
+use common::hostile::{run_corpus, Placement};
+use common::rootless::{with_subids, without_subids};
+use common::seed::{seeded_store, SEED_EPOCH};
+use common::{disk_tree, kbuild, ok, sha256_hex, standins};
+
+const EPOCH: &[(&str, &str)] = &[("SOURCE_DATE_EPOCH", "1700000000")];
+
+/// The digest `kbuild build` prints last.
+fn built_digest(stdout: &str) -> String {
+    let digest = stdout.lines().last().unwrap_or_default().to_string();
+    assert!(digest.starts_with("sha256:"), "{stdout}");
+    digest
+}
+
+/// The first subordinate uid of `name` (`/etc/subuid`).
+fn first_subuid(name: &str) -> u32 {
+    fs::read_to_string("/etc/subuid")
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            let mut f = l.split(':');
+            (f.next() == Some(name)).then(|| f.next().unwrap().parse().unwrap())
+        })
+        .unwrap()
+}
+
+fn without_subordinate_ids_the_error_names_the_fix_and_exits_1() {
+    let user = without_subids();
+    let work = user.tempdir("nosubids");
+    let context = work.path().join("context");
+    write(&context.join("Dockerfile"), "FROM scratch\nRUN true\n");
+    user.give(work.path());
+    let store = work.path().join("store");
+    let args = |rootless: bool| {
+        let mut args = vec![
+            "build",
+            "--store",
+            store.to_str().unwrap(),
+            context.to_str().unwrap(),
+        ];
+        if rootless {
+            args.push("--rootless");
+        }
+        args
+    };
+    let fix = "sudo usermod --add-subuids 100000-165535 --add-subgids 100000-165535";
+    let forced = user.command(&args(true)).output().unwrap();
+    let err = stderr(&forced);
+    assert_eq!(forced.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("kbuild-nosubids has no range in /etc/subuid"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("{fix} kbuild-nosubids")), "{err}");
+    assert!(!store.exists(), "--rootless stopped before the store");
+    // Auto mode runs unprivileged and stops at the first step that needs
+    // privileges, with the same fix in its hint.
+    let auto = user.command(&args(false)).output().unwrap();
+    let err = stderr(&auto);
+    assert_eq!(auto.status.code(), Some(1), "{err}");
+    assert!(err.contains("RUN needs root"), "{err}");
+    assert!(err.contains(fix), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+fn the_equivalence_spec_builds_rootless_to_roots_digest_and_tree() {
+    let work = tempfile::tempdir().unwrap();
+    let store = store_with_peer_base(work.path());
+    let context = work.path().join("context");
+    write_peer_context(&context);
+    let build = |store: &Path, context: &Path| {
+        built_digest(&ok(&kbuild(
+            &[
+                "build",
+                "--store",
+                store.to_str().unwrap(),
+                context.to_str().unwrap(),
+                "-t",
+                "peer:kbuild",
+            ],
+            EPOCH,
+        )))
+    };
+    let root_digest = build(&store, &context);
+    let root_tree = disk_tree(&unpack(&store, "peer:kbuild", work.path()));
+
+    let user = with_subids();
+    let home = user.tempdir("equivalence");
+    let user_context = home.path().join("context");
+    write_peer_context(&user_context);
+    user.give(home.path());
+    let (user_store, user_digest, user_tree) = user.run(|| {
+        let user_store = store_with_peer_base(home.path());
+        let digest = build(&user_store, &user_context);
+        let tree = disk_tree(&unpack(&user_store, "peer:kbuild", home.path()));
+        (user_store, digest, tree)
+    });
+    assert_eq!(user_digest, root_digest);
+    assert_eq!(user_tree.len(), root_tree.len());
+    let differ: Vec<&String> = root_tree
+        .iter()
+        .filter(|(path, entry)| user_tree.get(*path) != Some(entry))
+        .map(|(path, _)| path)
+        .collect();
+    assert!(differ.is_empty(), "differ: {differ:?}");
+    assert!(user_tree["srv/data/done"].contains("uid=1500 gid=1500"));
+    // On disk the user's store holds the image's ids as subordinate ids:
+    // uid 1500 of the image is the 1500th id after the user's own.
+    let first = first_subuid(user.name);
+    let owners: std::collections::BTreeSet<u32> = common::walk(&user_store.join("snapshots"), None)
+        .into_iter()
+        .map(|(_, _, meta)| meta.uid())
+        .collect();
+    assert!(owners.contains(&(first + 1500 - 1)), "{owners:?}");
+    assert!(owners.contains(&user.uid), "{owners:?}");
+    assert!(!owners.contains(&0), "a file of root's in the user's store");
+}
+
+fn the_hostile_corpus_passes_rootless() {
+    let user = with_subids();
+    let home = user.tempdir("hostile");
+    user.run(|| {
+        let store = store_with_base(home.path());
+        let fresh = || user.tempdir("case");
+        let ready = |path: &Path| user.give(path);
+        run_corpus(
+            &store,
+            &Placement {
+                work: &fresh,
+                ready: &ready,
+                rootless: true,
+            },
+        );
+    });
+}
+
+/// `kbuild iso` of the core cell with `--report`; the report.
+fn core_iso(project: &Path, store: &Path, out: &Path) -> serde_json::Value {
+    let report = out.join("core.json");
+    ok(&kbuild(
+        &[
+            "iso",
+            "--project",
+            project.to_str().unwrap(),
+            "--store",
+            store.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--flavor",
+            "debian",
+            "--variant",
+            "core",
+            "--base-image",
+            "debian:bookworm",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[("SOURCE_DATE_EPOCH", SEED_EPOCH)],
+    ));
+    serde_json::from_slice(&fs::read(&report).unwrap()).unwrap()
+}
+
+fn debian_core_image_and_iso_rootless_equal_roots() {
+    let http = standins::binaries();
+    let work = tempfile::tempdir().unwrap();
+    let root_store = seeded_store(work.path());
+    let root_project = standins::project(work.path(), &http);
+    let root_report = core_iso(&root_project, &root_store, &work.path().join("out"));
+
+    let user = with_subids();
+    let home = user.tempdir("debian");
+    let project = standins::project(home.path(), &http);
+    user.give(home.path());
+    let (image, report) = user.run(|| {
+        let store = store_with_pinned_base_for(home.path(), SEED_EPOCH, "amd64");
+        standins::import_images_for(&store, "amd64");
+        let image = ok(&kbuild(
+            &[
+                "image",
+                "--project",
+                project.to_str().unwrap(),
+                "--store",
+                store.to_str().unwrap(),
+                "--flavor",
+                "debian",
+                "--variant",
+                "core",
+                "--base-image",
+                "debian:bookworm",
+            ],
+            &[("SOURCE_DATE_EPOCH", SEED_EPOCH)],
+        ));
+        let out = home.path().join("out");
+        (image, core_iso(&project, &store, &out))
+    });
+    let root_digest = root_report["image_digest"].as_str().unwrap();
+    assert!(image.contains(root_digest), "rootless image: {image}\nroot's: {root_digest}");
+    assert_eq!(report["image_digest"], root_report["image_digest"]);
+    assert_eq!(report["sha256"], root_report["sha256"]);
+    let iso = |r: &serde_json::Value| fs::read(r["iso"].as_str().unwrap()).unwrap();
+    assert_eq!(sha256_hex(&iso(&report)), sha256_hex(&iso(&root_report)));
+    assert_eq!(
+        fs::metadata(report["iso"].as_str().unwrap()).unwrap().uid(),
+        user.uid,
+        "the ISO is the user's own file"
+    );
+}
+
+const TOOLS: &[&str] = &[
+    "mmdebstrap",
+    "findmnt",
+    "newuidmap",
+    "newgidmap",
+    "setpriv",
+    "useradd",
+    "umoci",
+];
+const ISO_TOOLS: &[&str] = &[
+    "mmdebstrap",
+    "newuidmap",
+    "newgidmap",
+    "setpriv",
+    "useradd",
+    "mksquashfs",
+    "xorriso",
+    "mformat",
+    "mcopy",
+];
+
+tests!(
+    without_subordinate_ids_the_error_names_the_fix_and_exits_1: Needs::root_and(TOOLS),
+    the_equivalence_spec_builds_rootless_to_roots_digest_and_tree: Needs::root_and(TOOLS),
+    the_hostile_corpus_passes_rootless: Needs::root_and(TOOLS),
+    debian_core_image_and_iso_rootless_equal_roots: Needs::root_and(ISO_TOOLS),
+);
