@@ -4,9 +4,16 @@
 fn main() -> std::process::ExitCode {
     // The sandbox helper is kbuild re-executed; it takes no clap parsing.
     let mut args = std::env::args_os().skip(1);
-    if args.next().as_deref() == Some(std::ffi::OsStr::new(kbuild::sandbox::HELPER_ARG)) {
-        let spec = args.next().unwrap_or_default();
-        return kbuild::sandbox::helper::main(std::path::Path::new(&spec));
+    let first = args.next();
+    let mut next = || args.next().unwrap_or_default();
+    match first.as_deref().and_then(|a| a.to_str()) {
+        Some(kbuild::sandbox::HELPER_ARG) => {
+            return kbuild::sandbox::helper::main(std::path::Path::new(&next()))
+        }
+        Some(kbuild::rootless::PROBE_ARG) => {
+            return kbuild::rootless::probe_main(std::path::Path::new(&next()))
+        }
+        _ => {}
     }
     kbuild::cli::main()
 }

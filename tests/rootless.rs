@@ -20,8 +20,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::builds::{
-    stderr, store_with_base, store_with_peer_base, store_with_pinned_base_for, unpack,
-    write, write_peer_context,
+    stderr, store_with_base, store_with_peer_base, store_with_pinned_base_for, unpack, write,
+    write_peer_context,
 };
 use common::harness::Needs;
 use common::hostile::{run_corpus, Placement};
@@ -197,6 +197,7 @@ fn debian_core_image_and_iso_rootless_equal_roots() {
     let home = user.tempdir("debian");
     let project = standins::project(home.path(), &http);
     user.give(home.path());
+    let image_report = home.path().join("image.json");
     let (image, report) = user.run(|| {
         let store = store_with_pinned_base_for(home.path(), SEED_EPOCH, "amd64");
         standins::import_images_for(&store, "amd64");
@@ -213,14 +214,31 @@ fn debian_core_image_and_iso_rootless_equal_roots() {
                 "core",
                 "--base-image",
                 "debian:bookworm",
+                "--report",
+                image_report.to_str().unwrap(),
             ],
             &[("SOURCE_DATE_EPOCH", SEED_EPOCH)],
         ));
         let out = home.path().join("out");
         (image, core_iso(&project, &store, &out))
     });
+    // The user's store was cold: every step of the spec ran rootless.
+    let built: serde_json::Value =
+        serde_json::from_slice(&fs::read(&image_report).unwrap()).unwrap();
+    let results: Vec<&serde_json::Value> = built["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|stage| stage["steps_run"].as_array().unwrap())
+        .map(|step| &step["result"])
+        .collect();
+    assert!(results.len() >= 5, "{built}");
+    assert!(results.iter().all(|r| *r != "cached"), "{results:?}");
     let root_digest = root_report["image_digest"].as_str().unwrap();
-    assert!(image.contains(root_digest), "rootless image: {image}\nroot's: {root_digest}");
+    assert!(
+        image.contains(root_digest),
+        "rootless image: {image}\nroot's: {root_digest}"
+    );
     assert_eq!(report["image_digest"], root_report["image_digest"]);
     assert_eq!(report["sha256"], root_report["sha256"]);
     let iso = |r: &serde_json::Value| fs::read(r["iso"].as_str().unwrap()).unwrap();

@@ -190,6 +190,61 @@ fn kvm_item() -> Item {
     }
 }
 
+/// Rootless readiness: each prerequisite for an ordinary user, then the
+/// proof (overlayfs mounted in the namespace, on the store's filesystem).
+/// Required when not root, since it is then the only way to build.
+fn rootless_items(root: bool) -> Vec<Item> {
+    let purpose = "building as an ordinary user (a user namespace with subordinate ids)";
+    if root {
+        return vec![Item {
+            name: "rootless".into(),
+            purpose: purpose.into(),
+            ok: true,
+            required: false,
+            detail:
+                "running as root: not used (ordinary users with subordinate ids build rootless)"
+                    .into(),
+            hint: None,
+        }];
+    }
+    let readiness = crate::rootless::Readiness::of_this_user();
+    let mut items: Vec<Item> = readiness
+        .checks
+        .iter()
+        .map(|check| Item {
+            name: format!("rootless: {}", check.name),
+            purpose: purpose.into(),
+            ok: check.ok,
+            required: true,
+            detail: check.detail.clone(),
+            hint: check.fix.clone(),
+        })
+        .collect();
+    if let Some(mapping) = readiness
+        .mapping()
+        .filter(|_| readiness.first_failure().is_none())
+    {
+        let store = crate::store::Store::default_root();
+        let probed = std::fs::create_dir_all(&store)
+            .map_err(|e| format!("{}: {e}", store.display()))
+            .and_then(|()| crate::rootless::probe_overlay(&mapping, &store));
+        items.push(Item {
+            name: "rootless: probe".into(),
+            purpose: purpose.into(),
+            ok: probed.is_ok(),
+            required: true,
+            detail: match &probed {
+                Ok(()) => format!("overlayfs works in a user namespace on {}", store.display()),
+                Err(e) => e.clone(),
+            },
+            hint: probed.err().map(|_| {
+                "the store needs a filesystem with user xattrs (ext4, xfs, btrfs; tmpfs from Linux 6.6): set KBUILD_STORE or --store".to_string()
+            }),
+        });
+    }
+    items
+}
+
 /// Root, overlayfs, and KVM (optional: boots fall back to TCG).
 fn host_items() -> Vec<Item> {
     let root = rustix::process::geteuid().is_root();
@@ -201,13 +256,13 @@ fn host_items() -> Vec<Item> {
         Item {
             name: "root".into(),
             purpose: "overlayfs mounts and namespaces for RUN, COPY and WORKDIR steps".into(),
-            ok: root,
-            required: true,
+            ok: true,
+            required: false,
             detail: match root {
                 true => "running as root".into(),
-                false => "not root: uncached build steps will fail".into(),
+                false => "not root: builds run rootless (see the rootless items)".into(),
             },
-            hint: (!root).then(|| "run kbuild as root (e.g. `sudo -E kbuild ...`)".into()),
+            hint: None,
         },
         Item {
             name: "overlayfs".into(),
@@ -222,6 +277,7 @@ fn host_items() -> Vec<Item> {
         },
         kvm_item(),
     ];
+    items.extend(rootless_items(root));
     let host = Arch::parse(&Platform::host().arch).unwrap_or(Arch::Amd64);
     items.extend(firmware_items(host, true));
     items

@@ -119,6 +119,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn stand_ins_become_pseudo_devices_with_clamped_times_and_plain_names_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let on_disk = dir.path().join("null");
+        std::fs::write(&on_disk, b"").unwrap();
+        std::fs::set_permissions(
+            &on_disk,
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+        let meta = std::fs::metadata(&on_disk).unwrap();
+        let stand_in = |path: &str| StandIn {
+            path: path.to_string(),
+            node: crate::layer::DeviceNode {
+                block: false,
+                major: 1,
+                minor: 3,
+            },
+            on_disk: on_disk.clone(),
+        };
+        let text = pseudo_devices(&[stand_in("dev/null")], 1_000).unwrap();
+        assert_eq!(
+            text,
+            format!("dev/null C 1000 666 {} {} 1 3\n", meta.uid(), meta.gid())
+        );
+        let later = pseudo_devices(&[stand_in("dev/null")], i64::MAX).unwrap();
+        assert!(
+            later.starts_with(&format!("dev/null C {} ", meta.mtime())),
+            "{later}"
+        );
+        assert!(pseudo_devices(&[stand_in("dev/a b")], 1_000).is_err());
+        assert!(pseudo_devices(&[stand_in("dev/\"q")], 1_000).is_err());
+    }
+
+    #[test]
     fn zstd_with_1m_blocks_by_default_and_levels_only_where_they_exist() {
         let args = options(&SquashfsSettings::default()).join(" ");
         assert_eq!(

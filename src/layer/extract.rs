@@ -588,10 +588,14 @@ impl Extractor {
         ) {
             // A stand-in needs a tree of kbuild's own: an archive unpacks
             // through the step's overlay, where a char 0:0 is a deletion.
-            Err(Errno::PERM) if file_type != FileType::Fifo && self.mode == ExtractMode::Archive => {
+            Err(Errno::PERM)
+                if file_type != FileType::Fifo && self.mode == ExtractMode::Archive =>
+            {
                 return Err(io_err(
                     at.path,
-                    io::Error::other("a device node needs CAP_MKNOD, which a rootless build does not have"),
+                    io::Error::other(
+                        "a device node needs CAP_MKNOD, which a rootless build does not have",
+                    ),
                 ))
             }
             Err(Errno::PERM) if file_type != FileType::Fifo => self.place_stand_in(at, dev)?,

@@ -18,6 +18,7 @@
 //!   namespace's root to the user's own files and its mapped ids (see the
 //!   security model in docs/ARCHITECTURE.md).
 
+mod probe;
 pub mod readiness;
 pub mod subids;
 
@@ -29,6 +30,7 @@ use std::path::PathBuf;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 
+pub use probe::{probe_main, probe_overlay, PROBE_ARG};
 pub use readiness::{Check, Readiness};
 
 /// When rootless mode is used.
@@ -194,7 +196,7 @@ pub fn exit_code(status: ExitStatus) -> u8 {
 /// before exec until a thread of this process has written its id maps
 /// (`spawn` itself waits for the exec, so the maps cannot be written after
 /// it returns).
-fn spawn_mapped(
+pub(crate) fn spawn_mapped(
     mut command: Command,
     mapping: &Mapping,
 ) -> Result<(std::process::Child, std::thread::JoinHandle<()>), RootlessError> {

@@ -155,3 +155,115 @@ fn hides(above: &Path, path: &str) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layer::{Compression, TreeKind, WriteOptions};
+
+    fn stand_in(dir: &Path, rel: &str) {
+        let path = dir.join(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            0,
+        )
+        .unwrap();
+    }
+
+    fn device(major: u32, minor: u32) -> DeviceNode {
+        DeviceNode {
+            block: false,
+            major,
+            minor,
+        }
+    }
+
+    fn record(n: u8) -> LayerRecord {
+        let hex = format!("{n:02x}").repeat(32);
+        LayerRecord {
+            digest: Digest::from_hex(&hex).unwrap(),
+            diff_id: Digest::from_hex(&hex).unwrap(),
+            size: 0,
+            media_type: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_recorded_stand_in_is_written_back_as_its_device() {
+        let dir = tempfile::tempdir().unwrap();
+        stand_in(dir.path(), "dev/null");
+        stand_in(dir.path(), "dev/other");
+        let placeholders = Placeholders::from([("dev/null".to_string(), device(1, 3))]);
+        let options = WriteOptions {
+            compression: Compression::None,
+            source_date_epoch: None,
+        };
+        let (tar, _) = layer::write_layer_with(
+            dir.path(),
+            TreeKind::Full,
+            &options,
+            &placeholders,
+            Vec::new(),
+        )
+        .unwrap();
+        let mut archive = tar::Archive::new(tar.as_slice());
+        let nodes: Vec<(String, u32, u32)> = archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap())
+            .filter(|e| e.header().entry_type() == tar::EntryType::Char)
+            .map(|e| {
+                let h = e.header();
+                (
+                    e.path().unwrap().display().to_string(),
+                    h.device_major().unwrap().unwrap(),
+                    h.device_minor().unwrap().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            nodes,
+            [
+                ("dev/null".to_string(), 1, 3),
+                ("dev/other".to_string(), 0, 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_image_shows_the_stand_ins_no_layer_above_hides() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let (lower, upper) = (record(1), record(2));
+        let staging = dir.path().join("lower");
+        for rel in ["dev/null", "dev/zero", "a/b/c"] {
+            stand_in(&staging, rel);
+        }
+        let recorded = Placeholders::from([
+            ("dev/null".to_string(), device(1, 3)),
+            ("dev/zero".to_string(), device(1, 5)),
+            ("a/b/c".to_string(), device(4, 1)),
+        ]);
+        store
+            .commit_snapshot_with(&staging, &lower.diff_id, &recorded)
+            .unwrap();
+        // Above: a file at dev/null, and `a` no longer a directory.
+        let staging = dir.path().join("upper");
+        fs::create_dir_all(staging.join("dev")).unwrap();
+        fs::write(staging.join("dev/null"), b"").unwrap();
+        fs::write(staging.join("a"), b"").unwrap();
+        store
+            .commit_snapshot_with(&staging, &upper.diff_id, &Placeholders::new())
+            .unwrap();
+        let shown = store.image_stand_ins(&[lower.clone(), upper]).unwrap();
+        let paths: Vec<&str> = shown.iter().map(|s| s.path.as_str()).collect();
+        assert_eq!(paths, ["dev/zero"]);
+        assert_eq!(shown[0].node, device(1, 5));
+        let alone = store.image_stand_ins(&[lower]).unwrap();
+        assert_eq!(alone.len(), 3);
+    }
+}

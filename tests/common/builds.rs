@@ -124,7 +124,11 @@ pub fn import_files(store: &Path, files: &[(&str, &[u8], u32)], name: &str) {
 pub fn import_files_for(store: &Path, files: &[(&str, &[u8], u32)], name: &str, arch: &str) {
     let dir = tempfile::tempdir().unwrap();
     // Readable by the rootless suite's user, who may be the importer.
-    fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let tarball = dir.path().join("rootfs.tar");
     let mut builder = tar::Builder::new(fs::File::create(&tarball).unwrap());
     for (path, content, mode) in files {
@@ -240,4 +244,3 @@ pub fn umoci_unpack(oci: &Path, bundle: &Path) -> PathBuf {
     );
     bundle.join("rootfs")
 }
-

@@ -83,10 +83,16 @@ impl User {
             );
         }
         if !subids {
-            for (file, flag) in [("/etc/subuid", "--del-subuids"), ("/etc/subgid", "--del-subgids")] {
+            for (file, flag) in [
+                ("/etc/subuid", "--del-subuids"),
+                ("/etc/subgid", "--del-subgids"),
+            ] {
                 for line in subid_lines(file, name) {
-                    let fields: Vec<u64> =
-                        line.split(':').skip(1).filter_map(|f| f.parse().ok()).collect();
+                    let fields: Vec<u64> = line
+                        .split(':')
+                        .skip(1)
+                        .filter_map(|f| f.parse().ok())
+                        .collect();
                     if let [start, count] = fields[..] {
                         let range = format!("{start}-{}", start + count - 1);
                         run("usermod", &[flag, &range, name]);
