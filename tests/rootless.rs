@@ -89,6 +89,58 @@ fn without_subordinate_ids_the_error_names_the_fix_and_exits_1() {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// `kbuild doctor --format json` as `user`: its items by name.
+fn doctor_items(
+    user: &common::rootless::User,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let out = user
+        .command(&["doctor", "--format", "json"])
+        .output()
+        .unwrap();
+    let items: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    items
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| (i["name"].as_str().unwrap().to_string(), i.clone()))
+        .collect()
+}
+
+fn doctor_reports_rootless_readiness() {
+    let ready = doctor_items(with_subids());
+    for name in [
+        "rootless: subordinate ids",
+        "rootless: newuidmap",
+        "rootless: user namespaces",
+        "rootless: overlayfs in a user namespace",
+        "rootless: probe",
+    ] {
+        assert_eq!(ready[name]["ok"], true, "{name}: {}", ready[name]);
+    }
+    assert!(
+        ready["rootless: probe"]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("overlayfs works in a user namespace"),
+        "{}",
+        ready["rootless: probe"]
+    );
+    let missing = doctor_items(without_subids());
+    let subids = &missing["rootless: subordinate ids"];
+    assert_eq!(subids["ok"], false, "{subids}");
+    assert_eq!(subids["required"], true, "{subids}");
+    assert!(
+        subids["hint"].as_str().unwrap().contains(
+            "usermod --add-subuids 100000-165535 --add-subgids 100000-165535 kbuild-nosubids"
+        ),
+        "{subids}"
+    );
+    assert!(
+        !missing.contains_key("rootless: probe"),
+        "no probe without ids"
+    );
+}
+
 fn the_equivalence_spec_builds_rootless_to_roots_digest_and_tree() {
     let work = tempfile::tempdir().unwrap();
     let store = store_with_peer_base(work.path());
@@ -273,6 +325,7 @@ const ISO_TOOLS: &[&str] = &[
 
 tests!(
     without_subordinate_ids_the_error_names_the_fix_and_exits_1: Needs::root_and(TOOLS),
+    doctor_reports_rootless_readiness: Needs::root_and(TOOLS),
     the_equivalence_spec_builds_rootless_to_roots_digest_and_tree: Needs::root_and(TOOLS),
     the_hostile_corpus_passes_rootless: Needs::root_and(TOOLS),
     debian_core_image_and_iso_rootless_equal_roots: Needs::root_and(ISO_TOOLS),
