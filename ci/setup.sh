@@ -66,6 +66,10 @@ packages=(
   arch-test
   qemu-system-arm
   qemu-efi-aarch64
+  # rootless builds and their tests: newuidmap/newgidmap map the test
+  # user's subordinate ids; useradd and usermod make that user
+  uidmap
+  passwd
 )
 
 missing=()

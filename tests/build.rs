@@ -14,12 +14,11 @@ use common::harness::Needs;
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use common::builds::{
-    assert_absent_from_blobs, assert_clean, build, stderr, store_with_base, store_with_peer_base,
-    umoci_unpack, unpack, write, write_peer_context,
+    assert_absent_from_blobs, assert_clean, build, interrupt_a_long_run, stderr, store_with_base,
+    store_with_peer_base, umoci_unpack, unpack, write, write_peer_context,
 };
 use common::evil_tar::Evil;
 use common::registry::Registry;
@@ -266,82 +265,17 @@ fn sigint_during_a_long_run_kills_the_sandbox_and_cleans_up() {
     let spec =
         format!("FROM debian:bookworm\nRUN echo started; {sleeper} & {sleeper}; echo finished\n");
     let (_work, store, context) = setup(&spec, &["findmnt", "pgrep"]);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kbuild"))
-        .args([
-            "build",
-            "--store",
-            store.to_str().unwrap(),
-            context.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr_pipe = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr_pipe).lines() {
-            let _ = tx.send(line.unwrap_or_default());
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut log = Vec::new();
-    while Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            let started = line.contains("] started");
-            log.push(line);
-            if started {
-                break;
-            }
-        }
-    }
-    assert!(
-        log.iter().any(|l| l.contains("] started")),
-        "the RUN never started: {log:#?}"
-    );
-    // The signal must find the sleepers running in the sandbox, or the
-    // check that none survives proves nothing.
-    let running = |pattern: &str| {
-        let found = Command::new("pgrep")
-            .args(["-f", pattern])
-            .output()
-            .unwrap();
-        !String::from_utf8_lossy(&found.stdout).trim().is_empty()
-    };
-    let seen_by = Instant::now() + Duration::from_secs(30);
-    while !running(&sleeper) && Instant::now() < seen_by {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert!(running(&sleeper), "the sleepers never ran: {log:#?}");
-    rustix::process::kill_process(
-        rustix::process::Pid::from_child(&child),
-        rustix::process::Signal::INT,
-    )
-    .unwrap();
-    let started = Instant::now();
-    let status = child.wait().unwrap();
-    let waited = started.elapsed();
-    // Its last lines may still be in the reader thread: read to the end
-    // of the pipe (the sender goes at EOF), waiting at most 10 s.
-    let drained_by = Instant::now() + Duration::from_secs(10);
-    while let Ok(line) = rx.recv_timeout(drained_by.saturating_duration_since(Instant::now())) {
-        log.push(line);
-    }
-    assert!(!status.success(), "{log:#?}");
-    assert!(log.iter().any(|l| l.contains("interrupted")), "{log:#?}");
-    assert!(
-        waited < Duration::from_secs(30),
-        "kbuild took {waited:?} to stop"
-    );
-    assert!(!running(&sleeper), "sandbox processes survived");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kbuild"));
+    command.args([
+        "build",
+        "--store",
+        store.to_str().unwrap(),
+        context.to_str().unwrap(),
+    ]);
+    interrupt_a_long_run(command, &sleeper);
     assert_clean(&store);
 }
 
-/// A spec both kbuild and buildah 1.28 understand (no heredocs). The base
-/// has no /etc/hosts; buildah would leave the mount point of its own in the
-/// first RUN's layer (kbuild, like BuildKit, does not), so the spec gives
-/// the image one first.
 /// Paths whose content differs between any two runs of the same steps.
 const NONDETERMINISTIC: &[&str] = &[
     "var/log/",

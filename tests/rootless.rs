@@ -20,8 +20,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use common::builds::{
-    stderr, store_with_base, store_with_peer_base, store_with_pinned_base_for, unpack, write,
-    write_peer_context,
+    assert_clean, interrupt_a_long_run, stderr, store_with_base, store_with_peer_base,
+    store_with_pinned_base_for, unpack, write, write_peer_context,
 };
 use common::harness::Needs;
 use common::hostile::{run_corpus, Placement};
@@ -194,6 +194,34 @@ fn the_equivalence_spec_builds_rootless_to_roots_digest_and_tree() {
     assert!(!owners.contains(&0), "a file of root's in the user's store");
 }
 
+/// SIGINT to the kbuild the user started (the outer process, which maps
+/// the namespace) reaches the build inside it: the sandbox dies, nothing
+/// is left mounted or half-written.
+fn sigint_stops_a_rootless_build_and_its_sandbox() {
+    let user = with_subids();
+    let home = user.tempdir("sigint");
+    let sleeper = format!("sleep {}", 200_000 + std::process::id());
+    let context = home.path().join("context");
+    write(
+        &context.join("Dockerfile"),
+        &format!("FROM debian:bookworm\nRUN echo started; {sleeper} & {sleeper}; echo finished\n"),
+    );
+    user.give(home.path());
+    user.run(|| {
+        let store = store_with_base(home.path());
+        interrupt_a_long_run(
+            user.command(&[
+                "build",
+                "--store",
+                store.to_str().unwrap(),
+                context.to_str().unwrap(),
+            ]),
+            &sleeper,
+        );
+        assert_clean(&store);
+    });
+}
+
 fn the_hostile_corpus_passes_rootless() {
     let user = with_subids();
     let home = user.tempdir("hostile");
@@ -305,6 +333,7 @@ fn debian_core_image_and_iso_rootless_equal_roots() {
 const TOOLS: &[&str] = &[
     "mmdebstrap",
     "findmnt",
+    "pgrep",
     "newuidmap",
     "newgidmap",
     "setpriv",
@@ -328,5 +357,6 @@ tests!(
     doctor_reports_rootless_readiness: Needs::root_and(TOOLS),
     the_equivalence_spec_builds_rootless_to_roots_digest_and_tree: Needs::root_and(TOOLS),
     the_hostile_corpus_passes_rootless: Needs::root_and(TOOLS),
+    sigint_stops_a_rootless_build_and_its_sandbox: Needs::root_and(TOOLS),
     debian_core_image_and_iso_rootless_equal_roots: Needs::root_and(ISO_TOOLS),
 );

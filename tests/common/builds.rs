@@ -158,7 +158,10 @@ pub fn import_files_for(store: &Path, files: &[(&str, &[u8], u32)], name: &str, 
 }
 
 /// The build equivalence spec: what the buildah comparison and the
-/// rootless suite build. Its apt step removes what holds clock times
+/// rootless suite build. Both kbuild and buildah 1.28 understand it (no
+/// heredocs). The base has no /etc/hosts; buildah would leave the mount
+/// point of its own in the first RUN's layer (kbuild, like BuildKit, does
+/// not), so the spec gives the image one first. Its apt step removes what holds clock times
 /// (logs, binary caches, ldconfig's aux-cache), so two builds on one day
 /// give the same image.
 pub const PEER_DOCKERFILE: &str = r#"FROM localhost/kbuild-base:latest AS builder
@@ -243,4 +246,76 @@ pub fn umoci_unpack(oci: &Path, bundle: &Path) -> PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     bundle.join("rootfs")
+}
+
+/// Starts `command` (a `kbuild build` of a spec whose RUN prints "started"
+/// and runs `sleeper` twice), sends it SIGINT once the sleepers run, and
+/// checks it stopped within 30 s saying "interrupted", with no sleeper
+/// left.
+pub fn interrupt_a_long_run(mut command: Command, sleeper: &str) {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr_pipe = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr_pipe).lines() {
+            let _ = tx.send(line.unwrap_or_default());
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut log = Vec::new();
+    while Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            let started = line.contains("] started");
+            log.push(line);
+            if started {
+                break;
+            }
+        }
+    }
+    assert!(
+        log.iter().any(|l| l.contains("] started")),
+        "the RUN never started: {log:#?}"
+    );
+    // The signal must find the sleepers running in the sandbox, or the
+    // check that none survives proves nothing.
+    let running = |pattern: &str| {
+        let found = Command::new("pgrep")
+            .args(["-f", pattern])
+            .output()
+            .unwrap();
+        !String::from_utf8_lossy(&found.stdout).trim().is_empty()
+    };
+    let seen_by = Instant::now() + Duration::from_secs(30);
+    while !running(sleeper) && Instant::now() < seen_by {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(running(sleeper), "the sleepers never ran: {log:#?}");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let status = child.wait().unwrap();
+    let waited = started.elapsed();
+    // Its last lines may still be in the reader thread: read to the end
+    // of the pipe (the sender goes at EOF), waiting at most 10 s.
+    let drained_by = Instant::now() + Duration::from_secs(10);
+    while let Ok(line) = rx.recv_timeout(drained_by.saturating_duration_since(Instant::now())) {
+        log.push(line);
+    }
+    assert!(!status.success(), "{log:#?}");
+    assert!(log.iter().any(|l| l.contains("interrupted")), "{log:#?}");
+    assert!(
+        waited < Duration::from_secs(30),
+        "kbuild took {waited:?} to stop"
+    );
+    assert!(!running(sleeper), "sandbox processes survived");
 }
