@@ -240,30 +240,41 @@ fn the_hostile_corpus_passes_rootless() {
     });
 }
 
-/// `kbuild iso` of the core cell with `--report`; the report.
+/// `kbuild COMMAND` of the Debian core cell with the seed's epoch and
+/// `--report REPORT` (and `extra`); its stdout and the report.
+fn core_cell(
+    command: &str,
+    project: &Path,
+    store: &Path,
+    report: &Path,
+    extra: &[&str],
+) -> (String, serde_json::Value) {
+    let mut args = vec![
+        command,
+        "--project",
+        project.to_str().unwrap(),
+        "--store",
+        store.to_str().unwrap(),
+        "--flavor",
+        "debian",
+        "--variant",
+        "core",
+        "--base-image",
+        "debian:bookworm",
+        "--report",
+        report.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let printed = ok(&kbuild(&args, &[("SOURCE_DATE_EPOCH", SEED_EPOCH)]));
+    let report = serde_json::from_slice(&fs::read(report).unwrap()).unwrap();
+    (printed, report)
+}
+
+/// `kbuild iso` of the core cell into `out`; its report.
 fn core_iso(project: &Path, store: &Path, out: &Path) -> serde_json::Value {
-    let report = out.join("core.json");
-    ok(&kbuild(
-        &[
-            "iso",
-            "--project",
-            project.to_str().unwrap(),
-            "--store",
-            store.to_str().unwrap(),
-            "-o",
-            out.to_str().unwrap(),
-            "--flavor",
-            "debian",
-            "--variant",
-            "core",
-            "--base-image",
-            "debian:bookworm",
-            "--report",
-            report.to_str().unwrap(),
-        ],
-        &[("SOURCE_DATE_EPOCH", SEED_EPOCH)],
-    ));
-    serde_json::from_slice(&fs::read(&report).unwrap()).unwrap()
+    let report = out.with_extension("json");
+    let out = out.to_str().unwrap();
+    core_cell("iso", project, store, &report, &["-o", out]).1
 }
 
 fn debian_core_image_and_iso_rootless_equal_roots() {
@@ -277,34 +288,18 @@ fn debian_core_image_and_iso_rootless_equal_roots() {
     let home = user.tempdir("debian");
     let project = standins::project(home.path(), &http);
     user.give(home.path());
-    let image_report = home.path().join("image.json");
-    let (image, report) = user.run(|| {
+    let (image, built, report) = user.run(|| {
         let store = store_with_pinned_base_for(home.path(), SEED_EPOCH, "amd64");
         standins::import_images_for(&store, "amd64");
-        let image = ok(&kbuild(
-            &[
-                "image",
-                "--project",
-                project.to_str().unwrap(),
-                "--store",
-                store.to_str().unwrap(),
-                "--flavor",
-                "debian",
-                "--variant",
-                "core",
-                "--base-image",
-                "debian:bookworm",
-                "--report",
-                image_report.to_str().unwrap(),
-            ],
-            &[("SOURCE_DATE_EPOCH", SEED_EPOCH)],
-        ));
-        let out = home.path().join("out");
-        (image, core_iso(&project, &store, &out))
+        let image_report = home.path().join("image.json");
+        let (image, built) = core_cell("image", &project, &store, &image_report, &[]);
+        (
+            image,
+            built,
+            core_iso(&project, &store, &home.path().join("out")),
+        )
     });
     // The user's store was cold: every step of the spec ran rootless.
-    let built: serde_json::Value =
-        serde_json::from_slice(&fs::read(&image_report).unwrap()).unwrap();
     let results: Vec<&serde_json::Value> = built["stages"]
         .as_array()
         .unwrap()
