@@ -145,6 +145,15 @@ impl Diagnose for crate::store::StoreError {
         use crate::store::StoreError;
         matches!(self, StoreError::UnknownImage(_) | StoreError::Input(_))
     }
+
+    fn hint(&self) -> Option<String> {
+        match self {
+            crate::store::StoreError::Ownership { .. } => Some(
+                "give root and each rootless user a store of their own: --store DIR or KBUILD_STORE (with sudo, HOME often stays the user's)".into(),
+            ),
+            _ => None,
+        }
+    }
 }
 
 impl Diagnose for crate::executor::BuildError {

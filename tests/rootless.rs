@@ -141,6 +141,61 @@ fn doctor_reports_rootless_readiness() {
     );
 }
 
+/// A newuidmap that refuses (a range /etc/subuid does not grant) stops
+/// kbuild with its message, never a hang; a store made as root is
+/// refused rootless (their snapshots differ), naming the way out.
+fn a_refused_map_and_a_store_of_roots_are_clear_errors() {
+    use std::os::unix::fs::PermissionsExt;
+    let user = with_subids();
+    let home = user.tempdir("refusals");
+    let context = home.path().join("context");
+    write(&context.join("Dockerfile"), "FROM scratch\nRUN true\n");
+    user.give(home.path());
+    // A setuid-root program the readiness check accepts, which fails.
+    let fake = tempfile::tempdir().unwrap();
+    fs::set_permissions(fake.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let newuidmap = fake.path().join("newuidmap");
+    write(
+        &newuidmap,
+        "#!/bin/sh\necho 'newuidmap: uid range [1-65537) -> [400000-465536) not allowed' >&2\nexit 1\n",
+    );
+    fs::set_permissions(&newuidmap, fs::Permissions::from_mode(0o4755)).unwrap();
+    let store = home.path().join("store");
+    let mut refused = user.command(&[
+        "build",
+        "--store",
+        store.to_str().unwrap(),
+        context.to_str().unwrap(),
+    ]);
+    refused.env("PATH", format!("{}:/usr/bin:/bin", fake.path().display()));
+    let out = common::output_within(refused, std::time::Duration::from_secs(60));
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("newuidmap failed for the user namespace"),
+        "{err}"
+    );
+    assert!(err.contains("not allowed"), "{err}");
+
+    let root_store = home.path().join("root-store");
+    ok(&kbuild(
+        &["images", "--store", root_store.to_str().unwrap()],
+        &[],
+    ));
+    user.give(&root_store);
+    let out = user
+        .command(&["images", "--store", root_store.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("was made as root, but this kbuild runs rootless"),
+        "{err}"
+    );
+    assert!(err.contains("a store of their own"), "{err}");
+}
+
 fn the_equivalence_spec_builds_rootless_to_roots_digest_and_tree() {
     let work = tempfile::tempdir().unwrap();
     let store = store_with_peer_base(work.path());
@@ -350,6 +405,7 @@ const ISO_TOOLS: &[&str] = &[
 tests!(
     without_subordinate_ids_the_error_names_the_fix_and_exits_1: Needs::root_and(TOOLS),
     doctor_reports_rootless_readiness: Needs::root_and(TOOLS),
+    a_refused_map_and_a_store_of_roots_are_clear_errors: Needs::root_and(TOOLS),
     the_equivalence_spec_builds_rootless_to_roots_digest_and_tree: Needs::root_and(TOOLS),
     the_hostile_corpus_passes_rootless: Needs::root_and(TOOLS),
     sigint_stops_a_rootless_build_and_its_sandbox: Needs::root_and(TOOLS),

@@ -172,7 +172,7 @@ impl Reporter for CliReporter {
         match self.mode {
             Mode::Quiet => {
                 if let Event::Warning { message } = event {
-                    eprintln!("warning: {message}");
+                    eprintln!("warning: {}", printable(&message));
                 }
             }
             Mode::Json => json(&mut state, event),

@@ -87,6 +87,8 @@ pub enum ComposeError {
     TooLarge { url: String, limit: u64 },
     #[error("package {package}: a raw download needs files[0].from to be a plain file name")]
     RawFileName { package: String },
+    #[error("package {package}: /{path} is a device node, which a rootless build cannot carry into the image")]
+    DeviceNode { package: String, path: String },
     #[error("cannot render {}", template.display())]
     Template {
         template: PathBuf,

@@ -355,11 +355,19 @@ fn unpack(
             let file = store.open_blob(blob)?;
             let reader = layer::decompressing_reader(BufReader::new(file))
                 .map_err(io(&store.blob_path(blob)))?;
-            layer::extract_layer(reader, dir, ExtractMode::Flatten, ExtractLimits::default())
-                .map_err(|source| crate::store::StoreError::Extract {
+            let stats =
+                layer::extract_layer(reader, dir, ExtractMode::Flatten, ExtractLimits::default())
+                    .map_err(|source| crate::store::StoreError::Extract {
                     what: format!("package {}", plan.name),
                     source,
                 })?;
+            // A stand-in copied into a step's upper dir would be a deletion.
+            if let Some(path) = stats.placeholders.keys().next() {
+                return Err(ComposeError::DeviceNode {
+                    package: plan.name.clone(),
+                    path: path.clone(),
+                });
+            }
         }
     }
     Ok(())

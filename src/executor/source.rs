@@ -223,7 +223,13 @@ impl SourceTree<'_> {
         for name in names {
             let child_rel = rel.join(&name);
             let child_host = host.join(&name);
-            let meta = fs::symlink_metadata(&child_host)?;
+            let meta = match fs::symlink_metadata(&child_host) {
+                Ok(meta) => meta,
+                // Listed but absent: overlayfs lists the whiteouts of a
+                // directory only one layer has (a rootless device stand-in).
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e),
+            };
             let ignored = self.ignored(&child_rel);
             if !ignored {
                 visit(&child_rel, &child_host, &meta)?;

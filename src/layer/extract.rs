@@ -416,9 +416,7 @@ impl Extractor {
         };
         let path = join(&parts);
         // A later entry at the same path replaces an earlier stand-in.
-        self.stats
-            .placeholders
-            .remove(String::from_utf8_lossy(&path).as_ref());
+        self.forget_stand_in(&path);
         if let Some(style) = self.whiteout_style() {
             if let Some(target) = name.strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
                 return self.whiteout(style, parent, target, &raw_path);
@@ -439,7 +437,12 @@ impl Extractor {
             }
             EntryType::Directory => self.make_dir(&at)?,
             EntryType::Symlink => self.make_symlink(&at)?,
-            EntryType::Link => self.make_hardlink(&at)?,
+            EntryType::Link => {
+                if let Some(node) = self.make_hardlink(&at)? {
+                    let path = String::from_utf8_lossy(&path).into_owned();
+                    self.stats.placeholders.insert(path, node);
+                }
+            }
             EntryType::Char | EntryType::Block | EntryType::Fifo => self.make_node(&at, kind)?,
             other => return Err(refuse(&format!("unsupported entry type {other:?}"))),
         }
@@ -525,12 +528,17 @@ impl Extractor {
 
     /// A hardlink to an entry already inside the root, never to a
     /// directory, never through a link out of it.
-    fn make_hardlink(&self, at: &At) -> Result<(), ExtractError> {
+    /// A hard link; a link to a device stand-in stands in for the same
+    /// device (returned, to be recorded at the link's path).
+    fn make_hardlink(&self, at: &At) -> Result<Option<DeviceNode>, ExtractError> {
         let target = at.link_target("hardlink without a target")?;
         let target_parts = clean(&target).map_err(|r| at.refuse(&r))?;
         if target_parts.is_empty() {
             return Err(at.refuse("hardlink to the root directory"));
         }
+        let stood_in = std::str::from_utf8(&join(&target_parts))
+            .ok()
+            .and_then(|t| self.stats.placeholders.get(t).copied());
         // O_PATH|O_NOFOLLOW: a link to a symlink links the symlink itself.
         let source = rustix::fs::openat2(
             &self.root,
@@ -559,7 +567,7 @@ impl Extractor {
             AtFlags::SYMLINK_FOLLOW,
         )
         .map_err(|e| io_err(at.path, e.into()))?;
-        Ok(())
+        Ok(stood_in)
     }
 
     /// A device node or fifo. Without `CAP_MKNOD` a device node becomes a
@@ -613,11 +621,41 @@ impl Extractor {
         at.set_times()
     }
 
+    /// Forgets the stand-in recorded at `path` (replaced or deleted).
+    fn forget_stand_in(&mut self, path: &[u8]) {
+        if let Ok(path) = std::str::from_utf8(path) {
+            self.stats.placeholders.remove(path);
+        }
+    }
+
+    /// Opens the directory `parts` only if no component is a symlink, so
+    /// a record's path is where its stand-in really is.
+    fn open_plain_dir(&self, parts: &[&[u8]]) -> Result<OwnedFd, Errno> {
+        let path = if parts.is_empty() {
+            b".".to_vec()
+        } else {
+            join(parts)
+        };
+        rustix::fs::openat2(
+            &self.root,
+            os(&path),
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+            rustix::fs::ResolveFlags::BENEATH | rustix::fs::ResolveFlags::NO_SYMLINKS,
+        )
+    }
+
     /// Makes the stand-in for the device node `dev` at `at` and records it.
     fn place_stand_in(&mut self, at: &At, dev: u64) -> Result<(), ExtractError> {
         let path = std::str::from_utf8(at.path).map_err(|_| {
             at.refuse("a device node whose path is not UTF-8 cannot be kept rootless")
         })?;
+        let parts: Vec<&[u8]> = at.path.split(|b| *b == b'/').collect();
+        if self.open_plain_dir(&parts[..parts.len() - 1]).is_err() {
+            return Err(
+                at.refuse("a device node under a symlinked directory cannot be kept rootless")
+            );
+        }
         rustix::fs::mknodat(
             at.parent,
             os(at.name),
@@ -648,7 +686,7 @@ impl Extractor {
             let Some((name, parent)) = parts.split_last() else {
                 continue;
             };
-            let live = self.open_in_root(parent).is_ok_and(|dir| {
+            let live = self.open_plain_dir(parent).is_ok_and(|dir| {
                 rustix::fs::statat(&dir, os(name), AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|st| {
                     FileType::from_raw_mode(st.st_mode) == FileType::CharacterDevice
                         && st.st_rdev == 0
@@ -767,6 +805,11 @@ impl Extractor {
     ) -> Result<(), ExtractError> {
         let parent_fd = self.open_parent(parent, raw)?;
         let parent_path = join(parent);
+        let whited_out = match parent_path.is_empty() {
+            true => target.to_vec(),
+            false => [parent_path.as_slice(), b"/", target].concat(),
+        };
+        self.forget_stand_in(&whited_out);
         if target == &OPAQUE_MARKER.as_bytes()[WHITEOUT_PREFIX.len()..] {
             return match style {
                 Whiteouts::OverlayNodes => rustix::fs::fsetxattr(
@@ -873,8 +916,18 @@ impl Extractor {
             }
             match rustix::fs::fsetxattr(fd, os(name), value, XattrFlags::empty()) {
                 Ok(()) => {}
-                // Rootless: trusted.* and security.* need privileges.
+                // Unprivileged: trusted.* and security.* need privileges.
                 Err(Errno::PERM | Errno::NOTSUP) if !self.is_root => {}
+                // Rootless: left out, it would change the layers.
+                Err(Errno::PERM) if crate::rootless::in_user_namespace() => {
+                    return Err(io_err(
+                        path,
+                        io::Error::other(format!(
+                            "extended attribute {} needs privileges a rootless build does not have",
+                            String::from_utf8_lossy(name)
+                        )),
+                    ))
+                }
                 Err(e) => return Err(io_err(path, e.into())),
             }
         }

@@ -111,7 +111,7 @@ pub fn decide(want: Want) -> Result<Decision, RootlessError> {
         return Ok(Decision::Here);
     }
     let readiness = Readiness::of_this_user();
-    match (readiness.first_failure(), want) {
+    match (readiness.first_blocking_failure(), want) {
         (None, _) => Ok(Decision::Enter(
             readiness.mapping().expect("a ready user has a mapping"),
         )),
@@ -132,12 +132,10 @@ pub fn enter(mapping: &Mapping) -> Result<ExitStatus, RootlessError> {
         .stdin(Stdio::inherit())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit());
-    let (child, mapper) = spawn_mapped(command, mapping)?;
-    let pid = child.id();
-    let forwarder = forward_signals(pid);
+    let child = spawn_mapped(command, mapping)?;
+    let forwarder = forward_signals(child.id());
     let status = wait(child);
     drop(forwarder);
-    drop(mapper);
     status
 }
 
@@ -195,60 +193,79 @@ pub fn exit_code(status: ExitStatus) -> u8 {
 /// Spawns `command` in new user and mount namespaces. The child stops
 /// before exec until a thread of this process has written its id maps
 /// (`spawn` itself waits for the exec, so the maps cannot be written after
-/// it returns).
+/// it returns). When mapping fails the thread kills the child, which
+/// would otherwise wait forever: it inherited the go pipe's write end.
 pub(crate) fn spawn_mapped(
     mut command: Command,
     mapping: &Mapping,
-) -> Result<(std::process::Child, std::thread::JoinHandle<()>), RootlessError> {
+) -> Result<std::process::Child, RootlessError> {
     let (mut ready_reader, ready_writer) = io::pipe().map_err(RootlessError::Spawn)?;
     let (go_reader, mut go_writer) = io::pipe().map_err(RootlessError::Spawn)?;
     let ready_fd = OwnedFd::from(ready_writer);
     let go_fd = OwnedFd::from(go_reader);
     let (ready_raw, go_raw) = (ready_fd.as_raw_fd(), go_fd.as_raw_fd());
+    let parent = rustix::process::getpid();
     // SAFETY: between fork and exec only async-signal-safe calls: prctl,
-    // unshare, getpid, write and read on descriptors the child owns.
+    // getppid, unshare, getpid, write and read on descriptors the child
+    // owns; errors are made from raw errnos, without allocating.
     unsafe {
-        command.pre_exec(move || enter_in_child(ready_raw, go_raw));
+        command.pre_exec(move || enter_in_child(parent, ready_raw, go_raw));
     }
     let maps = mapping.clone();
-    let (result_tx, result_rx) = std::sync::mpsc::channel();
     let mapper = std::thread::spawn(move || {
         let mut pid = [0u8; 4];
-        let outcome = ready_reader
+        ready_reader
             .read_exact(&mut pid)
-            .map_err(|e| RootlessError::Spawn(io::Error::other(e)))
-            .and_then(|()| write_maps(u32::from_ne_bytes(pid), &maps));
-        if outcome.is_ok() {
-            let _ = go_writer.write_all(b"1");
+            .map_err(RootlessError::Spawn)?;
+        let pid = u32::from_ne_bytes(pid);
+        let mapped = write_maps(pid, &maps);
+        match &mapped {
+            Ok(()) => go_writer.write_all(GO).map_err(RootlessError::Spawn)?,
+            Err(_) => {
+                if let Some(child) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(child, rustix::process::Signal::KILL);
+                }
+            }
         }
-        let _ = result_tx.send(outcome);
+        mapped
     });
     let spawned = command.spawn();
     drop(command);
     drop(ready_fd);
     drop(go_fd);
-    match spawned {
-        Ok(child) => Ok((child, mapper)),
-        Err(spawn_error) => {
-            let _ = mapper.join();
-            match result_rx.try_recv() {
-                Ok(Err(map_error @ RootlessError::Map { .. })) => Err(map_error),
-                _ if spawn_error.kind() == io::ErrorKind::PermissionDenied
-                    || spawn_error.raw_os_error() == Some(libc::ENOSPC) =>
-                {
-                    Err(RootlessError::Unshare(spawn_error))
-                }
-                _ => Err(RootlessError::Spawn(spawn_error)),
-            }
+    let mapped = mapper.join().unwrap_or_else(|_| {
+        Err(RootlessError::Spawn(io::Error::other(
+            "the id mapper panicked",
+        )))
+    });
+    match (spawned, mapped) {
+        (Ok(child), Ok(())) => Ok(child),
+        (Ok(mut killed), Err(error)) => {
+            let _ = killed.wait();
+            Err(error)
         }
+        (Err(_), Err(error @ RootlessError::Map { .. })) => Err(error),
+        (Err(spawn_error), _)
+            if spawn_error.kind() == io::ErrorKind::PermissionDenied
+                || spawn_error.raw_os_error() == Some(libc::ENOSPC) =>
+        {
+            Err(RootlessError::Unshare(spawn_error))
+        }
+        (Err(spawn_error), _) => Err(RootlessError::Spawn(spawn_error)),
     }
 }
 
-/// In the forked child: die with kbuild, unshare, tell the parent our pid,
-/// wait for its go.
-fn enter_in_child(ready: i32, go: i32) -> io::Result<()> {
+/// The byte that tells the child its maps are written.
+const GO: &[u8] = b"1";
+
+/// In the forked child: die with kbuild (or at once if it is already
+/// gone), unshare, tell the parent our pid, wait for its go.
+fn enter_in_child(parent: rustix::process::Pid, ready: i32, go: i32) -> io::Result<()> {
     use rustix::thread::UnshareFlags;
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::TERM))?;
+    if rustix::process::getppid() != Some(parent) {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
+    }
     // SAFETY: the child is single-threaded and about to exec.
     unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWUSER | UnshareFlags::NEWNS)? };
     let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
@@ -262,8 +279,8 @@ fn enter_in_child(ready: i32, go: i32) -> io::Result<()> {
     rustix::io::write(ready, &pid.to_ne_bytes())?;
     let mut byte = [0u8; 1];
     match rustix::io::read(go, &mut byte)? {
-        1 => Ok(()),
-        _ => Err(io::Error::other("the id maps were not written")),
+        1 if byte == GO => Ok(()),
+        _ => Err(io::Error::from_raw_os_error(libc::EIO)),
     }
 }
 

@@ -22,7 +22,7 @@ pub fn probe_overlay(mapping: &Mapping, dir: &Path) -> Result<(), String> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    let (child, _) = spawn_mapped(command, mapping).map_err(|e| match e.hint() {
+    let child = spawn_mapped(command, mapping).map_err(|e| match e.hint() {
         Some(hint) => format!("{e} ({hint})"),
         None => e.to_string(),
     })?;

@@ -10,6 +10,9 @@ use super::Mapping;
 
 /// The check of subordinate ids (auto mode skips rootless without them).
 pub const SUBIDS: &str = "subordinate ids";
+/// The check of the sysctls: advisory, since an AppArmor profile may
+/// allow kbuild what the sysctl forbids others (the attempt decides).
+pub const USERNS: &str = "user namespaces";
 pub const SUBUID_FILE: &str = "/etc/subuid";
 pub const SUBGID_FILE: &str = "/etc/subgid";
 /// How to get `newuidmap`/`newgidmap`.
@@ -53,8 +56,10 @@ impl Readiness {
     /// The checks for the user running this process.
     pub fn of_this_user() -> Self {
         let uid = rustix::process::getuid().as_raw();
-        let gid = rustix::process::getgid().as_raw();
-        let user = user_name(uid).unwrap_or_else(|| uid.to_string());
+        // newgidmap maps only the passwd entry's group, whatever the
+        // current one (`sg`, `newgrp`) is.
+        let (user, gid) = passwd_entry(uid)
+            .unwrap_or_else(|| (uid.to_string(), rustix::process::getgid().as_raw()));
         let uids = subids::ranges(Path::new(SUBUID_FILE), &user, uid).unwrap_or_default();
         let gids = subids::ranges(Path::new(SUBGID_FILE), &user, uid).unwrap_or_default();
         let path = std::env::var_os("PATH").unwrap_or_default();
@@ -78,8 +83,10 @@ impl Readiness {
         }
     }
 
-    pub fn first_failure(&self) -> Option<&Check> {
-        self.checks.iter().find(|c| !c.ok)
+    /// The first failed check that rules rootless mode out; the sysctl
+    /// check does not (entering the namespace then tells).
+    pub fn first_blocking_failure(&self) -> Option<&Check> {
+        self.checks.iter().find(|c| !c.ok && c.name != USERNS)
     }
 
     /// The maps to use, when the ids and the tools are there.
@@ -176,13 +183,13 @@ pub fn userns_check(sys: &Path) -> Check {
     .find(|(name, forbidding, _)| read(name) == Some(*forbidding));
     match problem {
         None => Check {
-            name: "user namespaces",
+            name: USERNS,
             ok: true,
             detail: "unprivileged user namespaces are allowed".into(),
             fix: None,
         },
         Some((name, value, setting)) => Check {
-            name: "user namespaces",
+            name: USERNS,
             ok: false,
             detail: format!(
                 "{} is {value}: the kernel refuses unprivileged user namespaces",
@@ -234,8 +241,9 @@ fn is_privileged(path: &Path) -> bool {
     setuid_root || rustix::fs::getxattr(path, "security.capability", &mut [0u8; 64]).is_ok()
 }
 
-/// The user's name from the passwd database (NSS included).
-fn user_name(uid: u32) -> Option<String> {
+/// The user's name and primary group from the passwd database (NSS
+/// included).
+fn passwd_entry(uid: u32) -> Option<(String, u32)> {
     let mut buffer = vec![0 as libc::c_char; 16384];
     // SAFETY: a zeroed passwd is a valid out-parameter; getpwuid_r fills it
     // with pointers into `buffer`, which outlives their use below.
@@ -255,7 +263,7 @@ fn user_name(uid: u32) -> Option<String> {
     }
     // SAFETY: pw_name points to a NUL-terminated string inside `buffer`.
     let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
-    Some(name.to_string_lossy().into_owned())
+    Some((name.to_string_lossy().into_owned(), entry.pw_gid))
 }
 
 #[cfg(test)]

@@ -184,10 +184,10 @@ impl Store {
             if !Digest::from_hex(hex).is_ok_and(|d| diff_ids.contains(&d)) {
                 if hex.len() == name.len() {
                     remove_tree(&path)?;
+                    report.removed_snapshots += 1;
                 } else {
                     fs::remove_file(&path).map_err(io_at(&path))?;
                 }
-                report.removed_snapshots += 1;
             }
         }
         for (path, entry) in self.derived_entries()? {

@@ -78,6 +78,12 @@ pub enum StoreError {
     MissingBlob(Digest),
     #[error("no image named \"{0}\" in the store (see `kbuild images`)")]
     UnknownImage(String),
+    #[error("the store {} was made {found}, but this kbuild runs {current}: their snapshots differ in owners, overlay markers and device nodes", root.display())]
+    Ownership {
+        root: PathBuf,
+        found: String,
+        current: String,
+    },
     /// Data that is well-formed but does not hold together (e.g. more
     /// layers than diff_ids); what is wrong is the whole message.
     #[error("{0}")]
@@ -159,11 +165,48 @@ impl Drop for ExclusiveGuard<'_> {
     }
 }
 
+/// The file that says who the store's snapshots were made by.
+const OWNERSHIP: &str = "ownership";
+
+/// Who this process makes snapshots as: root; rootless with these id maps
+/// (files on disk belong to the mapped ids); or an unprivileged user
+/// without a namespace (no owners at all).
+fn ownership() -> String {
+    if crate::rootless::in_user_namespace() {
+        let map = |file: &str| {
+            fs::read_to_string(file)
+                .unwrap_or_default()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        format!(
+            "rootless (uid map {}, gid map {})",
+            map("/proc/self/uid_map"),
+            map("/proc/self/gid_map")
+        )
+    } else if rustix::process::geteuid().is_root() {
+        "as root".to_string()
+    } else {
+        format!("unprivileged (uid {})", rustix::process::geteuid().as_raw())
+    }
+}
+
 impl Store {
-    /// Opens (creating if needed) the store at `root`.
+    /// Opens (creating if needed) the store at `root`. A store is made
+    /// either as root or rootless with one id mapping, and refuses the
+    /// other (see [`StoreError::Ownership`]); a rootless one is private to
+    /// its user (0700): its snapshots hold files that are setuid to the
+    /// user or the user's subordinate ids.
     pub fn open(root: &Path) -> Result<Store> {
         // Absolute: overlay mounts name store paths after changing directory.
         let root = &std::path::absolute(root).map_err(io_at(root))?;
+        fs::create_dir_all(root).map_err(io_at(root))?;
+        if crate::rootless::in_user_namespace() {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(io_at(root))?;
+        }
+        check_ownership(root)?;
         for dir in [
             "blobs/sha256",
             "snapshots",
@@ -441,6 +484,24 @@ impl Store {
         }
         atomic::fsync_dir(&self.root.join("snapshots")).map_err(io_at(&dest))?;
         Ok(dest)
+    }
+}
+
+/// Records who makes this store's snapshots, or checks it is the same.
+fn check_ownership(root: &Path) -> Result<()> {
+    let path = root.join(OWNERSHIP);
+    let current = ownership();
+    match fs::read_to_string(&path) {
+        Ok(found) if found.trim() == current => Ok(()),
+        Ok(found) => Err(StoreError::Ownership {
+            root: root.to_path_buf(),
+            found: found.trim().to_string(),
+            current,
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            atomic::write(&path, format!("{current}\n").as_bytes()).map_err(io_at(&path))
+        }
+        Err(e) => Err(io_at(&path)(e)),
     }
 }
 

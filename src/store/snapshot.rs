@@ -23,13 +23,17 @@ use crate::layer::{self, DeviceNode, ExtractLimits, ExtractMode, Placeholders};
 pub const DEVICES_SUFFIX: &str = ".devices.json";
 
 /// A device an image's root holds as a stand-in: where, what, and the
-/// stand-in that carries its mode, owner and time.
-#[derive(Debug, Clone)]
+/// mode, owner and time its stand-in carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StandIn {
     /// Root-relative path.
     pub path: String,
     pub node: DeviceNode,
-    pub on_disk: PathBuf,
+    /// Permission bits.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
 }
 
 impl Store {
@@ -85,8 +89,13 @@ impl Store {
         diff_id: &Digest,
         placeholders: &Placeholders,
     ) -> Result<PathBuf> {
-        if !placeholders.is_empty() {
-            let list = self.devices_path(diff_id);
+        let list = self.devices_path(diff_id);
+        if placeholders.is_empty() {
+            match fs::remove_file(&list) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(&list)(e)),
+                _ => {}
+            }
+        } else {
             let json = serde_json::to_vec_pretty(placeholders).expect("a map serializes");
             atomic::write(&list, &json).map_err(io_at(&list))?;
         }
@@ -99,13 +108,19 @@ impl Store {
             .join(format!("{}{DEVICES_SUFFIX}", diff_id.hex()))
     }
 
+    /// The list of `diff_id`'s snapshot; every path in it is checked to be
+    /// plain and relative.
     fn snapshot_devices(&self, diff_id: &Digest) -> Result<Placeholders> {
         let list = self.devices_path(diff_id);
-        match fs::read(&list) {
-            Ok(json) => serde_json::from_slice(&json)
-                .map_err(|e| io_at(&list)(io::Error::new(io::ErrorKind::InvalidData, e))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Placeholders::new()),
-            Err(e) => Err(io_at(&list)(e)),
+        let invalid = |what: String| io_at(&list)(io::Error::new(io::ErrorKind::InvalidData, what));
+        let records: Placeholders = match fs::read(&list) {
+            Ok(json) => serde_json::from_slice(&json).map_err(|e| invalid(e.to_string()))?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Placeholders::new()),
+            Err(e) => return Err(io_at(&list)(e)),
+        };
+        match records.keys().find(|path| !is_plain_relative(path)) {
+            Some(bad) => Err(invalid(format!("\"{bad}\" is not a plain relative path"))),
+            None => Ok(records),
         }
     }
 
@@ -120,11 +135,24 @@ impl Store {
         let mut found = Vec::new();
         for (index, layer) in layers.iter().enumerate() {
             for (path, node) in self.snapshot_devices(&layer.diff_id)? {
-                if !dirs[index + 1..].iter().any(|above| hides(above, &path)) {
+                if dirs[index + 1..].iter().any(|above| hides(above, &path)) {
+                    continue;
+                }
+                // The stand-in itself gives the node's mode, owner and time.
+                let Some(stat) = lstat_beneath(&dirs[index], &path) else {
+                    continue;
+                };
+                let is_stand_in = rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                    == rustix::fs::FileType::CharacterDevice
+                    && stat.st_rdev == 0;
+                if is_stand_in {
                     found.push(StandIn {
-                        on_disk: dirs[index].join(&path),
                         path,
                         node,
+                        mode: stat.st_mode & 0o7777,
+                        uid: stat.st_uid,
+                        gid: stat.st_gid,
+                        mtime: stat.st_mtime,
                     });
                 }
             }
@@ -136,24 +164,67 @@ impl Store {
 
 /// Whether the lower dir `above` hides `path` of the dirs below it: it has
 /// an entry there (a file, a whiteout), or a parent that is not a plain
-/// directory or is opaque.
+/// directory or is opaque. Nothing is looked up through a symlink.
 fn hides(above: &Path, path: &str) -> bool {
-    if above.join(path).symlink_metadata().is_ok() {
-        return true;
-    }
-    let opaque = crate::sandbox::overlay::opaque_xattr();
-    let mut parent = PathBuf::new();
-    for part in Path::new(path).parent().into_iter().flat_map(Path::iter) {
-        parent.push(part);
-        let at = above.join(&parent);
-        match at.symlink_metadata() {
-            Err(_) => return false,
-            Ok(meta) if !meta.is_dir() => return true,
-            Ok(_) if rustix::fs::lgetxattr(&at, opaque, &mut [0u8; 4]).is_ok() => return true,
-            Ok(_) => {}
+    let parts: Vec<&str> = path.split('/').collect();
+    for depth in 1..parts.len() {
+        let parent = parts[..depth].join("/");
+        match lstat_beneath(above, &parent) {
+            None => return false,
+            Some(stat)
+                if rustix::fs::FileType::from_raw_mode(stat.st_mode)
+                    != rustix::fs::FileType::Directory =>
+            {
+                return true
+            }
+            Some(_) if is_opaque(above, &parent) => return true,
+            Some(_) => {}
         }
     }
-    false
+    lstat_beneath(above, path).is_some()
+}
+
+/// `a/b/c`: no empty, `.` or `..` component, not absolute.
+fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty()
+        && path
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// Opens `rel` beneath `dir` with no symlink on the way or at the end.
+fn open_beneath(dir: &Path, rel: &str, flags: rustix::fs::OFlags) -> Option<std::os::fd::OwnedFd> {
+    use rustix::fs::{Mode, OFlags, ResolveFlags};
+    let root = rustix::fs::open(
+        dir,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    rustix::fs::openat2(
+        &root,
+        rel,
+        flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+    )
+    .ok()
+}
+
+/// lstat of `rel` beneath `dir`, through directories only.
+fn lstat_beneath(dir: &Path, rel: &str) -> Option<rustix::fs::Stat> {
+    use rustix::fs::OFlags;
+    let (parent, name) = rel.rsplit_once('/').unwrap_or((".", rel));
+    let parent = open_beneath(dir, parent, OFlags::PATH | OFlags::DIRECTORY)?;
+    rustix::fs::statat(&parent, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()
+}
+
+/// Whether the directory `rel` beneath `dir` carries the opaque marker.
+fn is_opaque(dir: &Path, rel: &str) -> bool {
+    use rustix::fs::OFlags;
+    let opaque = crate::sandbox::overlay::opaque_xattr();
+    open_beneath(dir, rel, OFlags::RDONLY | OFlags::DIRECTORY)
+        .is_some_and(|fd| rustix::fs::fgetxattr(&fd, opaque, &mut [0u8; 4]).is_ok())
 }
 
 #[cfg(test)]
@@ -168,10 +239,12 @@ mod tests {
             rustix::fs::CWD,
             &path,
             rustix::fs::FileType::CharacterDevice,
-            rustix::fs::Mode::from_raw_mode(0o666),
+            rustix::fs::Mode::from_raw_mode(0o640),
             0,
         )
         .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o640)).unwrap();
     }
 
     fn device(major: u32, minor: u32) -> DeviceNode {
@@ -263,6 +336,7 @@ mod tests {
         let paths: Vec<&str> = shown.iter().map(|s| s.path.as_str()).collect();
         assert_eq!(paths, ["dev/zero"]);
         assert_eq!(shown[0].node, device(1, 5));
+        assert_eq!(shown[0].mode, 0o640, "the stand-in's mode");
         let alone = store.image_stand_ins(&[lower]).unwrap();
         assert_eq!(alone.len(), 3);
     }

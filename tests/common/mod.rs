@@ -110,6 +110,30 @@ pub fn kbuild(args: &[&str], envs: &[(&str, &str)]) -> Output {
     cmd.output().expect("run kbuild")
 }
 
+/// Runs `command` to its end, killing it after `limit` (a hang fails the
+/// test instead of stalling the run).
+pub fn output_within(mut command: Command, limit: std::time::Duration) -> Output {
+    let child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(limit).is_err() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("still running after {limit:?}");
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = done_tx.send(());
+    watchdog.join().expect("the command hung");
+    out
+}
+
 /// Runs a host program (an outside judge) and returns its stdout; its
 /// failure fails the test with its stderr.
 pub fn run_ok(program: &str, args: &[&str]) -> String {
