@@ -4,10 +4,10 @@
 //! and one without, who must get an error naming the fix.
 //!
 //! What rootless must match is root's own result: the build equivalence
-//! spec gives root's digest and tree; `kbuild image` and `kbuild iso` of
-//! the real Debian core cell, from a cold store of the user's, give the
-//! image and the ISO bytes of the run's root-built seed; the hostile
-//! corpus holds with its sentinels.
+//! spec gives root's digest and tree; `kbuild image`, `kbuild iso` and
+//! `kbuild disk` of the real Debian core cell, from a cold store of the
+//! user's, give the image, ISO and disk bytes of the run's root-built
+//! seed; the hostile corpus holds with its sentinels.
 //!
 //! The composed packages are the honest stand-ins of
 //! `tests/common/standins.rs` served on 127.0.0.1; the Debian packages come
@@ -332,27 +332,38 @@ fn core_iso(project: &Path, store: &Path, out: &Path) -> serde_json::Value {
     core_cell("iso", project, store, &report, &["-o", out]).1
 }
 
+/// `kbuild disk --format raw` of the core cell into `out`: the disk's
+/// sha256.
+fn core_disk(project: &Path, store: &Path, out: &Path) -> String {
+    let report = out.with_extension("json");
+    let args = ["-o", out.to_str().unwrap(), "--format", "raw"];
+    let (_, report) = core_cell("disk", project, store, &report, &args);
+    report["artifacts"][0]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn debian_core_image_and_iso_rootless_equal_roots() {
     let http = standins::binaries();
     let work = tempfile::tempdir().unwrap();
     let root_store = seeded_store(work.path());
     let root_project = standins::project(work.path(), &http);
     let root_report = core_iso(&root_project, &root_store, &work.path().join("out"));
+    let root_disk = core_disk(&root_project, &root_store, &work.path().join("disk"));
 
     let user = with_subids();
     let home = user.tempdir("debian");
     let project = standins::project(home.path(), &http);
     user.give(home.path());
-    let (image, built, report) = user.run(|| {
+    let (image, built, report, disk) = user.run(|| {
         let store = store_with_pinned_base_for(home.path(), SEED_EPOCH, "amd64");
         standins::import_images_for(&store, "amd64");
         let image_report = home.path().join("image.json");
         let (image, built) = core_cell("image", &project, &store, &image_report, &[]);
-        (
-            image,
-            built,
-            core_iso(&project, &store, &home.path().join("out")),
-        )
+        let iso = core_iso(&project, &store, &home.path().join("out"));
+        let disk = core_disk(&project, &store, &home.path().join("disk"));
+        (image, built, iso, disk)
     });
     // The user's store was cold: every step of the spec ran rootless.
     let results: Vec<&serde_json::Value> = built["stages"]
@@ -378,6 +389,9 @@ fn debian_core_image_and_iso_rootless_equal_roots() {
         user.uid,
         "the ISO is the user's own file"
     );
+    // The disk stage (mke2fs, debugfs, the image's grub-mkimage in the
+    // sandbox) gives root's bytes too.
+    assert_eq!(disk, root_disk);
 }
 
 const TOOLS: &[&str] = &[
@@ -400,6 +414,8 @@ const ISO_TOOLS: &[&str] = &[
     "xorriso",
     "mformat",
     "mcopy",
+    "mke2fs",
+    "debugfs",
 ];
 
 tests!(
