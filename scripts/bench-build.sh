@@ -17,18 +17,9 @@ kbuild=$PWD/target/release/kbuild
 work=$PWD/target/bench/build
 rm -rf "$work" && mkdir -p "$work/context/big"
 
-cat >"$work/context/Dockerfile" <<'SPEC'
-FROM localhost/kbuild-base:latest
-ENV DEBIAN_FRONTEND=noninteractive
-RUN apt-get update -q && apt-get install -y -q --no-install-recommends rsync && rm -rf /var/lib/apt/lists/*
-RUN useradd -m app
-WORKDIR /srv
-COPY big/ ./big/
-COPY app.conf ./
-RUN sha256sum app.conf big/* > sums && chown -R app /srv
-SPEC
-for i in $(seq 1 40); do head -c 1048576 /dev/urandom >"$work/context/big/blob-$i"; done
-echo "port = 1" >"$work/context/app.conf"
+# shellcheck source=scripts/bench-build-context.sh
+. scripts/bench-build-context.sh
+write_build_context "$work/context"
 
 buildah_storage=(--root "$work/buildah/root" --runroot "$work/buildah/run" --storage-driver overlay)
 
